@@ -1,0 +1,1 @@
+"""The `somnet` command."""

@@ -1,0 +1,1 @@
+"""The asyncio node around the consensus core: network, storage, ledger, API."""
