@@ -128,6 +128,8 @@ class ReplicaConfig:
     """Base wait after seeing 2f+1 precommits for anything."""
     timeout_delta_ms: int = 500
     """Added to each timeout per round."""
+    rebroadcast_ms: int = 2000
+    """Interval at which the replica re-sends its own messages of the current height."""
     timeout_ms_max: int = 60_000
     """Cap on any single timeout, so rounds stay bounded in time."""
     future_messages_max: int = 1000
@@ -145,6 +147,7 @@ class ReplicaConfig:
             timeout_prevote_ms=100,
             timeout_precommit_ms=100,
             timeout_delta_ms=50,
+            rebroadcast_ms=200,
             timeout_ms_max=5000,
         )
 
@@ -160,6 +163,8 @@ class ReplicaConfig:
             self.timeout_propose_ms, self.timeout_prevote_ms, self.timeout_precommit_ms
         ):
             raise ConfigError("timeout_ms_max must be >= every base timeout")
+        if self.rebroadcast_ms < 1:
+            raise ConfigError("rebroadcast_ms must be >= 1")
         if self.future_messages_max < 1:
             raise ConfigError("future_messages_max must be >= 1")
 

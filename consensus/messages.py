@@ -44,6 +44,7 @@ __all__ = [
     "Round",
     "Step",
     "TimeoutFired",
+    "Timer",
     "ValidatorId",
     "Value",
     "ValueBuilt",
@@ -69,6 +70,16 @@ class Step(enum.IntEnum):
     PROPOSE = 0
     PREVOTE = 1
     PRECOMMIT = 2
+
+
+class Timer(enum.IntEnum):
+    """What a timer is for: the paper's three timeouts, and the periodic re-broadcast of
+    this replica's own messages of the current height (recovers from message loss)."""
+
+    PROPOSE = 0
+    PREVOTE = 1
+    PRECOMMIT = 2
+    REBROADCAST = 3
 
 
 class VoteType(enum.IntEnum):
@@ -206,7 +217,7 @@ class TimeoutFired:
 
     height: Height
     round: Round
-    step: Step
+    timer: Timer
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -267,12 +278,13 @@ class Broadcast:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ArmTimer:
-    """Report `TimeoutFired(height, round, step)` once `now_ms >= deadline_ms`."""
+    """Report `TimeoutFired(height, round, timer)` once `now_ms >= deadline_ms`. Timers are
+    never cancelled: a stale one fires and the core ignores it."""
 
     deadline_ms: int
     height: Height
     round: Round
-    step: Step
+    timer: Timer
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
