@@ -1,0 +1,655 @@
+"""The node's durable store: chain, ledger state and consensus state in one LMDB file.
+
+Theory of operation.
+- One LMDB environment, sync and metasync on: a write transaction is on disk when
+  `commit` returns. `commit_block` writes everything one decided block changes in ONE
+  write transaction, so after a crash the store holds the previous block or the new one.
+- Every value is sealed with a 16-byte BLAKE2b tag over (database, key, value)
+  (node/checksum.py) and checked on every read. A mismatch raises `StoreCorrupted`, which
+  names the database and key: the node stops rather than serve wrong data.
+- A sidecar marker file (`somnet.store`) is written, fsynced, after the store's first
+  transaction. If the marker exists, the store must exist and be non-empty: a missing,
+  truncated or emptied data.mdb is `StoreCorrupted`, never a fresh empty chain. The size
+  check reads LMDB's meta pages before the file is mapped (node/lmdb_header.py).
+- At open the hash chain is verified over all heights from the small `chain` records
+  (height -> block hash, previous hash), and the sub-databases' entry counts and ends
+  must agree with the tip.
+- The map size is a hard bound. A write that does not fit raises `StoreFull` and writes
+  nothing.
+
+Keys: heights are 8-byte big-endian, so LMDB's byte order is height order and appends
+go to the end of the tree.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lmdb
+
+from node.block import ZERO_HASH, Header, decode_header
+from node.checksum import ChecksumMismatch, seal, unseal
+from node.effects import BlockEffects
+from node.errors import BlockError, NodeError
+from node.lmdb_header import LmdbHeaderError, read_lmdb_meta
+
+__all__ = [
+    "MAP_SIZE_BYTES_DEFAULT",
+    "MARKER_NAME",
+    "Store",
+    "StoreCorrupted",
+    "StoreError",
+    "StoreFull",
+    "StoreTip",
+]
+
+MAP_SIZE_BYTES_DEFAULT = 64 * 1024**3
+MARKER_NAME = "somnet.store"
+DATA_NAME = "data.mdb"
+FORMAT_VERSION = 1
+HASH_SIZE = 32
+HEIGHT_MAX = 2**63 - 1
+BALANCE_MAX = 2**63 - 1
+TOTAL_MAX = 2**128 - 1
+MARKER_SIZE_MAX = 4096
+MAX_DBS = 16
+MAX_READERS = 126
+
+DB_META = b"meta"
+DB_BLOCKS = b"blocks"
+DB_CERTIFICATES = b"certificates"
+DB_BLOCK_HASHES = b"block_hashes"
+DB_CHAIN = b"chain"
+DB_TX_INDEX = b"tx_index"
+DB_BALANCES = b"balances"
+DB_REFERENCES = b"references"
+DB_CONSENSUS = b"consensus"
+DB_NAMES = (
+    DB_META,
+    DB_BLOCKS,
+    DB_CERTIFICATES,
+    DB_BLOCK_HASHES,
+    DB_CHAIN,
+    DB_TX_INDEX,
+    DB_BALANCES,
+    DB_REFERENCES,
+    DB_CONSENSUS,
+)
+assert len(DB_NAMES) < MAX_DBS
+
+KEY_CHAIN_ID = b"chain_id"
+KEY_FORMAT = b"format"
+KEY_TIP = b"tip"
+KEY_DURABLE = b"durable"
+
+TIP_SIZE = 8 + HASH_SIZE + HASH_SIZE + 16 + 16
+CHAIN_SIZE = HASH_SIZE + HASH_SIZE
+
+
+class StoreError(NodeError):
+    """The store cannot do what was asked (environment or operator fault)."""
+
+    code = "store_error"
+
+
+class StoreCorrupted(StoreError):
+    """Stored bytes are not what was written: the node must stop."""
+
+    code = "store_corrupted"
+
+
+class StoreFull(StoreError):
+    """The write does not fit in the configured map size; nothing was written."""
+
+    code = "store_full"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoreTip:
+    """The last stored block; before the first block, height 0 and ZERO_HASH (what block 1
+    names as its previous hash)."""
+
+    height: int
+    block_hash: bytes
+    app_hash: bytes
+    issued_total: int
+    redeemed_total: int
+
+
+def height_key(height: int) -> bytes:
+    assert 0 <= height <= HEIGHT_MAX
+    return height.to_bytes(8, "big")
+
+
+def _encode_tip(tip: StoreTip) -> bytes:
+    assert len(tip.block_hash) == HASH_SIZE
+    assert len(tip.app_hash) == HASH_SIZE
+    assert 0 <= tip.issued_total <= TOTAL_MAX
+    assert 0 <= tip.redeemed_total <= TOTAL_MAX
+    return b"".join(
+        (
+            height_key(tip.height),
+            tip.block_hash,
+            tip.app_hash,
+            tip.issued_total.to_bytes(16, "big"),
+            tip.redeemed_total.to_bytes(16, "big"),
+        )
+    )
+
+
+def _decode_tip(data: bytes) -> StoreTip:
+    assert len(data) == TIP_SIZE  # checksummed: a wrong size is our own bug
+    return StoreTip(
+        height=int.from_bytes(data[0:8], "big"),
+        block_hash=data[8:40],
+        app_hash=data[40:72],
+        issued_total=int.from_bytes(data[72:88], "big"),
+        redeemed_total=int.from_bytes(data[88:104], "big"),
+    )
+
+
+def _fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def block_header(block_bytes: bytes) -> Header:
+    """The header of an encoded block, read without decoding its transactions.
+
+    node.block encodes a block as the msgpack array [header bytes, txs, certificate]; the
+    header is its first element, a bin8 or bin16 (a header is at most 1024 bytes).
+
+    Raises:
+        BlockError: the bytes do not start with a well-formed header.
+    """
+    if block_bytes[:2] == b"\x93\xc4":
+        start, size = 3, block_bytes[2]
+    elif block_bytes[:2] == b"\x93\xc5":
+        start, size = 4, int.from_bytes(block_bytes[2:4], "big")
+    else:
+        raise BlockError("block: expected a 3-array that starts with the header bytes")
+    return decode_header(block_bytes[start : start + size])
+
+
+def _write_marker(path: Path, chain_id: str) -> None:
+    """Write the marker atomically and durably: temp file, fsync, rename, fsync dir."""
+    record = {
+        "format": FORMAT_VERSION,
+        "chain_id": chain_id,
+        "created_unix_ms": int(time.time() * 1000),
+        "lmdb_version": ".".join(str(v) for v in lmdb.version()),
+    }
+    tmp = path / (MARKER_NAME + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        json.dump(record, f, sort_keys=True)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path / MARKER_NAME)
+    _fsync_directory(path)
+
+
+def _read_marker(path: Path) -> dict[str, Any]:
+    marker = path / MARKER_NAME
+    try:
+        text = marker.read_bytes()[:MARKER_SIZE_MAX].decode("utf-8")
+        record = json.loads(text)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise StoreCorrupted(f"store marker {marker} is unreadable: {exc}") from exc
+    if not isinstance(record, dict) or record.get("format") != FORMAT_VERSION:
+        raise StoreCorrupted(f"store marker {marker} is not a format {FORMAT_VERSION} marker")
+    return record
+
+
+def _check_data_file(path: Path) -> None:
+    """An initialised store's data.mdb must exist, be whole, and hold our databases."""
+    try:
+        meta = read_lmdb_meta(path / DATA_NAME)
+    except LmdbHeaderError as exc:
+        raise StoreCorrupted(f"initialised store is damaged: {exc}") from exc
+    if meta.main_entries < len(DB_NAMES):
+        raise StoreCorrupted(
+            f"initialised store is empty: {path / DATA_NAME} holds "
+            f"{meta.main_entries} of {len(DB_NAMES)} databases"
+        )
+
+
+def _open_env(path: Path, map_size_bytes: int) -> lmdb.Environment:
+    assert map_size_bytes > 0
+    try:
+        return lmdb.open(
+            str(path),
+            map_size=map_size_bytes,
+            subdir=True,
+            readonly=False,
+            metasync=True,
+            sync=True,
+            map_async=False,
+            mode=0o600,
+            create=True,
+            readahead=False,
+            writemap=False,
+            meminit=False,
+            max_readers=MAX_READERS,
+            max_dbs=MAX_DBS,
+            max_spare_txns=1,
+            lock=True,
+        )
+    except lmdb.Error as exc:
+        raise StoreError(f"cannot open LMDB environment at {path}: {exc}") from exc
+
+
+class Store:
+    """The open store. Create or open it with `Store.open`; close it with `close`.
+
+    Not thread-safe: one owner (the node's driver task) calls it.
+    """
+
+    def __init__(
+        self,
+        *,
+        path: Path,
+        env: lmdb.Environment,
+        chain_id: str,
+        map_size_bytes: int,
+    ) -> None:
+        self.path = path
+        self.chain_id = chain_id
+        self.map_size_bytes = map_size_bytes
+        self._env = env
+        try:
+            self._dbs = {name: env.open_db(name, create=False) for name in DB_NAMES}
+        except lmdb.NotFoundError as exc:
+            env.close()
+            raise StoreCorrupted(f"store at {path} lacks a database: {exc}") from exc
+        except lmdb.Error as exc:
+            env.close()
+            raise StoreCorrupted(f"store at {path} cannot open its databases: {exc}") from exc
+        self._tip = self._load_tip()
+
+    # -- opening --------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        path: Path,
+        *,
+        chain_id: str,
+        map_size_bytes: int = MAP_SIZE_BYTES_DEFAULT,
+    ) -> Store:
+        """Open the store at `path`, creating it if the directory holds no store.
+
+        Args:
+            path: the store directory (data.mdb, lock.mdb and the marker live in it).
+            chain_id: must match the chain id the store was created with.
+            map_size_bytes: the bound on the data file; writes beyond it raise StoreFull.
+
+        Raises:
+            StoreCorrupted: the store is damaged (missing, truncated or emptied data file,
+                a checksum mismatch, a broken hash chain).
+            StoreError: the store belongs to another chain, or LMDB cannot open it.
+        """
+        assert chain_id
+        if not (path / MARKER_NAME).exists():
+            if (path / DATA_NAME).exists():
+                raise StoreCorrupted(
+                    f"{path / DATA_NAME} exists but the store marker {MARKER_NAME} does not: "
+                    "an interrupted creation or a deleted marker; refusing to guess"
+                )
+            cls._create(path, chain_id, map_size_bytes)
+        marker = _read_marker(path)
+        if marker.get("chain_id") != chain_id:
+            raise StoreError(
+                f"store at {path} belongs to chain {marker.get('chain_id')!r}, not {chain_id!r}"
+            )
+        _check_data_file(path)
+        env = _open_env(path, map_size_bytes)
+        store = cls(
+            path=path,
+            env=env,
+            chain_id=chain_id,
+            map_size_bytes=map_size_bytes,
+        )
+        try:
+            store._check_identity()
+            store.verify()
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    @staticmethod
+    def _create(path: Path, chain_id: str, map_size_bytes: int) -> None:
+        """Create the databases and the empty tip in one transaction, then the marker."""
+        path.mkdir(parents=True, exist_ok=True)
+        env = _open_env(path, map_size_bytes)
+        try:
+            with env.begin(write=True) as txn:
+                dbs = {name: env.open_db(name, txn=txn, create=True) for name in DB_NAMES}
+                meta = dbs[DB_META]
+                genesis_tip = StoreTip(
+                    height=0,
+                    block_hash=ZERO_HASH,
+                    app_hash=bytes(HASH_SIZE),
+                    issued_total=0,
+                    redeemed_total=0,
+                )
+                for key, value in (
+                    (KEY_FORMAT, str(FORMAT_VERSION).encode()),
+                    (KEY_CHAIN_ID, chain_id.encode("utf-8")),
+                    (KEY_TIP, _encode_tip(genesis_tip)),
+                ):
+                    txn.put(key, seal(DB_META, key, value), db=meta)
+            env.sync(True)
+        except lmdb.MapFullError as exc:
+            raise StoreFull(
+                f"map_size_bytes={map_size_bytes} is too small for an empty store"
+            ) from exc
+        except lmdb.Error as exc:
+            raise StoreError(f"cannot create a store at {path}: {exc}") from exc
+        finally:
+            env.close()
+        _write_marker(path, chain_id)
+
+    def _check_identity(self) -> None:
+        with self._read() as txn:
+            chain_id = self._get(txn, DB_META, KEY_CHAIN_ID)
+        if chain_id != self.chain_id.encode("utf-8"):
+            raise StoreCorrupted(
+                f"store at {self.path}: its meta database names chain {chain_id!r}, "
+                f"its marker {self.chain_id!r}"
+            )
+
+    def close(self) -> None:
+        self._env.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- transactions ---------------------------------------------------------------------
+
+    @contextmanager
+    def _write(self, what: str) -> Iterator[lmdb.Transaction]:
+        """One write transaction: committed (and synced) on success, aborted otherwise."""
+        txn = self._env.begin(write=True)
+        try:
+            yield txn
+            txn.commit()
+        except lmdb.MapFullError as exc:
+            txn.abort()
+            raise StoreFull(
+                f"{what} does not fit in the store: the map size setting map_size_bytes="
+                f"{self.map_size_bytes} is reached; nothing was written. Raise map_size_bytes."
+            ) from exc
+        except lmdb.Error as exc:
+            txn.abort()
+            raise StoreError(f"{what} failed, nothing was written: {exc}") from exc
+        except BaseException:
+            txn.abort()
+            raise
+
+    @contextmanager
+    def _read(self) -> Iterator[lmdb.Transaction]:
+        try:
+            with self._env.begin(write=False, buffers=False) as txn:
+                yield txn
+        except (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.InvalidError) as exc:
+            raise StoreCorrupted(f"LMDB reports a damaged store at {self.path}: {exc}") from exc
+        except lmdb.Error as exc:
+            raise StoreError(f"read from the store at {self.path} failed: {exc}") from exc
+
+    def _unseal(self, db_name: bytes, key: bytes, record: bytes) -> bytes:
+        try:
+            return unseal(db_name, key, record)
+        except ChecksumMismatch as exc:
+            raise StoreCorrupted(
+                f"store at {self.path}: {exc} in database {db_name.decode()!r} "
+                f"key {key.hex()}; the node must stop"
+            ) from exc
+
+    def _get(self, txn: lmdb.Transaction, db_name: bytes, key: bytes) -> bytes | None:
+        record = txn.get(key, db=self._dbs[db_name])
+        if record is None:
+            return None
+        assert isinstance(record, bytes)
+        return self._unseal(db_name, key, record)
+
+    def _records(self, txn: lmdb.Transaction, db_name: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """Every (key, value) of a database in key order, each checksum verified."""
+        for key, record in txn.cursor(db=self._dbs[db_name]):
+            assert isinstance(key, bytes)
+            assert isinstance(record, bytes)
+            yield key, self._unseal(db_name, key, record)
+
+    def _require(self, txn: lmdb.Transaction, db_name: bytes, key: bytes) -> bytes:
+        value = self._get(txn, db_name, key)
+        if value is None:
+            raise StoreCorrupted(
+                f"store at {self.path}: database {db_name.decode()!r} lacks key {key.hex()}"
+            )
+        return value
+
+    def _load_tip(self) -> StoreTip:
+        with self._read() as txn:
+            return _decode_tip(self._require(txn, DB_META, KEY_TIP))
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def commit_block(self, effects: BlockEffects) -> None:
+        """Write everything one decided block changes in one synced write transaction.
+
+        Returns once the transaction is on disk. Raises StoreFull (nothing written) when
+        the map size is reached, StoreError on other LMDB failures.
+        """
+        tip = self._tip
+        assert effects.height == tip.height + 1, (effects.height, tip.height)
+        assert len(effects.block_hash) == HASH_SIZE
+        assert len(effects.app_hash) == HASH_SIZE
+        header = block_header(effects.block_bytes)
+        assert header.height == effects.height
+        assert header.hash() == effects.block_hash
+        previous_hash = header.prev_block_hash
+        assert previous_hash == tip.block_hash, "block does not link to the stored tip"
+        new_tip = StoreTip(
+            height=effects.height,
+            block_hash=effects.block_hash,
+            app_hash=effects.app_hash,
+            issued_total=effects.issued_total,
+            redeemed_total=effects.redeemed_total,
+        )
+        with self._write(f"block {effects.height}") as txn:
+            self._put_block(txn, effects, previous_hash)
+            self._put_ledger_state(txn, effects)
+            txn.put(KEY_TIP, seal(DB_META, KEY_TIP, _encode_tip(new_tip)), db=self._dbs[DB_META])
+        self._tip = new_tip
+
+    def _put_block(self, txn: lmdb.Transaction, effects: BlockEffects, previous: bytes) -> None:
+        key = height_key(effects.height)
+        # Heights only grow, so append=True puts each record at the tree's end.
+        for db_name, value in (
+            (DB_BLOCKS, effects.block_bytes),
+            (DB_CERTIFICATES, effects.certificate_bytes),
+            (DB_CHAIN, effects.block_hash + previous),
+        ):
+            added = txn.put(key, seal(db_name, key, value), db=self._dbs[db_name], append=True)
+            assert added, (db_name, effects.height)
+        hash_record = seal(DB_BLOCK_HASHES, effects.block_hash, key)
+        added = txn.put(
+            effects.block_hash, hash_record, db=self._dbs[DB_BLOCK_HASHES], overwrite=False
+        )
+        assert added, "a block hash is stored twice"
+
+    def _put_ledger_state(self, txn: lmdb.Transaction, effects: BlockEffects) -> None:
+        # Sorted keys fill leaf pages in order, so LMDB touches each page once.
+        tx_records = [
+            (tx_hash, seal(DB_TX_INDEX, tx_hash, result))
+            for tx_hash, result in sorted(effects.tx_results)
+        ]
+        balance_records = []
+        for account, balance in sorted(effects.balances):
+            assert 0 <= balance <= BALANCE_MAX, (account, balance)
+            key = account.encode("ascii")
+            balance_records.append((key, seal(DB_BALANCES, key, balance.to_bytes(8, "big"))))
+        reference_records = []
+        for reference, tx_hash, expiry in sorted(effects.references_added):
+            assert len(tx_hash) == HASH_SIZE
+            value = tx_hash + height_key(expiry)
+            reference_records.append((reference, seal(DB_REFERENCES, reference, value)))
+        for db_name, records in (
+            (DB_TX_INDEX, tx_records),
+            (DB_BALANCES, balance_records),
+            (DB_REFERENCES, reference_records),
+        ):
+            if records:
+                with txn.cursor(db=self._dbs[db_name]) as cursor:
+                    consumed, _ = cursor.putmulti(records, overwrite=True)
+                assert consumed == len(records), (db_name, consumed, len(records))
+        references = self._dbs[DB_REFERENCES]
+        for reference in effects.references_pruned:
+            txn.delete(reference, db=references)  # a missing key is not an error
+
+    def save_durable_state(self, data: bytes) -> None:
+        """Persist the consensus core's durable state; on disk when this returns."""
+        assert data
+        with self._write("durable consensus state") as txn:
+            txn.put(KEY_DURABLE, seal(DB_CONSENSUS, KEY_DURABLE, data), db=self._dbs[DB_CONSENSUS])
+
+    # -- reads ----------------------------------------------------------------------------
+
+    @property
+    def tip(self) -> StoreTip:
+        return self._tip
+
+    def load_durable_state(self) -> bytes | None:
+        with self._read() as txn:
+            return self._get(txn, DB_CONSENSUS, KEY_DURABLE)
+
+    def load_block(self, height: int) -> bytes | None:
+        with self._read() as txn:
+            return self._get(txn, DB_BLOCKS, height_key(height))
+
+    def load_certificate(self, height: int) -> bytes | None:
+        with self._read() as txn:
+            return self._get(txn, DB_CERTIFICATES, height_key(height))
+
+    def load_height_of(self, block_hash: bytes) -> int | None:
+        with self._read() as txn:
+            key = self._get(txn, DB_BLOCK_HASHES, block_hash)
+        return None if key is None else int.from_bytes(key, "big")
+
+    def load_block_by_hash(self, block_hash: bytes) -> bytes | None:
+        height = self.load_height_of(block_hash)
+        return None if height is None else self.load_block(height)
+
+    def load_tx_result(self, tx_hash: bytes) -> bytes | None:
+        with self._read() as txn:
+            return self._get(txn, DB_TX_INDEX, tx_hash)
+
+    def load_balance(self, account: str) -> int | None:
+        """The stored balance, or None if the account was never written (genesis value)."""
+        with self._read() as txn:
+            value = self._get(txn, DB_BALANCES, account.encode("ascii"))
+        return None if value is None else int.from_bytes(value, "big")
+
+    def load_balances(self) -> dict[str, int]:
+        """Every balance ever written, the latest value per account."""
+        with self._read() as txn:
+            return {
+                key.decode("ascii"): int.from_bytes(value, "big")
+                for key, value in self._records(txn, DB_BALANCES)
+            }
+
+    def load_reference(self, reference: bytes) -> tuple[bytes, int] | None:
+        with self._read() as txn:
+            value = self._get(txn, DB_REFERENCES, reference)
+        return (
+            None if value is None else (value[:HASH_SIZE], int.from_bytes(value[HASH_SIZE:], "big"))
+        )
+
+    def load_references(self) -> dict[bytes, tuple[bytes, int]]:
+        """All stored references: key -> (tx hash, expiry height)."""
+        result: dict[bytes, tuple[bytes, int]] = {}
+        with self._read() as txn:
+            for key, value in self._records(txn, DB_REFERENCES):
+                result[key] = (value[:HASH_SIZE], int.from_bytes(value[HASH_SIZE:], "big"))
+        return result
+
+    def entry_counts(self) -> dict[str, int]:
+        with self._read() as txn:
+            return {name.decode(): int(txn.stat(self._dbs[name])["entries"]) for name in DB_NAMES}
+
+    # -- verification ---------------------------------------------------------------------
+
+    def verify(self, *, full: bool = False) -> None:
+        """Check the hash chain over all heights and that the indexes agree with the tip.
+
+        With full=True also read every block, certificate and block-hash record.
+
+        Raises:
+            StoreCorrupted: naming the first inconsistency found.
+        """
+        tip = self._tip
+        counts = self.entry_counts()
+        for name in ("blocks", "certificates", "chain", "block_hashes"):
+            if counts[name] != tip.height:
+                raise StoreCorrupted(
+                    f"store at {self.path}: database {name!r} holds {counts[name]} "
+                    f"records but the tip is at height {tip.height}"
+                )
+        with self._read() as txn:
+            last_hash = self._verify_hash_chain(txn, tip)
+            if last_hash != tip.block_hash:
+                raise StoreCorrupted(f"store at {self.path}: tip hash disagrees with the chain")
+            first = 1 if full else max(1, tip.height)
+            for height in range(first, tip.height + 1):
+                self._verify_height(txn, height)
+
+    def _verify_hash_chain(self, txn: lmdb.Transaction, tip: StoreTip) -> bytes:
+        previous = ZERO_HASH
+        expected_height = 1
+        for key, value in self._records(txn, DB_CHAIN):
+            height = int.from_bytes(key, "big")
+            if height != expected_height:
+                raise StoreCorrupted(
+                    f"store at {self.path}: chain jumps from height {expected_height - 1} "
+                    f"to {height}"
+                )
+            assert len(value) == CHAIN_SIZE
+            if value[HASH_SIZE:] != previous:
+                raise StoreCorrupted(
+                    f"store at {self.path}: hash chain broken at height {height}: its "
+                    f"previous hash {value[HASH_SIZE:].hex()} is not {previous.hex()}"
+                )
+            previous = value[:HASH_SIZE]
+            expected_height += 1
+        assert expected_height - 1 == tip.height  # the counts matched above
+        return previous
+
+    def _verify_height(self, txn: lmdb.Transaction, height: int) -> None:
+        key = height_key(height)
+        chain = self._require(txn, DB_CHAIN, key)
+        block = self._require(txn, DB_BLOCKS, key)
+        self._require(txn, DB_CERTIFICATES, key)
+        if self._require(txn, DB_BLOCK_HASHES, chain[:HASH_SIZE]) != key:
+            raise StoreCorrupted(f"store at {self.path}: block hash index wrong at {height}")
+        try:
+            header = block_header(block)
+        except BlockError as exc:
+            raise StoreCorrupted(f"store at {self.path}: block {height}: {exc}") from exc
+        if header.hash() != chain[:HASH_SIZE] or header.prev_block_hash != chain[HASH_SIZE:]:
+            raise StoreCorrupted(
+                f"store at {self.path}: block {height}'s header disagrees with its chain record"
+            )
