@@ -1,7 +1,50 @@
-"""The node package's exceptions: one base, NodeError, and a subclass per kind of fault."""
+"""The node package's exceptions: one base, NodeError, and a subclass per kind of fault.
 
-__all__ = ["NodeError"]
+Transaction refusals carry a stable `RefusalCode`: its name is the code the API shows,
+its number is what a stored `TxResult` keeps. Numbers and names never change meaning.
+"""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = ["BlockError", "GenesisError", "NodeError", "RefusalCode", "TxRefused"]
 
 
 class NodeError(Exception):
     """Base of every exception the node package raises on purpose."""
+
+
+class RefusalCode(enum.IntEnum):
+    """Why a transaction was refused. Stable: append new codes, never renumber."""
+
+    MALFORMED = 1  # bytes do not decode to a well-formed transaction
+    WRONG_CHAIN = 2  # signed for another chain id
+    BAD_SIGNATURE = 3  # signature does not verify with the signer's genesis key
+    NOT_AUTHORIZED = 4  # signer unknown, or not allowed to do this (owner, issuer)
+    UNKNOWN_ACCOUNT = 5  # an account named in the transaction is not in genesis
+    INVALID_AMOUNT = 6  # not an integer in 1..2**63-1 (floats and bools included)
+    INSUFFICIENT_FUNDS = 7  # the debited balance is smaller than the amount
+    DUPLICATE = 8  # (signer, UETR) already used by a different transaction
+    EXPIRED = 9  # the block height is past the transaction's expiry height
+    EXPIRY_TOO_FAR = 10  # expiry height more than EXPIRY_HEIGHTS_MAX ahead
+    TOO_MANY_LEGS = 11  # a payout without legs or with more than PAYOUT_LEGS_MAX
+    SELF_TRANSFER = 12  # credit and debit on the same account
+    SUPPLY_LIMIT = 13  # an issue would push outstanding som beyond 2**63-1 tyiyn
+
+
+class TxRefused(NodeError):
+    """A transaction refused with a stable code and a human message."""
+
+    def __init__(self, code: RefusalCode, message: str) -> None:
+        super().__init__(f"{code.name}: {message}")
+        self.code = code
+        self.message = message
+
+
+class BlockError(NodeError):
+    """A block that does not decode or is not valid on top of the current ledger."""
+
+
+class GenesisError(NodeError):
+    """A genesis file that cannot start a network; the message names the field."""

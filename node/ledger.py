@@ -1,0 +1,514 @@
+"""The som ledger: balances, replay references and totals in memory; blocks settle into it.
+
+Theory of operation.
+- A block is settled only once consensus decided it, with its commit certificate
+  (`apply_block`). Settling returns `BlockEffects`, which the store writes in one LMDB
+  transaction; the ledger's memory and the store advance together, one block at a time.
+- Validity of a block for consensus (`validate_block`, the answer to CheckValue): its
+  header fits the chain (height, previous hash and certificate, app hash, validator set,
+  proposer, time, tx root) and every transaction decodes and carries a valid signature of
+  a genesis participant. A block with a malformed or badly signed transaction is invalid.
+- Business rules are applied deterministically instead: a transaction refused for
+  INSUFFICIENT_FUNDS, UNKNOWN_ACCOUNT, NOT_AUTHORIZED, DUPLICATE, EXPIRED, EXPIRY_TOO_FAR
+  or SUPPLY_LIMIT is recorded as a refused `TxResult` and changes no balance; the block
+  stays valid, because every honest node reaches the same refusal.
+- Replay: (signer, UETR) maps to the first transaction's hash until its expiry passes.
+  A transaction whose hash is already recorded there is a resubmission: it is skipped and
+  the first result stands (no second debit, no new result). A different transaction with
+  the same (signer, UETR) is refused as DUPLICATE, pointing to the first. A reference is
+  forgotten once its expiry height is below the block height, since the transaction it
+  names can never apply again; expiry is at most EXPIRY_HEIGHTS_MAX ahead, so the set is
+  bounded. A bank never reuses a UETR (ISO 20022 UETRs are UUIDv4).
+- Money is integer tyiyn; balances never go negative; outstanding som (issued minus
+  redeemed) stays <= 2**63-1, so no balance can overflow; after every block the sum of
+  all balances equals issued minus redeemed (asserted).
+- App hash chain: app_hash = sha256(tag || previous app hash || height || sha256 of the
+  canonical encoding of this block's changes), starting from the genesis hash, so any
+  divergence in any balance, total or result changes every later app hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import msgpack
+from nacl.bindings import crypto_sign_open
+from nacl.exceptions import CryptoError
+
+from consensus.crypto import verify_certificate
+from consensus.errors import WireError
+from consensus.messages import CommitCertificate, ValidatorId
+from consensus.wire import decode_certificate
+from node.block import ZERO_HASH, Block, Header, certificate_hash, decode_block, encode_block
+from node.effects import BlockEffects
+from node.errors import BlockError, NodeError, RefusalCode, TxRefused
+from node.genesis import Genesis
+from node.merkle import merkle_root
+from node.tx import AMOUNT_MAX, Issue, Payout, Redeem, Transfer, Tx, decode_tx
+
+__all__ = [
+    "EXPIRY_HEIGHTS_MAX",
+    "Ledger",
+    "TxResult",
+    "decode_tx_result",
+    "genesis_app_hash",
+]
+
+EXPIRY_HEIGHTS_MAX = 10_000
+TIME_DRIFT_MS_MAX = 30_000  # how far ahead of our clock a proposer's time_ms may be
+TAG_APP_HASH = b"somnet/app-hash/v1"
+TAG_GENESIS_APP_HASH = b"somnet/genesis-app-hash/v1"
+APPLIED = 0  # TxResult code of an applied transaction
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TxResult:
+    """The outcome of one transaction, stored under its hash."""
+
+    code: RefusalCode | None  # None: applied
+    height: int  # the block that carries it
+    index: int  # its position in that block
+    first_tx_hash: bytes | None  # DUPLICATE: the transaction holding (signer, UETR)
+
+    def encode(self) -> bytes:
+        return _pack(
+            [
+                APPLIED if self.code is None else int(self.code),
+                self.height,
+                self.index,
+                self.first_tx_hash,
+            ]
+        )
+
+
+def decode_tx_result(data: bytes) -> TxResult:
+    """Decode a stored result. Raises NodeError if the record is corrupt."""
+    try:
+        code, height, index, first = msgpack.unpackb(data, raw=False, max_map_len=0)
+        result = TxResult(
+            code=None if code == APPLIED else RefusalCode(code),
+            height=height,
+            index=index,
+            first_tx_hash=first,
+        )
+    except Exception as exc:  # a corrupt record may fail in many ways; all mean one thing
+        raise NodeError(f"corrupt tx result: {exc}") from exc
+    if type(result.height) is not int or type(result.index) is not int:
+        raise NodeError("corrupt tx result: height and index must be integers")
+    return result
+
+
+def genesis_app_hash(genesis: Genesis) -> bytes:
+    return hashlib.sha256(TAG_GENESIS_APP_HASH + genesis.hash()).digest()
+
+
+def _pack(obj: object) -> bytes:
+    packed = msgpack.packb(obj, use_bin_type=True)
+    assert isinstance(packed, bytes)
+    return packed
+
+
+class Ledger:
+    """In-memory ledger state after the last settled block. Single owner, not thread-safe."""
+
+    def __init__(self, genesis: Genesis) -> None:
+        """The state at genesis (height 0). Use `restore` to continue from a store."""
+        self.genesis = genesis
+        self.chain_id = genesis.chain_id
+        self.validator_set = genesis.validator_set()
+        self.validator_set_hash = self.validator_set.hash()
+        self.issuer_id = genesis.issuer.participant_id
+        self._public_keys = {p.participant_id: p.public_key for p in genesis.participants}
+        self._owners = {a.account_id: a.owner for a in genesis.accounts}
+        self.balances: dict[str, int] = dict.fromkeys(self._owners, 0)
+        for account_id, amount in genesis.issuance:
+            self.balances[account_id] += amount
+        self.issued_total = sum(amount for _, amount in genesis.issuance)
+        self.redeemed_total = 0
+        self.height = 0
+        self.block_hash = ZERO_HASH  # hash of the last settled block
+        self.time_ms = 0  # time of the last settled block
+        self.app_hash = genesis_app_hash(genesis)
+        self.references: dict[bytes, tuple[bytes, int]] = {}
+        self._keys_by_expiry: dict[int, list[bytes]] = {}
+        self._prune_from = 0  # every reference with a smaller expiry is already forgotten
+        self._decoded: tuple[bytes, tuple[Tx, ...]] | None = None  # last validated block
+        self.check_conservation()
+
+    @classmethod
+    def from_genesis(cls, genesis: Genesis) -> Ledger:
+        return cls(genesis)
+
+    @classmethod
+    def restore(
+        cls,
+        genesis: Genesis,
+        *,
+        last_block_bytes: bytes | None,
+        app_hash: bytes,
+        balances: dict[str, int],
+        references: dict[bytes, tuple[bytes, int]],
+        issued_total: int,
+        redeemed_total: int,
+    ) -> Ledger:
+        """Rebuild the ledger from what the store loaded at open.
+
+        Args:
+            last_block_bytes: the highest stored block, None if no block was settled.
+            app_hash: the app hash stored with that block.
+            balances: every balance the store holds (accounts it lacks keep genesis values).
+            references: every stored (signer, UETR) reference: key -> (tx hash, expiry).
+        Raises:
+            NodeError: the stored state does not fit the genesis (another network's store).
+        """
+        ledger = cls(genesis)
+        if last_block_bytes is None:
+            return ledger
+        header = decode_block(last_block_bytes).header
+        if header.chain_id != genesis.chain_id:
+            raise NodeError(f"store holds chain {header.chain_id!r}, not {genesis.chain_id!r}")
+        unknown = set(balances) - set(ledger.balances)
+        if unknown:
+            raise NodeError(f"store holds an account not in genesis: {min(unknown)!r}")
+        ledger.balances.update(balances)
+        ledger.issued_total = issued_total
+        ledger.redeemed_total = redeemed_total
+        ledger.height = header.height
+        ledger.block_hash = header.hash()
+        ledger.time_ms = header.time_ms
+        ledger.app_hash = app_hash
+        ledger.references = dict(references)
+        ledger._prune_from = header.height
+        for key, (_, expiry) in references.items():
+            assert expiry >= header.height  # the store pruned every expired reference
+            ledger._keys_by_expiry.setdefault(expiry, []).append(key)
+        ledger.check_conservation()
+        return ledger
+
+    def check_conservation(self) -> None:
+        """Assert the ledger's invariant: the sum of all balances is issued minus redeemed."""
+        assert sum(self.balances.values()) == self.issued_total - self.redeemed_total
+        assert 0 <= self.issued_total - self.redeemed_total <= AMOUNT_MAX
+
+    def owner_of(self, account_id: str) -> str | None:
+        return self._owners.get(account_id)
+
+    def lookup_reference(self, signer: str, uetr: bytes) -> tuple[bytes, int] | None:
+        """(first tx hash, expiry height) holding (signer, UETR), if still remembered."""
+        return self.references.get(uetr + signer.encode())
+
+    # -----------------------------------------------------------------------------------
+    # Signatures: checked once, before a transaction enters the mempool or a block.
+
+    def check_signature(self, tx: Tx) -> None:
+        """Raises TxRefused NOT_AUTHORIZED (unknown signer) or BAD_SIGNATURE."""
+        public_key = self._public_keys.get(tx.signer)
+        if public_key is None:
+            raise TxRefused(RefusalCode.NOT_AUTHORIZED, f"signer {tx.signer!r} is unknown")
+        try:
+            crypto_sign_open(tx.raw, public_key)
+        except (CryptoError, ValueError) as exc:
+            raise TxRefused(RefusalCode.BAD_SIGNATURE, f"not signed by {tx.signer!r}") from exc
+
+    def check_tx(self, tx_bytes: bytes) -> Tx:
+        """Decode a transaction and verify its signature (the mempool's entry check).
+        Raises TxRefused."""
+        tx = decode_tx(tx_bytes, self.chain_id)
+        self.check_signature(tx)
+        return tx
+
+    # -----------------------------------------------------------------------------------
+    # Blocks.
+
+    def make_block(
+        self,
+        txs: Sequence[bytes],
+        *,
+        time_ms: int,
+        proposer: str,
+        prev_certificate: CommitCertificate | None,
+    ) -> Block:
+        """The next block with these (already verified) transactions, for a proposer.
+        `time_ms` is raised to the last block's time, so block times never go back."""
+        assert (prev_certificate is None) == (self.height == 0)
+        header = Header(
+            chain_id=self.chain_id,
+            height=self.height + 1,
+            time_ms=max(time_ms, self.time_ms),
+            prev_block_hash=self.block_hash,
+            prev_certificate_hash=certificate_hash(prev_certificate),
+            tx_root=merkle_root(txs),
+            tx_count=len(txs),
+            app_hash=self.app_hash,
+            proposer=proposer,
+            validator_set_hash=self.validator_set_hash,
+        )
+        return Block(header=header, txs=tuple(txs), prev_certificate=prev_certificate)
+
+    def validate_block(self, block: Block, *, now_ms: int | None = None) -> None:
+        """Check that `block` can follow the last settled block (consensus CheckValue).
+
+        Args:
+            now_ms: this node's clock; when given, a block time more than
+                TIME_DRIFT_MS_MAX ahead of it is refused.
+        Raises:
+            BlockError: naming the first field or transaction that is wrong.
+        """
+        self._check_header(block)
+        if now_ms is not None and block.header.time_ms > now_ms + TIME_DRIFT_MS_MAX:
+            raise BlockError("header time_ms: too far ahead of this node's clock")
+        self._check_prev_certificate(block)
+        txs = self._decode_txs(block)
+        for index, tx in enumerate(txs):
+            try:
+                self.check_signature(tx)
+            except TxRefused as exc:
+                raise BlockError(f"transaction {index}: {exc}") from exc
+        self._decoded = (block.header.hash(), txs)
+
+    def _check_header(self, block: Block) -> None:
+        header = block.header
+        checks = (
+            (header.chain_id == self.chain_id, "chain_id"),
+            (header.height == self.height + 1, "height"),
+            (header.prev_block_hash == self.block_hash, "prev_block_hash"),
+            (header.app_hash == self.app_hash, "app_hash"),
+            (header.validator_set_hash == self.validator_set_hash, "validator_set_hash"),
+            (self.validator_set.get(ValidatorId(header.proposer)) is not None, "proposer"),
+            (header.time_ms >= self.time_ms, "time_ms"),
+            (header.tx_count == len(block.txs), "tx_count"),
+            (header.tx_root == merkle_root(block.txs), "tx_root"),
+        )
+        for ok, field in checks:
+            if not ok:
+                raise BlockError(f"header {field}: does not follow height {self.height}")
+
+    def _check_prev_certificate(self, block: Block) -> None:
+        certificate = block.prev_certificate
+        if block.header.prev_certificate_hash != certificate_hash(certificate):
+            raise BlockError("header prev_certificate_hash: does not match the certificate")
+        if certificate is None:
+            if self.height != 0:
+                raise BlockError("block: the previous block's certificate is missing")
+            return
+        if certificate.height != self.height or certificate.value_id != self.block_hash:
+            raise BlockError(f"block certificate: does not commit block {self.height}")
+        if not verify_certificate(self.chain_id, certificate, self.validator_set):
+            raise BlockError("block certificate: signatures or voting power do not verify")
+
+    def _decode_txs(self, block: Block) -> tuple[Tx, ...]:
+        cached = self._decoded
+        if cached is not None and cached[0] == block.header.hash():
+            return cached[1]
+        decoded: list[Tx] = []
+        for index, tx_bytes in enumerate(block.txs):
+            try:
+                decoded.append(decode_tx(tx_bytes, self.chain_id))
+            except TxRefused as exc:
+                raise BlockError(f"transaction {index}: {exc}") from exc
+        return tuple(decoded)
+
+    def apply_block(
+        self,
+        block: Block,
+        certificate_bytes: bytes,
+        *,
+        verified: bool = True,
+        block_bytes: bytes | None = None,
+    ) -> BlockEffects:
+        """Settle a decided block and return what the store must write.
+
+        Args:
+            block: the decided block; it must follow the last settled block.
+            certificate_bytes: its commit certificate (consensus.wire encoding).
+            verified: True when this node already ran `validate_block` on it (consensus
+                CheckValue); False for blocks from sync, which are checked in full here,
+                including the certificate's signatures.
+            block_bytes: the block's encoding, when the caller has it (saves re-encoding).
+        Raises:
+            BlockError: the block or certificate does not fit; the ledger is unchanged.
+        """
+        block_hash = block.header.hash()
+        certificate = self._decode_certificate(certificate_bytes, block, block_hash)
+        if verified:
+            self._check_header(block)
+        else:
+            self.validate_block(block)
+            if not verify_certificate(self.chain_id, certificate, self.validator_set):
+                raise BlockError("certificate: signatures or voting power do not verify")
+        txs = self._decode_txs(block)
+        effects = self._settle(block, txs, block_hash, certificate_bytes, block_bytes)
+        self._decoded = None
+        return effects
+
+    def _decode_certificate(
+        self, certificate_bytes: bytes, block: Block, block_hash: bytes
+    ) -> CommitCertificate:
+        try:
+            certificate = decode_certificate(certificate_bytes)
+        except WireError as exc:
+            raise BlockError(f"certificate: {exc}") from exc
+        if certificate.height != block.header.height or certificate.value_id != block_hash:
+            raise BlockError("certificate: does not commit this block")
+        return certificate
+
+    def _settle(
+        self,
+        block: Block,
+        txs: tuple[Tx, ...],
+        block_hash: bytes,
+        certificate_bytes: bytes,
+        block_bytes: bytes | None,
+    ) -> BlockEffects:
+        height = block.header.height
+        changed: set[str] = set()
+        results: list[tuple[bytes, bytes]] = []
+        added: list[tuple[bytes, bytes, int]] = []
+        supply_before = self.issued_total - self.redeemed_total
+        self._apply_txs(txs, height, changed, results, added)
+        pruned = self._prune_references(height)
+        balances = tuple(sorted((account, self.balances[account]) for account in changed))
+        changes = [height, [list(b) for b in balances], self.issued_total, self.redeemed_total]
+        changes.append([list(r) for r in results])
+        changes_hash = hashlib.sha256(_pack(changes)).digest()
+        self.app_hash = hashlib.sha256(
+            TAG_APP_HASH + self.app_hash + height.to_bytes(8, "big") + changes_hash
+        ).digest()
+        self.height = height
+        self.block_hash = block_hash
+        self.time_ms = block.header.time_ms
+        assert all(balance >= 0 for _, balance in balances)
+        if not changed:
+            assert self.issued_total - self.redeemed_total == supply_before
+        self.check_conservation()
+        return BlockEffects(
+            height=height,
+            block_hash=block_hash,
+            block_bytes=encode_block(block) if block_bytes is None else block_bytes,
+            certificate_bytes=certificate_bytes,
+            app_hash=self.app_hash,
+            balances=balances,
+            tx_results=tuple(results),
+            references_added=tuple(added),
+            references_pruned=tuple(pruned),
+            issued_total=self.issued_total,
+            redeemed_total=self.redeemed_total,
+        )
+
+    def _apply_txs(
+        self,
+        txs: Iterable[Tx],
+        height: int,
+        changed: set[str],
+        results: list[tuple[bytes, bytes]],
+        added: list[tuple[bytes, bytes, int]],
+    ) -> None:
+        """The hot path: one dict lookup for the reference, one rule, one small encoding."""
+        references = self.references
+        keys_by_expiry = self._keys_by_expiry
+        expiry_max = height + EXPIRY_HEIGHTS_MAX
+        for index, tx in enumerate(txs):
+            first: bytes | None = None
+            expiry = tx.expiry_height
+            if expiry < height:
+                code: RefusalCode | None = RefusalCode.EXPIRED
+            elif expiry > expiry_max:
+                code = RefusalCode.EXPIRY_TOO_FAR
+            else:
+                key = tx.uetr + tx.signer.encode()
+                reference = references.get(key)
+                if reference is not None:
+                    if reference[0] == tx.tx_hash:
+                        continue  # a resubmission: the first result stands
+                    code, first = RefusalCode.DUPLICATE, reference[0]
+                else:
+                    code = self._execute(tx, changed)
+                    references[key] = (tx.tx_hash, expiry)
+                    keys_by_expiry.setdefault(expiry, []).append(key)
+                    added.append((key, tx.tx_hash, expiry))
+            result = [APPLIED if code is None else int(code), height, index, first]
+            results.append((tx.tx_hash, _pack(result)))
+
+    def _execute(self, tx: Tx, changed: set[str]) -> RefusalCode | None:
+        """Apply one transaction's business rule; None if applied, else why refused."""
+        if type(tx) is Transfer:
+            return self._transfer(tx, changed)
+        if type(tx) is Payout:
+            return self._payout(tx, changed)
+        if type(tx) is Issue:
+            return self._issue(tx, changed)
+        assert type(tx) is Redeem
+        return self._redeem(tx, changed)
+
+    def _transfer(self, tx: Transfer, changed: set[str]) -> RefusalCode | None:
+        balances = self.balances
+        owner = self._owners.get(tx.from_account)
+        if owner is None or tx.to_account not in balances:
+            return RefusalCode.UNKNOWN_ACCOUNT
+        if owner != tx.signer:
+            return RefusalCode.NOT_AUTHORIZED
+        balance = balances[tx.from_account]
+        if balance < tx.amount:
+            return RefusalCode.INSUFFICIENT_FUNDS
+        balances[tx.from_account] = balance - tx.amount
+        balances[tx.to_account] += tx.amount
+        changed.add(tx.from_account)
+        changed.add(tx.to_account)
+        return None
+
+    def _payout(self, tx: Payout, changed: set[str]) -> RefusalCode | None:
+        balances = self.balances
+        owner = self._owners.get(tx.from_account)
+        if owner is None or any(to not in balances for to, _ in tx.legs):
+            return RefusalCode.UNKNOWN_ACCOUNT
+        if owner != tx.signer:
+            return RefusalCode.NOT_AUTHORIZED
+        if balances[tx.from_account] < tx.total:
+            return RefusalCode.INSUFFICIENT_FUNDS
+        # All checks passed before the first write: the payout applies whole or not at all.
+        balances[tx.from_account] -= tx.total
+        changed.add(tx.from_account)
+        for to, amount in tx.legs:
+            balances[to] += amount
+            changed.add(to)
+        return None
+
+    def _issue(self, tx: Issue, changed: set[str]) -> RefusalCode | None:
+        if tx.signer != self.issuer_id:
+            return RefusalCode.NOT_AUTHORIZED
+        if tx.to_account not in self.balances:
+            return RefusalCode.UNKNOWN_ACCOUNT
+        if self.issued_total - self.redeemed_total + tx.amount > AMOUNT_MAX:
+            return RefusalCode.SUPPLY_LIMIT
+        self.balances[tx.to_account] += tx.amount
+        self.issued_total += tx.amount
+        changed.add(tx.to_account)
+        return None
+
+    def _redeem(self, tx: Redeem, changed: set[str]) -> RefusalCode | None:
+        if tx.signer != self.issuer_id:
+            return RefusalCode.NOT_AUTHORIZED
+        balance = self.balances.get(tx.from_account)
+        if balance is None:
+            return RefusalCode.UNKNOWN_ACCOUNT
+        if balance < tx.amount:
+            return RefusalCode.INSUFFICIENT_FUNDS
+        self.balances[tx.from_account] = balance - tx.amount
+        self.redeemed_total += tx.amount
+        changed.add(tx.from_account)
+        return None
+
+    def _prune_references(self, height: int) -> list[bytes]:
+        """Forget references whose expiry is below `height`: their transactions can never
+        apply again. Runs after the block's transactions, so no key is both added and
+        pruned by one block."""
+        pruned: list[bytes] = []
+        for expiry in range(self._prune_from, height):
+            for key in self._keys_by_expiry.pop(expiry, ()):
+                assert self.references[key][1] == expiry
+                del self.references[key]
+                pruned.append(key)
+        self._prune_from = height
+        return pruned

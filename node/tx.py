@@ -1,0 +1,377 @@
+"""Signed som transactions: canonical encodings, decoding with limits, signatures.
+
+Wire format of a transaction: `signature (64 bytes) || signed bytes`, which is exactly
+libsodium's "signed message" layout, so verification needs no copying. The signed bytes
+are a canonical msgpack array (never a map):
+
+    [tag, chain id, signer, uetr, expiry height, <kind fields>...]
+
+- the tag names the kind and the version, and the chain id follows it, so a transfer
+  never passes for an issue, a consensus vote, or a transaction of another network;
+- the signer is a genesis participant id; its key must verify the signature;
+- (signer, UETR) is the replay key; the ledger refuses a second transaction with it;
+- the transaction hash is sha256 of the signed bytes only, so another (or malleated)
+  signature over the same content never makes a second transaction.
+
+Decoding accepts only the canonical encoding (re-encoding the decoded array must give
+the same bytes), so one content has exactly one hash. `decode_tx` raises nothing but
+`TxRefused`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+from nacl.bindings import crypto_sign_open
+from nacl.exceptions import CryptoError
+from nacl.signing import SigningKey
+
+from node.errors import RefusalCode, TxRefused
+
+__all__ = [
+    "AMOUNT_MAX",
+    "PAYOUT_LEGS_MAX",
+    "TX_SIZE_MAX",
+    "UETR_SIZE",
+    "Issue",
+    "Payout",
+    "Redeem",
+    "Transfer",
+    "Tx",
+    "decode_tx",
+    "reference_key",
+    "sign_issue",
+    "sign_payout",
+    "sign_redeem",
+    "sign_transfer",
+    "verify_tx_signature",
+]
+
+AMOUNT_MAX = 2**63 - 1  # tyiyn; 1 som = 100 tyiyn
+HEIGHT_MAX = 2**63 - 1
+UETR_SIZE = 16
+SIGNATURE_SIZE = 64
+ID_CHARS_MAX = 64
+REMITTANCE_CHARS_MAX = 140
+RESERVE_REFERENCE_CHARS_MAX = 64
+PAYOUT_LEGS_MAX = 1000
+# A full payout: 1000 legs of (64-char account, 9-byte amount) plus the envelope.
+TX_SIZE_MAX = 128 * 1024
+assert PAYOUT_LEGS_MAX * (ID_CHARS_MAX + 2 + 9 + 1) + 4096 < TX_SIZE_MAX
+
+TAG_TRANSFER = b"somnet/tx/transfer/v1"
+TAG_ISSUE = b"somnet/tx/issue/v1"
+TAG_REDEEM = b"somnet/tx/redeem/v1"
+TAG_PAYOUT = b"somnet/tx/payout/v1"
+COMMON_FIELDS = 5  # tag, chain id, signer, uetr, expiry height
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TxBase:
+    raw: bytes  # the wire bytes: signature || signed bytes
+    tx_hash: bytes  # sha256 of the signed bytes
+    signer: str  # participant id whose key signs
+    uetr: bytes  # 16-byte ISO 20022 end-to-end reference
+    expiry_height: int  # last height at which the transaction may apply
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Transfer(TxBase):
+    from_account: str
+    to_account: str
+    amount: int
+    remittance: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Issue(TxBase):
+    """The issuer creates som on an account against a reserve record."""
+
+    to_account: str
+    amount: int
+    reserve_reference: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Redeem(TxBase):
+    """The issuer destroys som on an account against a reserve record."""
+
+    from_account: str
+    amount: int
+    reserve_reference: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Payout(TxBase):
+    """One debit, many credits, all or nothing."""
+
+    from_account: str
+    legs: tuple[tuple[str, int], ...]  # (to account, amount)
+    total: int  # sum of the leg amounts, checked <= AMOUNT_MAX
+    remittance: str
+
+
+Tx = Transfer | Issue | Redeem | Payout
+
+
+def reference_key(signer: str, uetr: bytes) -> bytes:
+    """The replay key of (signer, UETR): the fixed-size UETR first keeps it unambiguous."""
+    assert len(uetr) == UETR_SIZE
+    return uetr + signer.encode()
+
+
+def verify_tx_signature(tx: Tx, public_key: bytes) -> bool:
+    """True if the transaction's signature verifies with `public_key`."""
+    try:
+        crypto_sign_open(tx.raw, public_key)
+    except (CryptoError, ValueError, TypeError):
+        return False
+    return True
+
+
+# ---------------------------------------------------------------------------------------
+# Signing (used by banks' clients, the CLI and tests). Each builder decodes what it made,
+# so a client can never produce a transaction the network would refuse as malformed.
+
+
+def _pack(obj: object) -> bytes:
+    packed = msgpack.packb(obj, use_bin_type=True)
+    assert isinstance(packed, bytes)
+    return packed
+
+
+def _sign(key: SigningKey, chain_id: str, fields: list[object]) -> bytes:
+    raw = bytes(key.sign(_pack(fields)))
+    tx = decode_tx(raw, chain_id)
+    assert tx.raw == raw
+    return raw
+
+
+def sign_transfer(
+    key: SigningKey,
+    chain_id: str,
+    *,
+    signer: str,
+    uetr: bytes,
+    expiry_height: int,
+    from_account: str,
+    to_account: str,
+    amount: int,
+    remittance: str = "",
+) -> bytes:
+    """Return the wire bytes of a signed transfer. Raises TxRefused if a field is invalid."""
+    fields: list[object] = [TAG_TRANSFER, chain_id, signer, uetr, expiry_height]
+    return _sign(key, chain_id, [*fields, from_account, to_account, amount, remittance])
+
+
+def sign_issue(
+    key: SigningKey,
+    chain_id: str,
+    *,
+    signer: str,
+    uetr: bytes,
+    expiry_height: int,
+    to_account: str,
+    amount: int,
+    reserve_reference: str,
+) -> bytes:
+    fields: list[object] = [TAG_ISSUE, chain_id, signer, uetr, expiry_height]
+    return _sign(key, chain_id, [*fields, to_account, amount, reserve_reference])
+
+
+def sign_redeem(
+    key: SigningKey,
+    chain_id: str,
+    *,
+    signer: str,
+    uetr: bytes,
+    expiry_height: int,
+    from_account: str,
+    amount: int,
+    reserve_reference: str,
+) -> bytes:
+    fields: list[object] = [TAG_REDEEM, chain_id, signer, uetr, expiry_height]
+    return _sign(key, chain_id, [*fields, from_account, amount, reserve_reference])
+
+
+def sign_payout(
+    key: SigningKey,
+    chain_id: str,
+    *,
+    signer: str,
+    uetr: bytes,
+    expiry_height: int,
+    from_account: str,
+    legs: list[tuple[str, int]],
+    remittance: str = "",
+) -> bytes:
+    fields: list[object] = [TAG_PAYOUT, chain_id, signer, uetr, expiry_height]
+    encoded_legs = [[to, amount] for to, amount in legs]
+    return _sign(key, chain_id, [*fields, from_account, encoded_legs, remittance])
+
+
+# ---------------------------------------------------------------------------------------
+# Decoding.
+
+
+def _malformed(message: str) -> TxRefused:
+    return TxRefused(RefusalCode.MALFORMED, message)
+
+
+def _id(x: object, what: str) -> str:
+    if type(x) is not str or not 1 <= len(x) <= ID_CHARS_MAX:
+        raise _malformed(f"{what}: expected an id of 1..{ID_CHARS_MAX} characters")
+    return x
+
+
+def _text(x: object, what: str, chars_min: int, chars_max: int) -> str:
+    if type(x) is not str or not chars_min <= len(x) <= chars_max:
+        raise _malformed(f"{what}: expected text of {chars_min}..{chars_max} characters")
+    return x
+
+
+def _amount(x: object, what: str) -> int:
+    # type() rather than isinstance(): a bool is an int subclass and is never money.
+    if type(x) is not int or not 1 <= x <= AMOUNT_MAX:
+        raise TxRefused(
+            RefusalCode.INVALID_AMOUNT, f"{what}: expected an integer of 1..{AMOUNT_MAX} tyiyn"
+        )
+    return x
+
+
+def _unpack(signed: bytes) -> list[Any]:
+    try:
+        obj = msgpack.unpackb(
+            signed,
+            raw=False,
+            strict_map_key=True,
+            use_list=True,
+            max_bin_len=UETR_SIZE * 4,
+            max_str_len=1024,
+            max_array_len=PAYOUT_LEGS_MAX * 4,
+            max_map_len=0,
+            max_ext_len=0,
+        )
+    except Exception as exc:  # msgpack raises several types on hostile bytes; all mean one thing
+        raise _malformed(f"not canonical msgpack: {type(exc).__name__}") from exc
+    if type(obj) is not list or len(obj) < COMMON_FIELDS:
+        raise _malformed("expected an array of at least 5 fields")
+    return obj
+
+
+def decode_tx(data: bytes, chain_id: str) -> Tx:
+    """Decode and check the form of a signed transaction (not its signature).
+
+    Args:
+        data: wire bytes from a peer, a client, or a block.
+        chain_id: this network's chain id.
+    Returns:
+        The decoded transaction.
+    Raises:
+        TxRefused: MALFORMED, WRONG_CHAIN, INVALID_AMOUNT, SELF_TRANSFER, TOO_MANY_LEGS.
+    """
+    if type(data) is not bytes or not SIGNATURE_SIZE < len(data) <= TX_SIZE_MAX:
+        raise _malformed(f"expected bytes of {SIGNATURE_SIZE + 1}..{TX_SIZE_MAX}")
+    signed = data[SIGNATURE_SIZE:]
+    f = _unpack(signed)
+    if _pack(f) != signed:
+        raise _malformed("not the canonical encoding")
+    tag = f[0]
+    if type(f[1]) is not str:
+        raise _malformed("chain id: expected text")
+    if f[1] != chain_id:
+        raise TxRefused(RefusalCode.WRONG_CHAIN, f"signed for chain {f[1][:64]!r}")
+    uetr = f[3]
+    if type(uetr) is not bytes or len(uetr) != UETR_SIZE:
+        raise _malformed(f"uetr: expected {UETR_SIZE} bytes")
+    expiry = f[4]
+    if type(expiry) is not int or not 1 <= expiry <= HEIGHT_MAX:
+        raise _malformed("expiry height: expected a positive integer")
+    common = {
+        "raw": data,
+        "tx_hash": hashlib.sha256(signed).digest(),
+        "signer": _id(f[2], "signer"),
+        "uetr": uetr,
+        "expiry_height": expiry,
+    }
+    if tag == TAG_TRANSFER:
+        return _decode_transfer(f, common)
+    if tag == TAG_ISSUE:
+        return _decode_issue(f, common)
+    if tag == TAG_REDEEM:
+        return _decode_redeem(f, common)
+    if tag == TAG_PAYOUT:
+        return _decode_payout(f, common)
+    raise _malformed("unknown transaction tag")
+
+
+def _fields(f: list[Any], kind: str, count: int) -> list[Any]:
+    if len(f) != COMMON_FIELDS + count:
+        raise _malformed(f"{kind}: expected {COMMON_FIELDS + count} fields")
+    return f[COMMON_FIELDS:]
+
+
+def _decode_transfer(f: list[Any], common: dict[str, Any]) -> Transfer:
+    from_, to, amount, remittance = _fields(f, "transfer", 4)
+    tx = Transfer(
+        **common,
+        from_account=_id(from_, "from account"),
+        to_account=_id(to, "to account"),
+        amount=_amount(amount, "amount"),
+        remittance=_text(remittance, "remittance", 0, REMITTANCE_CHARS_MAX),
+    )
+    if tx.from_account == tx.to_account:
+        raise TxRefused(RefusalCode.SELF_TRANSFER, "from and to are the same account")
+    return tx
+
+
+def _decode_issue(f: list[Any], common: dict[str, Any]) -> Issue:
+    to, amount, reserve = _fields(f, "issue", 3)
+    return Issue(
+        **common,
+        to_account=_id(to, "to account"),
+        amount=_amount(amount, "amount"),
+        reserve_reference=_text(reserve, "reserve reference", 1, RESERVE_REFERENCE_CHARS_MAX),
+    )
+
+
+def _decode_redeem(f: list[Any], common: dict[str, Any]) -> Redeem:
+    from_, amount, reserve = _fields(f, "redeem", 3)
+    return Redeem(
+        **common,
+        from_account=_id(from_, "from account"),
+        amount=_amount(amount, "amount"),
+        reserve_reference=_text(reserve, "reserve reference", 1, RESERVE_REFERENCE_CHARS_MAX),
+    )
+
+
+def _decode_payout(f: list[Any], common: dict[str, Any]) -> Payout:
+    from_, raw_legs, remittance = _fields(f, "payout", 3)
+    from_account = _id(from_, "from account")
+    if type(raw_legs) is not list:
+        raise _malformed("legs: expected an array")
+    if not 1 <= len(raw_legs) <= PAYOUT_LEGS_MAX:
+        raise TxRefused(RefusalCode.TOO_MANY_LEGS, f"a payout has 1..{PAYOUT_LEGS_MAX} legs")
+    legs: list[tuple[str, int]] = []
+    total = 0
+    for index, leg in enumerate(raw_legs):
+        if type(leg) is not list or len(leg) != 2:
+            raise _malformed(f"leg {index}: expected [to account, amount]")
+        to = _id(leg[0], f"leg {index} to account")
+        if to == from_account:
+            raise TxRefused(RefusalCode.SELF_TRANSFER, f"leg {index} pays the from account")
+        amount = _amount(leg[1], f"leg {index} amount")
+        total += amount
+        legs.append((to, amount))
+    if total > AMOUNT_MAX:
+        raise TxRefused(RefusalCode.INVALID_AMOUNT, f"payout total exceeds {AMOUNT_MAX} tyiyn")
+    return Payout(
+        **common,
+        from_account=from_account,
+        legs=tuple(legs),
+        total=total,
+        remittance=_text(remittance, "remittance", 0, REMITTANCE_CHARS_MAX),
+    )

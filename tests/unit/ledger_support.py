@@ -1,0 +1,176 @@
+"""Helpers for the ledger, block and transaction tests: a small real network.
+
+Real Ed25519 keys derived from names, a real genesis parsed from JSON, and real commit
+certificates signed by the validators, so the tests exercise the same paths as a node.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from nacl.signing import SigningKey
+
+from consensus.crypto import Signer
+from consensus.messages import CommitCertificate, Height, Round, ValidatorId, VoteType
+from consensus.wire import encode_certificate
+from node.block import Block
+from node.effects import BlockEffects
+from node.genesis import Genesis, parse_genesis
+from node.ledger import Ledger
+from node.tx import sign_issue, sign_payout, sign_redeem, sign_transfer
+
+CHAIN_ID = "som-test-1"
+ISSUER = "nbkr"
+VALIDATORS = ("nbkr", "val-b", "val-c", "val-d")
+BANKS = ("bank-e", "bank-f")
+EXTRA_ACCOUNTS = {"bank-e/payroll": "bank-e", "bank-f/savings": "bank-f"}
+
+
+def seed_of(name: str) -> bytes:
+    return hashlib.sha256(b"somnet-test-key/" + name.encode()).digest()
+
+
+def key_of(name: str) -> SigningKey:
+    return SigningKey(seed_of(name))
+
+
+def public_hex(name: str) -> str:
+    return bytes(key_of(name).verify_key).hex()
+
+
+def participant_doc(name: str, role: str, power: int | None = None) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "id": name,
+        "name": f"{name} bank",
+        "role": role,
+        "public_key": public_hex(name),
+        "peer_address": f"127.0.0.1:{7000 + sum(name.encode()) % 1000}",
+        "api_address": f"127.0.0.1:{8000 + sum(name.encode()) % 1000}",
+    }
+    if power is not None:
+        doc["voting_power"] = power
+    return doc
+
+
+def genesis_doc(issuance: Sequence[tuple[str, int]] = ()) -> dict[str, Any]:
+    participants = [participant_doc(ISSUER, "issuer", 1)]
+    participants += [participant_doc(v, "validator", 1) for v in VALIDATORS[1:]]
+    participants += [participant_doc(b, "bank") for b in BANKS]
+    return {
+        "chain_id": CHAIN_ID,
+        "participants": participants,
+        "accounts": [{"id": a, "owner": o} for a, o in EXTRA_ACCOUNTS.items()],
+        "issuance": [{"account": a, "amount": n} for a, n in issuance],
+    }
+
+
+def make_genesis(issuance: Sequence[tuple[str, int]] = ()) -> Genesis:
+    return parse_genesis(json.dumps(genesis_doc(issuance)))
+
+
+def new_uetr() -> bytes:
+    return uuid.uuid4().bytes
+
+
+def transfer(
+    signer: str,
+    from_account: str,
+    to_account: str,
+    amount: int,
+    *,
+    uetr: bytes | None = None,
+    expiry_height: int = 100,
+    remittance: str = "",
+) -> bytes:
+    return sign_transfer(
+        key_of(signer),
+        CHAIN_ID,
+        signer=signer,
+        uetr=uetr or new_uetr(),
+        expiry_height=expiry_height,
+        from_account=from_account,
+        to_account=to_account,
+        amount=amount,
+        remittance=remittance,
+    )
+
+
+def issue(signer: str, to_account: str, amount: int, *, expiry_height: int = 100) -> bytes:
+    return sign_issue(
+        key_of(signer),
+        CHAIN_ID,
+        signer=signer,
+        uetr=new_uetr(),
+        expiry_height=expiry_height,
+        to_account=to_account,
+        amount=amount,
+        reserve_reference="reserve/2024/001",
+    )
+
+
+def redeem(signer: str, from_account: str, amount: int, *, expiry_height: int = 100) -> bytes:
+    return sign_redeem(
+        key_of(signer),
+        CHAIN_ID,
+        signer=signer,
+        uetr=new_uetr(),
+        expiry_height=expiry_height,
+        from_account=from_account,
+        amount=amount,
+        reserve_reference="reserve/2024/002",
+    )
+
+
+def payout(
+    signer: str, from_account: str, legs: list[tuple[str, int]], *, expiry_height: int = 100
+) -> bytes:
+    return sign_payout(
+        key_of(signer),
+        CHAIN_ID,
+        signer=signer,
+        uetr=new_uetr(),
+        expiry_height=expiry_height,
+        from_account=from_account,
+        legs=legs,
+    )
+
+
+def certify(block: Block, voters: Sequence[str] = VALIDATORS[:3]) -> CommitCertificate:
+    """A real commit certificate: precommits of `voters` (3 of 4 is a quorum)."""
+    value_id = block.header.hash()
+    height = Height(block.header.height)
+    votes = tuple(
+        Signer(CHAIN_ID, ValidatorId(v), seed_of(v)).sign_vote(
+            VoteType.PRECOMMIT, height, Round(0), value_id
+        )
+        for v in sorted(voters)
+    )
+    return CommitCertificate(height=height, round=Round(0), value_id=value_id, precommits=votes)
+
+
+class Chain:
+    """Drives a ledger the way the node does: make, validate, certify, settle."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self.certificate: CommitCertificate | None = None
+        self.blocks: list[tuple[Block, CommitCertificate]] = []
+
+    def next_block(self, txs: Sequence[bytes], time_ms: int = 1_000) -> Block:
+        return self.ledger.make_block(
+            txs, time_ms=time_ms, proposer=ISSUER, prev_certificate=self.certificate
+        )
+
+    def settle(self, txs: Sequence[bytes], time_ms: int = 1_000) -> BlockEffects:
+        block = self.next_block(txs, time_ms)
+        self.ledger.validate_block(block)
+        certificate = certify(block)
+        effects = self.ledger.apply_block(block, encode_certificate(certificate))
+        self.certificate = certificate
+        self.blocks.append((block, certificate))
+        self.ledger.check_conservation()
+        return effects

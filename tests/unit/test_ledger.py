@@ -1,0 +1,290 @@
+"""Ledger rules: settlement, refusals, replay, expiry, restore, block validation."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+
+from consensus.wire import encode_certificate
+from node.block import ZERO_HASH
+from node.effects import BlockEffects
+from node.errors import BlockError, RefusalCode, TxRefused
+from node.ledger import EXPIRY_HEIGHTS_MAX, Ledger, TxResult, decode_tx_result
+from node.tx import AMOUNT_MAX, decode_tx
+from tests.unit.ledger_support import (
+    CHAIN_ID,
+    VALIDATORS,
+    Chain,
+    certify,
+    issue,
+    make_genesis,
+    new_uetr,
+    payout,
+    redeem,
+    transfer,
+)
+
+
+def results_of(effects: BlockEffects) -> list[TxResult]:
+    return [decode_tx_result(encoded) for _, encoded in effects.tx_results]
+
+
+def codes_of(effects: BlockEffects) -> list[RefusalCode | None]:
+    return [r.code for r in results_of(effects)]
+
+
+@pytest.fixture
+def chain() -> Chain:
+    return Chain(Ledger(make_genesis([("bank-e", 10_000), ("nbkr", 1_000)])))
+
+
+def test_genesis_state(chain: Chain) -> None:
+    ledger = chain.ledger
+    assert ledger.height == 0
+    assert ledger.balances["bank-e"] == 10_000
+    assert ledger.balances["bank-e/payroll"] == 0
+    assert ledger.issued_total == 11_000
+    assert ledger.redeemed_total == 0
+    assert ledger.block_hash == ZERO_HASH
+
+
+def test_transfer_moves_money_and_reports_changes(chain: Chain) -> None:
+    effects = chain.settle([transfer("bank-e", "bank-e", "bank-f", 2_500)])
+    assert effects.height == 1
+    assert codes_of(effects) == [None]
+    assert effects.balances == (("bank-e", 7_500), ("bank-f", 2_500))
+    assert effects.issued_total == 11_000
+    assert len(effects.references_added) == 1
+    assert effects.block_hash == chain.blocks[0][0].header.hash()
+    assert effects.app_hash == chain.ledger.app_hash
+
+
+def test_refused_tx_changes_no_balance_and_is_recorded(chain: Chain) -> None:
+    effects = chain.settle([transfer("bank-e", "bank-e", "bank-f", 10_001)])
+    assert codes_of(effects) == [RefusalCode.INSUFFICIENT_FUNDS]
+    assert effects.balances == ()
+    assert chain.ledger.balances["bank-e"] == 10_000
+
+
+def test_resubmission_is_idempotent_and_replay_is_refused(chain: Chain) -> None:
+    uetr = new_uetr()
+    first = transfer("bank-e", "bank-e", "bank-f", 100, uetr=uetr)
+    effects = chain.settle([first, first])
+    assert codes_of(effects) == [None]  # the repeat is skipped: one result, one debit
+    again = chain.settle([first])
+    assert again.tx_results == ()
+    assert chain.ledger.balances["bank-e"] == 9_900
+    other = transfer("bank-e", "bank-e", "bank-f", 200, uetr=uetr)
+    replay = chain.settle([other])
+    [result] = results_of(replay)
+    assert result.code is RefusalCode.DUPLICATE
+    assert result.first_tx_hash == decode_tx(first, CHAIN_ID).tx_hash
+    assert chain.ledger.balances["bank-e"] == 9_900
+
+
+def test_dedup_ignores_the_signature_bytes(chain: Chain) -> None:
+    tx = transfer("bank-e", "bank-e", "bank-f", 100)
+    forged = bytes(64) + tx[64:]  # same signed content, other signature
+    assert decode_tx(forged, CHAIN_ID).tx_hash == decode_tx(tx, CHAIN_ID).tx_hash
+    with pytest.raises(TxRefused) as info:
+        chain.ledger.check_tx(forged)
+    assert info.value.code is RefusalCode.BAD_SIGNATURE
+
+
+def test_only_the_issuer_issues_and_redeems(chain: Chain) -> None:
+    effects = chain.settle(
+        [
+            issue("bank-e", "bank-e", 5),
+            redeem("bank-e", "bank-e", 5),
+            issue("nbkr", "bank-f", 5),
+            redeem("nbkr", "bank-e", 3),
+        ]
+    )
+    assert codes_of(effects) == [RefusalCode.NOT_AUTHORIZED] * 2 + [None, None]
+    assert chain.ledger.issued_total == 11_005
+    assert chain.ledger.redeemed_total == 3
+
+
+def test_transfer_needs_the_owner_signature(chain: Chain) -> None:
+    effects = chain.settle([transfer("bank-f", "bank-e", "bank-f", 1)])
+    assert codes_of(effects) == [RefusalCode.NOT_AUTHORIZED]
+
+
+def test_unknown_accounts_are_refused(chain: Chain) -> None:
+    effects = chain.settle(
+        [
+            transfer("bank-e", "bank-e", "nobody", 1),
+            payout("bank-e", "bank-e", [("bank-f", 1), ("nobody", 1)]),
+            issue("nbkr", "nobody", 1),
+            redeem("nbkr", "nobody", 1),
+        ]
+    )
+    assert codes_of(effects) == [RefusalCode.UNKNOWN_ACCOUNT] * 4
+    assert effects.balances == ()
+
+
+def test_payout_is_all_or_nothing(chain: Chain) -> None:
+    legs = [("bank-f", 4_000), ("bank-e/payroll", 4_000), ("val-b", 3_000)]
+    effects = chain.settle([payout("bank-e", "bank-e", legs)])
+    assert codes_of(effects) == [RefusalCode.INSUFFICIENT_FUNDS]
+    assert effects.balances == ()
+    effects = chain.settle([payout("bank-e", "bank-e", [*legs[:2], ("bank-f", 2_000)])])
+    assert codes_of(effects) == [None]
+    assert dict(effects.balances) == {"bank-e": 0, "bank-f": 6_000, "bank-e/payroll": 4_000}
+
+
+def test_supply_limit(chain: Chain) -> None:
+    effects = chain.settle([issue("nbkr", "bank-f", AMOUNT_MAX - 11_000 + 1)])
+    assert codes_of(effects) == [RefusalCode.SUPPLY_LIMIT]
+    effects = chain.settle([issue("nbkr", "bank-f", AMOUNT_MAX - 11_000)])
+    assert codes_of(effects) == [None]
+    assert chain.ledger.balances["bank-f"] == AMOUNT_MAX - 11_000
+
+
+def test_expiry_and_pruning_keep_references_bounded(chain: Chain) -> None:
+    effects = chain.settle(
+        [
+            transfer("bank-e", "bank-e", "bank-f", 1, expiry_height=2),
+            transfer("bank-e", "bank-e", "bank-f", 1, expiry_height=1 + EXPIRY_HEIGHTS_MAX + 1),
+            transfer("bank-e", "bank-e", "bank-f", 1, expiry_height=1 + EXPIRY_HEIGHTS_MAX),
+        ]
+    )
+    assert codes_of(effects) == [None, RefusalCode.EXPIRY_TOO_FAR, None]
+    assert len(chain.ledger.references) == 2
+    late = transfer("bank-e", "bank-e", "bank-f", 1, expiry_height=2)
+    chain.settle([])
+    effects = chain.settle([late])  # height 3 > expiry 2
+    assert codes_of(effects) == [RefusalCode.EXPIRED]
+    assert len(effects.references_pruned) == 1
+    assert len(chain.ledger.references) == 1
+    assert effects.references_added == ()
+
+
+def test_app_hash_depends_on_every_balance() -> None:
+    a = Chain(Ledger(make_genesis([("bank-e", 100)])))
+    b = Chain(Ledger(make_genesis([("bank-e", 100)])))
+    a.settle([transfer("bank-e", "bank-e", "bank-f", 1)])
+    b.settle([transfer("bank-e", "bank-e", "bank-f", 2)])
+    assert a.ledger.app_hash != b.ledger.app_hash
+    c = Chain(Ledger(make_genesis([("bank-e", 100)])))
+    d = Chain(Ledger(make_genesis([("bank-e", 100)])))
+    c.settle([])
+    d.settle([])
+    assert c.ledger.app_hash == d.ledger.app_hash
+
+
+def restore_from(ledger: Ledger, all_effects: list[BlockEffects]) -> Ledger:
+    """Restore from what a store would hold after writing these effects."""
+    balances: dict[str, int] = {}
+    references: dict[bytes, tuple[bytes, int]] = {}
+    for effects in all_effects:
+        balances.update(effects.balances)
+        for key, tx_hash, expiry in effects.references_added:
+            references[key] = (tx_hash, expiry)
+        for key in effects.references_pruned:
+            del references[key]
+    last = all_effects[-1]
+    return Ledger.restore(
+        ledger.genesis,
+        last_block_bytes=last.block_bytes,
+        app_hash=last.app_hash,
+        balances=balances,
+        references=references,
+        issued_total=last.issued_total,
+        redeemed_total=last.redeemed_total,
+    )
+
+
+def test_restore_continues_exactly(chain: Chain) -> None:
+    uetr = new_uetr()
+    history = [
+        chain.settle([transfer("bank-e", "bank-e", "bank-f", 10, uetr=uetr, expiry_height=3)]),
+        chain.settle([issue("nbkr", "val-b", 7), redeem("nbkr", "nbkr", 5)]),
+        chain.settle([transfer("bank-e", "bank-e", "val-c", 1, expiry_height=50)]),
+    ]
+    restored = restore_from(chain.ledger, history)
+    assert restored.balances == chain.ledger.balances
+    assert restored.references == chain.ledger.references
+    assert (restored.height, restored.block_hash, restored.app_hash) == (
+        chain.ledger.height,
+        chain.ledger.block_hash,
+        chain.ledger.app_hash,
+    )
+    twin = Chain(restored)
+    twin.certificate = chain.certificate
+    txs = [transfer("bank-f", "bank-f", "bank-e", 3)]
+    assert twin.settle(txs) == chain.settle(txs)
+    assert twin.ledger.references == chain.ledger.references
+
+
+def test_validate_block_rejects_each_wrong_header_field(chain: Chain) -> None:
+    chain.settle([])
+    good = chain.next_block([transfer("bank-e", "bank-e", "bank-f", 1)])
+    chain.ledger.validate_block(good)
+    bad_fields: dict[str, Any] = {
+        "chain_id": "other",
+        "height": 3,
+        "prev_block_hash": bytes(32),
+        "app_hash": bytes(32),
+        "validator_set_hash": bytes(32),
+        "proposer": "bank-e",
+        "time_ms": 0,
+        "tx_root": bytes(32),
+        "prev_certificate_hash": bytes(32),
+    }
+    for field, value in bad_fields.items():
+        header = dataclasses.replace(good.header, **{field: value})
+        with pytest.raises(BlockError, match=field):
+            chain.ledger.validate_block(dataclasses.replace(good, header=header))
+    with pytest.raises(BlockError, match="too far ahead"):
+        chain.ledger.validate_block(good, now_ms=good.header.time_ms - 60_000)
+
+
+def test_validate_block_checks_the_previous_certificate(chain: Chain) -> None:
+    chain.settle([])
+    weak = certify(chain.blocks[0][0], voters=VALIDATORS[:2])  # 2 of 4: no quorum
+    block = chain.ledger.make_block([], time_ms=1_000, proposer="nbkr", prev_certificate=weak)
+    with pytest.raises(BlockError, match="voting power"):
+        chain.ledger.validate_block(block)
+
+
+def test_block_with_a_bad_signature_is_invalid(chain: Chain) -> None:
+    tx = transfer("bank-e", "bank-e", "bank-f", 1)
+    forged = tx[:10] + bytes([tx[10] ^ 1]) + tx[11:]
+    block = chain.next_block([forged])
+    with pytest.raises(BlockError, match="BAD_SIGNATURE"):
+        chain.ledger.validate_block(block)
+    with pytest.raises(BlockError, match="BAD_SIGNATURE"):
+        chain.ledger.apply_block(block, encode_certificate(certify(block)), verified=False)
+    assert chain.ledger.height == 0
+
+
+def test_apply_block_checks_the_certificate(chain: Chain) -> None:
+    block = chain.next_block([])
+    other = chain.ledger.make_block([], time_ms=5, proposer="nbkr", prev_certificate=None)
+    with pytest.raises(BlockError, match="does not commit"):
+        chain.ledger.apply_block(block, encode_certificate(certify(other)))
+    with pytest.raises(BlockError, match="certificate"):
+        chain.ledger.apply_block(block, b"\xc1")
+    weak = encode_certificate(certify(block, voters=VALIDATORS[:2]))
+    with pytest.raises(BlockError, match="voting power"):
+        chain.ledger.apply_block(block, weak, verified=False)
+    effects = chain.ledger.apply_block(block, encode_certificate(certify(block)), verified=False)
+    assert effects.height == 1
+
+
+def test_apply_refuses_a_block_that_does_not_follow(chain: Chain) -> None:
+    block = chain.next_block([])
+    chain.settle([])
+    with pytest.raises(BlockError, match="height"):
+        chain.ledger.apply_block(block, encode_certificate(certify(block)))
+
+
+def test_unknown_signer_is_not_authorized(chain: Chain) -> None:
+    tx = decode_tx(transfer("bank-e", "bank-e", "bank-f", 1), CHAIN_ID)
+    stranger = dataclasses.replace(tx, signer="stranger")
+    with pytest.raises(TxRefused) as info:
+        chain.ledger.check_signature(stranger)
+    assert info.value.code is RefusalCode.NOT_AUTHORIZED
