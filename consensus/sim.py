@@ -1,0 +1,669 @@
+"""A seeded, deterministic network simulator for the consensus core.
+
+Theory of operation. N replicas run in one process on a virtual clock in integer
+milliseconds. Everything that will happen is an item in one event queue, a heap of
+(time_ms, seq, item): a message arriving, a timer firing, the application answering, a
+node crashing or restarting, the network healing, a Byzantine node acting. The loop pops
+the earliest item, feeds the event to the replica, and plays the shell's role for each
+action it returns, in order:
+
+- Persist: the state goes to the node's `SimStorage` (encoded with `consensus.wire`); a
+  crash keeps exactly what was persisted and the decided log, and loses the rest.
+- Broadcast: the message is encoded and sent to every other validator through the
+  simulated network (delay, loss, duplication, partitions); the receiver decodes it with
+  `consensus.wire`, so garbage from Byzantine peers takes the real rejection path.
+- ArmTimer, CheckValue, BuildValue: a TimeoutFired, ValueChecked or ValueBuilt later.
+- Decide: the decision enters the decided log, then HeightStarted(h + 1) follows.
+- Block sync: a node that hears a message of a lower height from a peer sends that peer
+  CommitReceived for the peer's height from its decided log.
+
+The checkers in `consensus.sim_check` see every honest action as it runs. After the fault
+phase (`FaultPlan.heal_ms`) every honest node must decide the target heights within
+`SimParams.liveness_ms_max`, or the run reports a liveness violation.
+
+Rules: one seed is one run, and the run is a pure function of (seed, params): every
+random choice comes from a `random.Random` seeded from the run seed, keys are derived from
+it, and nothing reads a clock. This module is part of the pure core (no I/O).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from consensus.config import ReplicaConfig, Validator, ValidatorSet
+from consensus.crypto import Signer
+from consensus.errors import ConfigError, WireError
+from consensus.messages import (
+    ArmTimer,
+    Broadcast,
+    BuildValue,
+    CheckValue,
+    CommitCertificate,
+    CommitReceived,
+    Decide,
+    DurableState,
+    Event,
+    Height,
+    HeightStarted,
+    Message,
+    Persist,
+    Proposal,
+    ProposalReceived,
+    ReportEvidence,
+    Round,
+    TimeoutFired,
+    ValidatorId,
+    Value,
+    ValueBuilt,
+    ValueChecked,
+    VoteReceived,
+)
+from consensus.replica import Replica
+from consensus.sim_byzantine import (
+    BYZANTINE_BEHAVIOURS,
+    ByzantineActor,
+    ForkCoalition,
+    draw_behaviours,
+)
+from consensus.sim_check import SafetyChecker, app_valid, make_payload_prefix
+from consensus.sim_faults import FAULT_KINDS, FaultPlan, draw_fault_plan
+from consensus.wire import (
+    decode_durable_state,
+    decode_message,
+    encode_durable_state,
+    encode_message,
+)
+
+__all__ = [
+    "BYZANTINE_BEHAVIOURS",
+    "FAULT_KINDS",
+    "SimParams",
+    "SimProgress",
+    "SimResult",
+    "Simulation",
+    "run_simulation",
+]
+
+FIRST_HEIGHT = Height(1)
+VALIDATORS_MAX = 20
+HEIGHTS_MAX = 1000
+APP_DELAY_MS = 1  # the application answers CheckValue and BuildValue after this long
+SETTLE_DELAY_MS = 2  # between Decide and HeightStarted(h + 1)
+RESTART_DELAY_MS = 1
+SYNC_INTERVAL_MS = 100  # at most one CommitReceived per peer and height in this time
+SYNC_TICK_MS = 500  # period of the proactive block sync
+BYZANTINE_TICK_MS = (50, 150)
+VIOLATIONS_MAX = 10
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SimParams:
+    """Everything besides the seed that shapes a run."""
+
+    validators: int = 4
+    heights: int = 5
+    """Target: every honest node decides heights 1..heights."""
+    byzantine: int = 0
+    faults: frozenset[str] = frozenset(FAULT_KINDS)
+    """Fault kinds a seed may draw from."""
+    behaviours: frozenset[str] = frozenset(BYZANTINE_BEHAVIOURS)
+    """Byzantine behaviours a seed may draw from."""
+    allow_unsafe: bool = False
+    """Allow more than f Byzantine validators; they then collude to fork."""
+    fault_phase_ms_max: int = 6_000
+    liveness_ms_max: int = 30_000
+    """Bound, after the fault phase ends, for every honest node to reach the target."""
+    events_max: int = 2_000_000
+    chain_id: str = "somnet-sim"
+
+    @property
+    def fault_tolerance(self) -> int:
+        """f: the Byzantine validators n = 3f + 1 equal-power validators tolerate."""
+        return (self.validators - 1) // 3
+
+    def validate(self) -> None:
+        if not 1 <= self.validators <= VALIDATORS_MAX:
+            raise ConfigError(f"validators must be 1..{VALIDATORS_MAX}")
+        if not 1 <= self.heights <= HEIGHTS_MAX:
+            raise ConfigError(f"heights must be 1..{HEIGHTS_MAX}")
+        if not 0 <= self.byzantine < self.validators:
+            raise ConfigError("byzantine must be at least 0 and less than validators")
+        if self.byzantine > self.fault_tolerance and not self.allow_unsafe:
+            raise ConfigError(
+                f"{self.byzantine} Byzantine of {self.validators} validators exceeds"
+                f" f={self.fault_tolerance}; this only makes sense as a negative control"
+                " (allow_unsafe)"
+            )
+        if not self.faults <= set(FAULT_KINDS):
+            raise ConfigError(f"unknown fault kinds {sorted(self.faults - set(FAULT_KINDS))}")
+        if not self.behaviours <= set(BYZANTINE_BEHAVIOURS):
+            unknown = sorted(self.behaviours - set(BYZANTINE_BEHAVIOURS))
+            raise ConfigError(f"unknown Byzantine behaviours {unknown}")
+        if self.fault_phase_ms_max < 100 or self.liveness_ms_max < 1000:
+            raise ConfigError("fault_phase_ms_max must be >= 100 and liveness_ms_max >= 1000")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SimProgress:
+    """One honest decision, reported to an observer while the run goes on."""
+
+    time_ms: int
+    validator_id: ValidatorId
+    height: Height
+    value_id: bytes
+    round: Round
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SimResult:
+    seed: int
+    violations: tuple[str, ...]
+    decided_heights: int
+    """Heights decided by every honest node (the common prefix)."""
+    decided_by_node: tuple[int, ...]
+    virtual_time_ms: int
+    heal_ms: int
+    events: int
+    messages_sent: int
+    messages_delivered: int
+    messages_dropped: int
+    messages_rejected: int
+    """Bytes that did not decode (garbage) and were dropped by the receiving shell."""
+    evidence_reported: int
+    byzantine: tuple[str, ...]
+    """Byzantine validators with their drawn behaviours."""
+    faults: tuple[str, ...]
+    trace_hash: str
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+
+# ---------------------------------------------------------------------------------------
+# Queue items.
+
+
+@dataclass(frozen=True, slots=True)
+class _Deliver:
+    target: int
+    sender: int
+    data: bytes | CommitReceived
+
+
+@dataclass(frozen=True, slots=True)
+class _Local:
+    """An event from the node's own shell (timer, application); void after a crash."""
+
+    target: int
+    epoch: int
+    event: Event
+
+
+@dataclass(frozen=True, slots=True)
+class _Crash:
+    target: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Restart:
+    target: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Heal:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class _ByzantineTick:
+    target: int
+
+
+@dataclass(frozen=True, slots=True)
+class _SyncTick:
+    target: int
+
+
+_Item = _Deliver | _Local | _Crash | _Restart | _Heal | _ByzantineTick | _SyncTick
+
+
+@dataclass(slots=True, kw_only=True)
+class SimStorage:
+    """What survives a crash: the last persisted state and the decided log."""
+
+    durable: bytes
+    decided: dict[Height, tuple[Value, CommitCertificate]] = field(default_factory=dict)
+
+    @property
+    def next_height(self) -> Height:
+        return Height(FIRST_HEIGHT + len(self.decided))
+
+
+@dataclass(slots=True, kw_only=True)
+class _Node:
+    index: int
+    validator_id: ValidatorId
+    signer: Signer
+    storage: SimStorage
+    replica: Replica | None
+    actor: ByzantineActor | None
+    epoch: int = 0
+    sync_sent: dict[int, tuple[Height, int]] = field(default_factory=dict)
+    peer_heights: dict[int, Height] = field(default_factory=dict)
+    """The highest height heard from each peer: heights only grow, even across crashes."""
+
+    @property
+    def honest(self) -> bool:
+        return self.actor is None
+
+
+def _key_seed(seed: int, index: int) -> bytes:
+    material = b"somnet/sim/key/%d/%d" % (seed, index)
+    return hashlib.sha256(material).digest()
+
+
+class Simulation:
+    """One run: build with (seed, params), call `run()` once."""
+
+    def __init__(
+        self,
+        seed: int,
+        params: SimParams,
+        observer: Callable[[SimProgress], None] | None = None,
+    ) -> None:
+        params.validate()
+        self.seed = seed
+        self.params = params
+        self.observer = observer
+        self.config = ReplicaConfig.for_tests(params.chain_id)
+        self.config.validate()
+        # Separate streams, so one kind of choice does not shift the others.
+        plan_rng = random.Random(f"somnet/sim/plan/{seed}")
+        self.net_rng = random.Random(f"somnet/sim/net/{seed}")
+        self.app_rng = random.Random(f"somnet/sim/app/{seed}")
+        self.byzantine_rng = random.Random(f"somnet/sim/byzantine/{seed}")
+        n = params.validators
+        signers = [
+            Signer(params.chain_id, ValidatorId(f"v{i:02d}"), _key_seed(seed, i)) for i in range(n)
+        ]
+        self.validators = ValidatorSet(
+            tuple(
+                Validator(validator_id=s.validator_id, public_key=s.public_key, voting_power=1)
+                for s in signers
+            )
+        )
+        byzantine = tuple(sorted(plan_rng.sample(range(n), params.byzantine)))
+        honest = tuple(i for i in range(n) if i not in byzantine)
+        self.plan: FaultPlan = draw_fault_plan(
+            plan_rng, params.faults, n, honest, params.fault_phase_ms_max
+        )
+        self.checker = SafetyChecker(
+            params.chain_id,
+            self.validators,
+            frozenset(signers[i].validator_id for i in honest),
+        )
+        coalition = self._coalition(plan_rng, byzantine, honest)
+        self.nodes: list[_Node] = []
+        for i, signer in enumerate(signers):
+            actor = None
+            if i in byzantine:
+                actor = self._actor(plan_rng, i, signer, honest, signers, coalition)
+            self.nodes.append(self._new_node(i, signer, actor))
+        self.honest = honest
+        self.queue: list[tuple[int, int, _Item]] = []
+        self.seq = 0
+        self.now_ms = 0
+        self.events = 0
+        self.trace = hashlib.sha256()
+        self.counts = {"sent": 0, "delivered": 0, "dropped": 0, "rejected": 0, "evidence": 0}
+        assert len(self.nodes) == n
+        assert len(honest) + len(byzantine) == n
+
+    def _coalition(
+        self, rng: random.Random, byzantine: tuple[int, ...], honest: tuple[int, ...]
+    ) -> ForkCoalition | None:
+        if len(byzantine) <= self.params.fault_tolerance:
+            return None
+        shuffled = list(honest)
+        rng.shuffle(shuffled)
+        cut = max(1, len(shuffled) // 2)
+        return ForkCoalition(
+            members=byzantine, halves=(tuple(shuffled[:cut]), tuple(shuffled[cut:]))
+        )
+
+    def _actor(
+        self,
+        rng: random.Random,
+        index: int,
+        signer: Signer,
+        honest: tuple[int, ...],
+        signers: list[Signer],
+        coalition: ForkCoalition | None,
+    ) -> ByzantineActor:
+        return ByzantineActor(
+            index=index,
+            signer=signer,
+            behaviours=draw_behaviours(rng, self.params.behaviours),
+            peers=tuple(i for i in range(len(signers)) if i != index),
+            victims=tuple(signers[i].validator_id for i in honest),
+            rng=self.byzantine_rng,
+            make_value=lambda h, r: self._make_value(signer.validator_id, h, r, invalid=False),
+            coalition=coalition,
+        )
+
+    def _new_node(self, index: int, signer: Signer, actor: ByzantineActor | None) -> _Node:
+        durable = DurableState.initial(FIRST_HEIGHT)
+        storage = SimStorage(durable=encode_durable_state(durable))
+        replica = Replica(self.config, self.validators, signer, durable)
+        return _Node(
+            index=index,
+            validator_id=signer.validator_id,
+            signer=signer,
+            storage=storage,
+            replica=replica,
+            actor=actor,
+        )
+
+    # -----------------------------------------------------------------------------------
+    # The loop.
+
+    def run(self) -> SimResult:
+        """Run until every honest node reached the target or the liveness bound passed."""
+        assert self.events == 0, "a Simulation runs once"
+        for node in self.nodes:
+            self._push(0, _Local(node.index, node.epoch, HeightStarted(height=FIRST_HEIGHT)))
+            if node.actor is not None:
+                self._push(
+                    self.byzantine_rng.randint(*BYZANTINE_TICK_MS), _ByzantineTick(node.index)
+                )
+            else:
+                self._push(SYNC_TICK_MS, _SyncTick(node.index))
+        for crash in self.plan.crashes:
+            self._push(crash.start_ms, _Crash(crash.node))
+            self._push(crash.end_ms, _Restart(crash.node))
+        self._push(self.plan.heal_ms, _Heal())
+        deadline_ms = self.plan.heal_ms + self.params.liveness_ms_max
+        while self.queue and not self.checker.violations and not self._target_reached():
+            time_ms, _, item = heapq.heappop(self.queue)
+            if time_ms > deadline_ms:
+                break
+            assert time_ms >= self.now_ms, "the virtual clock never runs backwards"
+            self.now_ms = time_ms
+            self.events += 1
+            if self.events > self.params.events_max:
+                self.checker.violations.append(f"budget: more than {self.params.events_max} events")
+                break
+            self._dispatch(item)
+        if not self.checker.violations and not self._target_reached():
+            self._report_liveness(deadline_ms)
+        return self._result()
+
+    def _target_reached(self) -> bool:
+        target = FIRST_HEIGHT + self.params.heights
+        return all(self.nodes[i].storage.next_height >= target for i in self.honest)
+
+    def _report_liveness(self, deadline_ms: int) -> None:
+        behind = [
+            f"{self.nodes[i].validator_id} decided {len(self.nodes[i].storage.decided)}"
+            for i in self.honest
+            if len(self.nodes[i].storage.decided) < self.params.heights
+        ]
+        self.checker.violations.append(
+            f"liveness: {', '.join(behind)} of {self.params.heights} heights by"
+            f" {min(self.now_ms, deadline_ms)} ms (fault phase ended at {self.plan.heal_ms} ms,"
+            f" bound {self.params.liveness_ms_max} ms after it)"
+        )
+
+    def _push(self, time_ms: int, item: _Item) -> None:
+        assert time_ms >= self.now_ms
+        self.seq += 1
+        heapq.heappush(self.queue, (time_ms, self.seq, item))
+
+    def _dispatch(self, item: _Item) -> None:
+        match item:
+            case _Deliver():
+                self._on_deliver(item)
+            case _Local(target, epoch, event):
+                node = self.nodes[target]
+                if node.replica is not None and node.epoch == epoch:
+                    self._step(node, event)
+            case _Crash(target):
+                self._crash(self.nodes[target])
+            case _Restart(target):
+                self._restart(self.nodes[target])
+            case _Heal():
+                for i in self.honest:
+                    self._restart(self.nodes[i])
+            case _ByzantineTick(target):
+                self._on_byzantine_tick(self.nodes[target])
+            case _SyncTick(target):
+                self._on_sync_tick(self.nodes[target])
+
+    def _step(self, node: _Node, event: Event) -> None:
+        assert node.replica is not None
+        self.trace.update(b"%d|%d|%s|" % (self.now_ms, node.index, type(event).__name__.encode()))
+        actions = node.replica.step(event, self.now_ms)
+        for action in actions:
+            match action:
+                case Persist(state=state):
+                    node.storage.durable = encode_durable_state(state)
+                case Broadcast(message=message):
+                    self._broadcast(node, message)
+                case ArmTimer(deadline_ms=deadline_ms, height=height, round=round_, timer=timer):
+                    timeout = TimeoutFired(height=height, round=round_, timer=timer)
+                    self._push(
+                        max(deadline_ms, self.now_ms), _Local(node.index, node.epoch, timeout)
+                    )
+                case CheckValue(height=height, value=value):
+                    checked = ValueChecked(
+                        height=height, value_id=value.value_id, valid=app_valid(height, value)
+                    )
+                    self._push(self.now_ms + APP_DELAY_MS, _Local(node.index, node.epoch, checked))
+                case BuildValue(height=height, round=round_):
+                    invalid = node.actor is not None and node.actor.wants_invalid_value()
+                    value = self._make_value(node.validator_id, height, round_, invalid=invalid)
+                    built = ValueBuilt(height=height, round=round_, value=value)
+                    self._push(self.now_ms + APP_DELAY_MS, _Local(node.index, node.epoch, built))
+                case Decide():
+                    self._decide(node, action)
+                case ReportEvidence(evidence=evidence):
+                    self.counts["evidence"] += 1
+                    if node.honest:
+                        self.checker.on_evidence(node.validator_id, evidence)
+
+    def _make_value(
+        self, proposer: ValidatorId, height: Height, round_: Round, *, invalid: bool
+    ) -> Value:
+        payload = (
+            make_payload_prefix(height)
+            + b"r=%d;proposer=%s;" % (round_, proposer.encode())
+            + self.app_rng.randbytes(16)
+        )
+        # An invalid value: its id is not the hash of its payload.
+        hashed = b"invalid;" + payload if invalid else payload
+        value = Value(value_id=hashlib.sha256(hashed).digest(), payload=payload)
+        assert app_valid(height, value) is not invalid
+        return value
+
+    # -----------------------------------------------------------------------------------
+    # Network.
+
+    def _broadcast(self, node: _Node, message: Message) -> None:
+        if node.actor is None:
+            durable = decode_durable_state(node.storage.durable)
+            self.checker.on_broadcast(node.validator_id, message, durable)
+            data = encode_message(message)
+            for peer in range(len(self.nodes)):
+                if peer != node.index:
+                    self._transmit(node.index, peer, data)
+            return
+        encoded: dict[int, bytes] = {}
+        for peer, out in node.actor.outgoing(message):
+            if isinstance(out, Proposal):
+                self.checker.on_proposal_sent(out)
+            data = encoded.setdefault(id(out), encode_message(out))
+            node.actor.remember(data)
+            self._transmit(node.index, peer, data)
+
+    def _transmit(self, sender: int, recipient: int, data: bytes | CommitReceived) -> None:
+        assert sender != recipient
+        self.counts["sent"] += 1
+        plan = self.plan
+        if plan.separated(sender, recipient, self.now_ms) or plan.lost(self.net_rng, self.now_ms):
+            self.counts["dropped"] += 1
+            return
+        copies = 2 if plan.duplicated(self.net_rng) else 1
+        for _ in range(copies):
+            delay_ms = plan.delay_ms(self.net_rng, self.now_ms)
+            self._push(self.now_ms + delay_ms, _Deliver(recipient, sender, data))
+
+    def _on_deliver(self, item: _Deliver) -> None:
+        node = self.nodes[item.target]
+        if node.replica is None:  # a crashed node loses what was in flight to it
+            self.counts["dropped"] += 1
+            return
+        self.counts["delivered"] += 1
+        if isinstance(item.data, CommitReceived):
+            self._step(node, item.data)
+            return
+        try:
+            message = decode_message(item.data)
+        except WireError:
+            self.counts["rejected"] += 1
+            return
+        if node.actor is not None:
+            node.actor.remember(item.data)
+        else:
+            known = node.peer_heights.get(item.sender, FIRST_HEIGHT)
+            node.peer_heights[item.sender] = max(known, message.height)
+            self._sync_peer(node, item.sender, message.height)
+        if isinstance(message, Proposal):
+            self._step(node, ProposalReceived(proposal=message))
+        else:
+            self._step(node, VoteReceived(vote=message))
+
+    def _sync_peer(self, node: _Node, peer: int, peer_height: Height) -> None:
+        """Block sync: a peer still working on a height we decided gets its commit."""
+        decided = node.storage.decided.get(peer_height)
+        if decided is None:
+            return
+        last = node.sync_sent.get(peer)
+        if last is not None and last[0] == peer_height and self.now_ms - last[1] < SYNC_INTERVAL_MS:
+            return
+        node.sync_sent[peer] = (peer_height, self.now_ms)
+        value, certificate = decided
+        self._transmit(node.index, peer, CommitReceived(value=value, certificate=certificate))
+
+    # -----------------------------------------------------------------------------------
+    # Decisions, crashes, Byzantine ticks.
+
+    def _decide(self, node: _Node, decide: Decide) -> None:
+        storage = node.storage
+        self.trace.update(b"decide|%d|%d|%s|" % (node.index, decide.height, decide.value.value_id))
+        if node.honest:
+            if decide.height in storage.decided:
+                self.checker.on_duplicate_decision(node.validator_id, decide.height)
+                return
+            self.checker.on_decide(
+                node.validator_id,
+                storage.next_height,
+                decide.height,
+                decide.value,
+                decide.certificate,
+            )
+        if decide.height != storage.next_height:
+            return  # out of order: reported above for an honest node, ignored otherwise
+        storage.decided[decide.height] = (decide.value, decide.certificate)
+        if decide.height < self.params.heights:
+            # Past the target a node stays at its last height and only serves block sync,
+            # so the run does not spend its time on heights nobody checks.
+            started = HeightStarted(height=Height(decide.height + 1))
+            self._push(self.now_ms + SETTLE_DELAY_MS, _Local(node.index, node.epoch, started))
+        if self.observer is not None and node.honest:
+            self.observer(
+                SimProgress(
+                    time_ms=self.now_ms,
+                    validator_id=node.validator_id,
+                    height=decide.height,
+                    value_id=decide.value.value_id,
+                    round=decide.certificate.round,
+                )
+            )
+
+    def _crash(self, node: _Node) -> None:
+        if node.replica is None:
+            return
+        assert node.honest
+        self.trace.update(b"crash|%d|" % node.index)
+        node.replica = None
+        node.epoch += 1  # timers and application answers of the old life are void
+        node.sync_sent.clear()
+
+    def _restart(self, node: _Node) -> None:
+        if node.replica is not None:
+            return
+        self.trace.update(b"restart|%d|" % node.index)
+        durable = decode_durable_state(node.storage.durable)
+        node.replica = Replica(self.config, self.validators, node.signer, durable)
+        started = HeightStarted(height=node.storage.next_height)
+        self._push(self.now_ms + RESTART_DELAY_MS, _Local(node.index, node.epoch, started))
+
+    def _on_sync_tick(self, node: _Node) -> None:
+        """Periodic block sync: a peer that went quiet at a height we decided (it may
+        have restarted without anything to re-send) still gets that height's commit."""
+        assert node.honest
+        if node.replica is not None:
+            for peer, height in sorted(node.peer_heights.items()):
+                self._sync_peer(node, peer, height)
+        self._push(self.now_ms + SYNC_TICK_MS, _SyncTick(node.index))
+
+    def _on_byzantine_tick(self, node: _Node) -> None:
+        assert node.actor is not None
+        for peer, data in node.actor.on_tick():
+            self._transmit(node.index, peer, data)
+        self._push(
+            self.now_ms + self.byzantine_rng.randint(*BYZANTINE_TICK_MS), _ByzantineTick(node.index)
+        )
+
+    def _result(self) -> SimResult:
+        decided = tuple(len(node.storage.decided) for node in self.nodes)
+        byzantine = tuple(
+            f"{node.validator_id}:"
+            + (
+                "fork-coalition"
+                if node.actor.coalition
+                else ",".join(sorted(node.actor.behaviours))
+            )
+            for node in self.nodes
+            if node.actor is not None
+        )
+        self.trace.update(repr(sorted(self.counts.items())).encode())
+        return SimResult(
+            seed=self.seed,
+            violations=tuple(self.checker.violations[:VIOLATIONS_MAX]),
+            decided_heights=min((decided[i] for i in self.honest), default=0),
+            decided_by_node=decided,
+            virtual_time_ms=self.now_ms,
+            heal_ms=self.plan.heal_ms,
+            events=self.events,
+            messages_sent=self.counts["sent"],
+            messages_delivered=self.counts["delivered"],
+            messages_dropped=self.counts["dropped"],
+            messages_rejected=self.counts["rejected"],
+            evidence_reported=self.counts["evidence"],
+            byzantine=byzantine,
+            faults=tuple(self.plan.describe()),
+            trace_hash=self.trace.hexdigest(),
+        )
+
+
+def run_simulation(
+    seed: int, params: SimParams, observer: Callable[[SimProgress], None] | None = None
+) -> SimResult:
+    """Run one seed. A pure function of (seed, params): the same inputs, the same result."""
+    return Simulation(seed, params, observer).run()
