@@ -302,9 +302,12 @@ class Replica:
 
     def _may_sign(self, step: Step) -> bool:
         """True if (height, round, step) is strictly after the last signed position."""
+        return self._after_guard(self.height, self.round, step)
+
+    def _after_guard(self, height: Height, round_: Round, step: Step) -> bool:
         d = self.durable
         signed_step = -1 if d.signed_step is None else int(d.signed_step)
-        return (self.height, self.round, int(step)) > (d.signed_height, d.signed_round, signed_step)
+        return (height, round_, int(step)) > (d.signed_height, d.signed_round, signed_step)
 
     def _persist_signed(self, step: Step, out: list[Action]) -> None:
         """Move the guard to (height, round, step), together with the current lock."""
@@ -349,6 +352,8 @@ class Replica:
 
     def _on_message(self, message: Message, now_ms: int, out: list[Action]) -> None:
         reason = self._shape_error(message) or self._sender_error(message)
+        if reason is None and self._is_unknown_own_message(message):
+            reason = "own_message_not_signed_here"
         if reason is not None:
             self.dropped[reason] += 1
             return
@@ -407,6 +412,19 @@ class Replica:
         if not crypto.verify_vote(chain_id, message, self.validators):
             return "bad_signature"
         return None
+
+    def _is_unknown_own_message(self, message: Message) -> bool:
+        """A message signed with our key at a position after our signing guard: we did
+        not sign it (the guard moves before every signature), so another process holds
+        our key. Counting it could make us sign a second message at that position."""
+        if isinstance(message, Proposal):
+            sender, step = message.proposer, Step.PROPOSE
+        else:
+            sender, step = message.voter, message.vote_type.step
+        if sender != self.me:
+            return False
+        # Messages at or before the guard are ours from before a restart: worth counting.
+        return self._after_guard(message.height, message.round, step)
 
     def _buffer(self, message: Message) -> None:
         """Keep a validly signed message of the next height, within per-sender and total
