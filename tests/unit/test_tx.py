@@ -1,0 +1,211 @@
+"""Transaction encodings: round trips, domain separation, limits, refusal codes."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from node.errors import RefusalCode, TxRefused
+from node.tx import (
+    AMOUNT_MAX,
+    PAYOUT_LEGS_MAX,
+    TAG_ISSUE,
+    TAG_TRANSFER,
+    Issue,
+    Payout,
+    Redeem,
+    Transfer,
+    decode_tx,
+    reference_key,
+    verify_tx_signature,
+)
+from tests.unit.ledger_support import (
+    CHAIN_ID,
+    issue,
+    key_of,
+    new_uetr,
+    payout,
+    redeem,
+    transfer,
+)
+
+
+def signed(fields: list[object], signer: str = "bank-e") -> bytes:
+    """Sign arbitrary fields, bypassing the builders' own checks."""
+    return bytes(key_of(signer).sign(msgpack.packb(fields, use_bin_type=True)))
+
+
+def transfer_fields(**overrides: object) -> list[object]:
+    fields: dict[str, object] = {
+        "tag": TAG_TRANSFER,
+        "chain": CHAIN_ID,
+        "signer": "bank-e",
+        "uetr": bytes(16),
+        "expiry": 10,
+        "from": "bank-e",
+        "to": "bank-f",
+        "amount": 100,
+        "remittance": "",
+    }
+    fields.update(overrides)
+    return list(fields.values())
+
+
+def refusal(data: bytes) -> RefusalCode:
+    with pytest.raises(TxRefused) as info:
+        decode_tx(data, CHAIN_ID)
+    assert info.value.message
+    return info.value.code
+
+
+def test_every_kind_round_trips() -> None:
+    t = decode_tx(transfer("bank-e", "bank-e", "bank-f", 5, remittance="inv 42"), CHAIN_ID)
+    assert isinstance(t, Transfer)
+    assert (t.from_account, t.to_account, t.amount, t.remittance) == (
+        "bank-e",
+        "bank-f",
+        5,
+        "inv 42",
+    )
+    i = decode_tx(issue("nbkr", "bank-e", 7), CHAIN_ID)
+    assert isinstance(i, Issue)
+    assert (i.to_account, i.amount, i.reserve_reference) == ("bank-e", 7, "reserve/2024/001")
+    r = decode_tx(redeem("nbkr", "bank-e", 8), CHAIN_ID)
+    assert isinstance(r, Redeem)
+    assert (r.from_account, r.amount) == ("bank-e", 8)
+    p = decode_tx(payout("bank-e", "bank-e", [("bank-f", 1), ("val-b", 2)]), CHAIN_ID)
+    assert isinstance(p, Payout)
+    assert p.legs == (("bank-f", 1), ("val-b", 2))
+    assert p.total == 3
+
+
+def test_signature_verifies_only_with_the_signer_key() -> None:
+    tx = decode_tx(transfer("bank-e", "bank-e", "bank-f", 5), CHAIN_ID)
+    assert verify_tx_signature(tx, bytes(key_of("bank-e").verify_key))
+    assert not verify_tx_signature(tx, bytes(key_of("bank-f").verify_key))
+
+
+def test_hash_covers_content_not_signature() -> None:
+    uetr = new_uetr()
+    a = decode_tx(transfer("bank-e", "bank-e", "bank-f", 5, uetr=uetr), CHAIN_ID)
+    b = decode_tx(transfer("bank-e", "bank-e", "bank-f", 6, uetr=uetr), CHAIN_ID)
+    assert a.tx_hash != b.tx_hash
+    malleated = decode_tx(bytes(64) + a.raw[64:], CHAIN_ID)
+    assert malleated.tx_hash == a.tx_hash
+    assert reference_key(a.signer, a.uetr) == reference_key(b.signer, b.uetr)
+
+
+def test_kinds_are_domain_separated() -> None:
+    # The same field values under another tag are another kind; shaped wrongly, malformed.
+    as_issue = signed([TAG_ISSUE, CHAIN_ID, "bank-e", bytes(16), 10, "bank-f", 100, ""])
+    assert refusal(as_issue) is RefusalCode.MALFORMED
+    assert refusal(signed(transfer_fields(tag=b"somnet/consensus/prevote/v1"))) is (
+        RefusalCode.MALFORMED
+    )
+
+
+def test_wrong_chain() -> None:
+    assert refusal(signed(transfer_fields(chain="som-other"))) is RefusalCode.WRONG_CHAIN
+
+
+@pytest.mark.parametrize("amount", [0, -1, AMOUNT_MAX + 1, 1.0, 100.5, True, False, "100", None])
+def test_amount_must_be_a_positive_integer(amount: object) -> None:
+    assert refusal(signed(transfer_fields(amount=amount))) is RefusalCode.INVALID_AMOUNT
+
+
+@pytest.mark.parametrize("amount", [1.0, True, -5, 0])
+def test_payout_leg_amount_must_be_a_positive_integer(amount: object) -> None:
+    fields = [b"somnet/tx/payout/v1", CHAIN_ID, "bank-e", bytes(16), 10, "bank-e"]
+    data = signed([*fields, [["bank-f", 1], ["val-b", amount]], ""])
+    assert refusal(data) is RefusalCode.INVALID_AMOUNT
+
+
+def test_payout_total_is_bounded() -> None:
+    fields = [b"somnet/tx/payout/v1", CHAIN_ID, "bank-e", bytes(16), 10, "bank-e"]
+    data = signed([*fields, [["bank-f", AMOUNT_MAX], ["val-b", 1]], ""])
+    assert refusal(data) is RefusalCode.INVALID_AMOUNT
+
+
+def test_payout_legs_are_bounded() -> None:
+    legs = [(f"acct-{i}", 1) for i in range(PAYOUT_LEGS_MAX)]
+    assert len(decode_tx(payout("bank-e", "bank-e", legs), CHAIN_ID).raw) > 1000
+    with pytest.raises(TxRefused) as info:
+        payout("bank-e", "bank-e", [*legs, ("bank-f", 1)])
+    assert info.value.code is RefusalCode.TOO_MANY_LEGS
+    with pytest.raises(TxRefused) as info:
+        payout("bank-e", "bank-e", [])
+    assert info.value.code is RefusalCode.TOO_MANY_LEGS
+
+
+def test_self_transfer_is_refused() -> None:
+    with pytest.raises(TxRefused) as info:
+        transfer("bank-e", "bank-e", "bank-e", 1)
+    assert info.value.code is RefusalCode.SELF_TRANSFER
+    with pytest.raises(TxRefused) as info:
+        payout("bank-e", "bank-e", [("bank-f", 1), ("bank-e", 1)])
+    assert info.value.code is RefusalCode.SELF_TRANSFER
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"uetr": bytes(15)},
+        {"uetr": "0" * 16},
+        {"expiry": 0},
+        {"expiry": 1.5},
+        {"signer": ""},
+        {"signer": "x" * 65},
+        {"from": b"bank-e"},
+        {"remittance": "x" * 141},
+        {"chain": 7},
+    ],
+)
+def test_malformed_fields(overrides: dict[str, object]) -> None:
+    assert refusal(signed(transfer_fields(**overrides))) is RefusalCode.MALFORMED
+
+
+def test_remittance_limit_is_inclusive() -> None:
+    tx = decode_tx(signed(transfer_fields(remittance="я" * 140)), CHAIN_ID)
+    assert isinstance(tx, Transfer)
+    assert tx.remittance == "я" * 140
+
+
+def test_non_canonical_encoding_is_refused() -> None:
+    canonical = msgpack.packb(transfer_fields(), use_bin_type=True)
+    # The same array with the amount 100 as a uint32 (0xce) instead of a positive fixint.
+    padded = canonical[:-2] + b"\xce\x00\x00\x00\x64" + canonical[-1:]
+    assert msgpack.unpackb(padded) == msgpack.unpackb(canonical)
+    data = bytes(key_of("bank-e").sign(padded))
+    assert refusal(data) is RefusalCode.MALFORMED
+
+
+def test_maps_and_extra_fields_are_refused() -> None:
+    assert refusal(signed({"amount": 1})) is RefusalCode.MALFORMED  # type: ignore[arg-type]
+    assert refusal(signed([*transfer_fields(), "extra"])) is RefusalCode.MALFORMED
+    assert refusal(b"") is RefusalCode.MALFORMED
+    assert refusal(bytes(64)) is RefusalCode.MALFORMED
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=400))
+def test_random_bytes_raise_only_tx_refused(data: bytes) -> None:
+    try:
+        decode_tx(data, CHAIN_ID)
+    except TxRefused as exc:
+        assert isinstance(exc.code, RefusalCode)
+
+
+@settings(max_examples=200)
+@given(st.data())
+def test_mutated_transactions_raise_only_tx_refused(data: st.DataObject) -> None:
+    raw = bytearray(payout("bank-e", "bank-e", [("bank-f", 1), ("val-b", 2)]))
+    for _ in range(data.draw(st.integers(1, 4))):
+        position = data.draw(st.integers(0, len(raw) - 1))
+        raw[position] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(0, len(raw)))
+    try:
+        decode_tx(bytes(raw[:cut]), CHAIN_ID)
+    except TxRefused as exc:
+        assert isinstance(exc.code, RefusalCode)
