@@ -1,0 +1,267 @@
+"""`somnet bench ledger`: how fast one node settles and stores signed transfers.
+
+The run builds a genesis with many accounts, pre-signs transfers, verifies them (the
+mempool's entry check: decode and one Ed25519 signature each), then settles them in
+blocks: `Ledger.apply_block` plus `Store.commit_block`, one LMDB write transaction per
+block, on a real store in a temporary directory. Raw libsodium verifies per second are
+measured in the same run, because the design's performance model is stated against it.
+
+The world builders (`make_world`, `sign_transfer_batch`, `certify`) are also what the
+store's crash test writer uses, so both run the real ledger on real signed transactions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from nacl.bindings import crypto_sign_open
+from nacl.signing import SigningKey
+
+from consensus.crypto import Signer
+from consensus.messages import CommitCertificate, Height, Round, ValidatorId, VoteType
+from consensus.wire import decode_certificate, encode_certificate
+from node.block import encode_block
+from node.genesis import Genesis, parse_genesis
+from node.ledger import Ledger
+from node.store import Store
+from node.tx import decode_tx, sign_transfer
+
+__all__ = [
+    "BenchResult",
+    "World",
+    "certify",
+    "make_world",
+    "open_ledger",
+    "run_ledger_bench",
+    "settle",
+    "sign_transfer_batch",
+]
+
+CHAIN_ID = "som-bench"
+VALIDATORS = ("nbkr", "val-1", "val-2", "val-3")
+BALANCE_START = 1_000_000_00  # one million som per account, in tyiyn
+AMOUNT_MAX = 1000
+EXPIRY_HEIGHTS = 1000
+RAW_VERIFY_SAMPLE_MAX = 20_000
+MAP_SIZE_BYTES_BENCH = 16 * 1024**3
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class World:
+    """A genesis with its private keys: validators sign certificates, banks transfers."""
+
+    genesis: Genesis
+    bank_keys: dict[str, SigningKey]
+    validator_signers: tuple[Signer, ...]
+    accounts: tuple[tuple[str, str], ...]  # (account id, owning bank), in genesis order
+
+
+def _seed(world_seed: int, name: str) -> bytes:
+    return hashlib.sha256(f"somnet-bench/{world_seed}/{name}".encode()).digest()
+
+
+def make_world(accounts: int, *, banks: int = 10, seed: int = 1) -> World:
+    """A genesis with `accounts` bank accounts, each issued BALANCE_START tyiyn."""
+    assert accounts >= 2
+    assert 1 <= banks <= 100
+    bank_ids = [f"bank-{i:02d}" for i in range(banks)]
+    keys = {pid: SigningKey(_seed(seed, pid)) for pid in (*VALIDATORS, *bank_ids)}
+    participants = []
+    for index, pid in enumerate((*VALIDATORS, *bank_ids)):
+        role = "issuer" if index == 0 else "validator" if pid in VALIDATORS else "bank"
+        participants.append(
+            {
+                "id": pid,
+                "name": f"participant {pid}",
+                "role": role,
+                "public_key": bytes(keys[pid].verify_key).hex(),
+                "voting_power": 1 if pid in VALIDATORS else 0,
+                "peer_address": f"127.0.0.1:{7000 + index}",
+                "api_address": f"127.0.0.1:{8000 + index}",
+            }
+        )
+    owned = [(f"acct-{i:07d}", bank_ids[i % banks]) for i in range(accounts)]
+    document = {
+        "chain_id": CHAIN_ID,
+        "participants": participants,
+        "accounts": [{"id": a, "owner": o} for a, o in owned],
+        "issuance": [{"account": a, "amount": BALANCE_START} for a, _ in owned],
+    }
+    genesis = parse_genesis(json.dumps(document))
+    signers = tuple(Signer(CHAIN_ID, ValidatorId(v), _seed(seed, v)) for v in VALIDATORS)
+    return World(
+        genesis=genesis,
+        bank_keys={b: keys[b] for b in bank_ids},
+        validator_signers=signers,
+        accounts=tuple(owned),
+    )
+
+
+def sign_transfer_batch(
+    world: World, count: int, *, first_index: int, expiry_height: int, rng: random.Random
+) -> list[bytes]:
+    """`count` signed transfers between random accounts; UETRs come from the index, so
+    transfers with distinct indexes never collide."""
+    txs = []
+    accounts = world.accounts
+    for index in range(first_index, first_index + count):
+        (source, bank), (target, _) = rng.sample(accounts, 2)
+        txs.append(
+            sign_transfer(
+                world.bank_keys[bank],
+                CHAIN_ID,
+                signer=bank,
+                uetr=index.to_bytes(16, "big"),
+                expiry_height=expiry_height,
+                from_account=source,
+                to_account=target,
+                amount=rng.randint(1, AMOUNT_MAX),
+            )
+        )
+    return txs
+
+
+def certify(world: World, height: int, block_hash: bytes) -> CommitCertificate:
+    """A commit certificate signed by every validator."""
+    votes = tuple(
+        s.sign_vote(VoteType.PRECOMMIT, Height(height), Round(0), block_hash)
+        for s in world.validator_signers
+    )
+    return CommitCertificate(
+        height=Height(height), round=Round(0), value_id=block_hash, precommits=votes
+    )
+
+
+def open_ledger(world: World, store: Store) -> Ledger:
+    """The ledger after the store's last block (the node's restore path)."""
+    tip = store.tip
+    return Ledger.restore(
+        world.genesis,
+        last_block_bytes=store.load_block(tip.height) if tip.height else None,
+        app_hash=tip.app_hash,
+        balances=store.load_balances(),
+        references=store.load_references(),
+        issued_total=tip.issued_total,
+        redeemed_total=tip.redeemed_total,
+    )
+
+
+def settle(
+    world: World,
+    ledger: Ledger,
+    store: Store,
+    txs: list[bytes],
+    *,
+    time_ms: int,
+    timer: Callable[[str, float], None] | None = None,
+) -> int:
+    """Propose, certify, apply and store one block of verified transfers; its height."""
+    height = ledger.height + 1
+    previous = store.load_certificate(ledger.height) if ledger.height else None
+    block = ledger.make_block(
+        txs,
+        time_ms=time_ms,
+        proposer=VALIDATORS[0],
+        prev_certificate=None if previous is None else decode_certificate(previous),
+    )
+    block_bytes = encode_block(block)
+    certificate_bytes = encode_certificate(certify(world, height, block.header.hash()))
+    started = time.perf_counter()
+    effects = ledger.apply_block(block, certificate_bytes, verified=True, block_bytes=block_bytes)
+    applied = time.perf_counter()
+    store.commit_block(effects)
+    stored = time.perf_counter()
+    if timer is not None:
+        timer("apply", applied - started)
+        timer("store", stored - applied)
+    return height
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BenchResult:
+    accounts: int
+    transfers: int
+    block_size: int
+    blocks: int
+    sign_seconds: float
+    verify_per_second: float  # decode plus signature check (the mempool entry check)
+    raw_verify_per_second: float  # libsodium crypto_sign_open alone
+    apply_per_second: float  # Ledger.apply_block alone
+    store_per_second: float  # Store.commit_block alone
+    applied_and_stored_per_second: float
+    store_bytes: int
+
+    def to_json(self) -> str:
+        return json.dumps({name: getattr(self, name) for name in self.__slots__})
+
+
+def _raw_verifies_per_second(world: World, txs: list[bytes]) -> float:
+    keys = {bank: bytes(key.verify_key) for bank, key in world.bank_keys.items()}
+    sample = txs[:RAW_VERIFY_SAMPLE_MAX]
+    public_keys = [keys[decode_tx(tx, CHAIN_ID).signer] for tx in sample]
+    started = time.perf_counter()
+    for tx, public_key in zip(sample, public_keys, strict=True):
+        crypto_sign_open(tx, public_key)
+    return len(sample) / (time.perf_counter() - started)
+
+
+def run_ledger_bench(
+    *,
+    accounts: int,
+    transfers: int,
+    block_size: int,
+    progress: Callable[[str], None] = lambda _: None,
+) -> BenchResult:
+    """Run the whole benchmark in a temporary store directory and return its figures."""
+    assert accounts >= 2
+    assert transfers >= 1
+    assert block_size >= 1
+    progress(f"genesis with {accounts} accounts")
+    world = make_world(accounts)
+    started = time.perf_counter()
+    txs = sign_transfer_batch(
+        world, transfers, first_index=0, expiry_height=EXPIRY_HEIGHTS, rng=random.Random(1)
+    )
+    sign_seconds = time.perf_counter() - started
+    progress(f"signed {transfers} transfers in {sign_seconds:.1f} s; verifying")
+    ledger = Ledger.from_genesis(world.genesis)
+    started = time.perf_counter()
+    for tx in txs:
+        ledger.check_tx(tx)
+    verify_per_second = transfers / (time.perf_counter() - started)
+    raw_per_second = _raw_verifies_per_second(world, txs)
+    progress("applying and storing blocks")
+    totals = {"apply": 0.0, "store": 0.0}
+
+    def timer(what: str, seconds: float) -> None:
+        totals[what] += seconds
+
+    with tempfile.TemporaryDirectory(prefix="somnet-bench-") as directory:
+        path = Path(directory) / "store"
+        with Store.open(path, chain_id=CHAIN_ID, map_size_bytes=MAP_SIZE_BYTES_BENCH) as store:
+            blocks = 0
+            for start in range(0, transfers, block_size):
+                chunk = txs[start : start + block_size]
+                settle(world, ledger, store, chunk, time_ms=1_700_000_000_000, timer=timer)
+                blocks += 1
+        store_bytes = (path / "data.mdb").stat().st_size
+    return BenchResult(
+        accounts=accounts,
+        transfers=transfers,
+        block_size=block_size,
+        blocks=blocks,
+        sign_seconds=round(sign_seconds, 3),
+        verify_per_second=round(verify_per_second),
+        raw_verify_per_second=round(raw_per_second),
+        apply_per_second=round(transfers / totals["apply"]),
+        store_per_second=round(transfers / totals["store"]),
+        applied_and_stored_per_second=round(transfers / (totals["apply"] + totals["store"])),
+        store_bytes=store_bytes,
+    )
