@@ -144,7 +144,11 @@ def _pack(obj: object) -> bytes:
 
 
 def _sign(key: SigningKey, chain_id: str, fields: list[object]) -> bytes:
-    raw = bytes(key.sign(_pack(fields)))
+    try:
+        signed = _pack(fields)
+    except (OverflowError, TypeError, ValueError) as exc:
+        raise _malformed(f"a field cannot be encoded: {exc}") from exc
+    raw = bytes(key.sign(signed))
     tx = decode_tx(raw, chain_id)
     assert tx.raw == raw
     return raw
@@ -163,6 +167,7 @@ def sign_transfer(
     remittance: str = "",
 ) -> bytes:
     """Return the wire bytes of a signed transfer. Raises TxRefused if a field is invalid."""
+    _amount(amount, "amount")
     fields: list[object] = [TAG_TRANSFER, chain_id, signer, uetr, expiry_height]
     return _sign(key, chain_id, [*fields, from_account, to_account, amount, remittance])
 
@@ -178,6 +183,7 @@ def sign_issue(
     amount: int,
     reserve_reference: str,
 ) -> bytes:
+    _amount(amount, "amount")
     fields: list[object] = [TAG_ISSUE, chain_id, signer, uetr, expiry_height]
     return _sign(key, chain_id, [*fields, to_account, amount, reserve_reference])
 
@@ -193,6 +199,7 @@ def sign_redeem(
     amount: int,
     reserve_reference: str,
 ) -> bytes:
+    _amount(amount, "amount")
     fields: list[object] = [TAG_REDEEM, chain_id, signer, uetr, expiry_height]
     return _sign(key, chain_id, [*fields, from_account, amount, reserve_reference])
 
@@ -208,6 +215,8 @@ def sign_payout(
     legs: list[tuple[str, int]],
     remittance: str = "",
 ) -> bytes:
+    for index, (_, amount) in enumerate(legs):
+        _amount(amount, f"leg {index} amount")
     fields: list[object] = [TAG_PAYOUT, chain_id, signer, uetr, expiry_height]
     encoded_legs = [[to, amount] for to, amount in legs]
     return _sign(key, chain_id, [*fields, from_account, encoded_legs, remittance])

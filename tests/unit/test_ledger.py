@@ -288,3 +288,19 @@ def test_unknown_signer_is_not_authorized(chain: Chain) -> None:
     with pytest.raises(TxRefused) as info:
         chain.ledger.check_signature(stranger)
     assert info.value.code is RefusalCode.NOT_AUTHORIZED
+
+
+def test_funds_boundaries_are_exact(chain: Chain) -> None:
+    effects = chain.settle(
+        [
+            payout("bank-e", "bank-e", [("bank-f", 5_000), ("val-b", 5_001)]),
+            transfer("bank-e", "bank-e", "bank-f", 10_001),
+            redeem("nbkr", "bank-e", 10_001),
+            payout("bank-e", "bank-e", [("bank-f", 5_000), ("val-b", 4_999)]),
+            transfer("bank-e", "bank-e", "bank-f", 2),
+            transfer("bank-e", "bank-e", "bank-f", 1),
+        ]
+    )
+    insufficient = RefusalCode.INSUFFICIENT_FUNDS
+    assert codes_of(effects) == [insufficient] * 3 + [None, insufficient, None]
+    assert chain.ledger.balances["bank-e"] == 0
