@@ -35,7 +35,7 @@ from typing import Any
 import lmdb
 
 from node.block import ZERO_HASH, Header, decode_header
-from node.checksum import ChecksumMismatch, seal, unseal
+from node.checksum import ChecksumMismatch, seal, seal_many, unseal
 from node.effects import BlockEffects
 from node.errors import BlockError, NodeError
 from node.lmdb_header import LmdbHeaderError, read_lmdb_meta
@@ -493,33 +493,31 @@ class Store:
         assert added, "a block hash is stored twice"
 
     def _put_ledger_state(self, txn: lmdb.Transaction, effects: BlockEffects) -> None:
-        # Sorted keys fill leaf pages in order, so LMDB touches each page once.
-        tx_records = [
-            (tx_hash, seal(DB_TX_INDEX, tx_hash, result))
-            for tx_hash, result in sorted(effects.tx_results)
+        # Sorted keys fill leaf pages in order, so LMDB touches each page once. The
+        # ledger hands balances over sorted already; sorting a sorted list is linear.
+        assert all(0 <= balance <= BALANCE_MAX for _, balance in effects.balances)
+        balances = [
+            (account.encode("ascii"), balance.to_bytes(8, "big"))
+            for account, balance in effects.balances
         ]
-        balance_records = []
-        for account, balance in sorted(effects.balances):
-            assert 0 <= balance <= BALANCE_MAX, (account, balance)
-            key = account.encode("ascii")
-            balance_records.append((key, seal(DB_BALANCES, key, balance.to_bytes(8, "big"))))
-        reference_records = []
-        for reference, tx_hash, expiry in sorted(effects.references_added):
-            assert len(tx_hash) == HASH_SIZE
-            value = tx_hash + height_key(expiry)
-            reference_records.append((reference, seal(DB_REFERENCES, reference, value)))
-        for db_name, records in (
-            (DB_TX_INDEX, tx_records),
-            (DB_BALANCES, balance_records),
-            (DB_REFERENCES, reference_records),
+        references = [
+            (reference, tx_hash + expiry.to_bytes(8, "big"))
+            for reference, tx_hash, expiry in effects.references_added
+        ]
+        assert all(len(value) == HASH_SIZE + 8 for _, value in references)
+        for db_name, items in (
+            (DB_TX_INDEX, effects.tx_results),
+            (DB_BALANCES, balances),
+            (DB_REFERENCES, references),
         ):
-            if records:
+            if items:
+                records = seal_many(db_name, sorted(items))
                 with txn.cursor(db=self._dbs[db_name]) as cursor:
                     consumed, _ = cursor.putmulti(records, overwrite=True)
                 assert consumed == len(records), (db_name, consumed, len(records))
-        references = self._dbs[DB_REFERENCES]
+        references_db = self._dbs[DB_REFERENCES]
         for reference in effects.references_pruned:
-            txn.delete(reference, db=references)  # a missing key is not an error
+            txn.delete(reference, db=references_db)  # a missing key is not an error
 
     def save_durable_state(self, data: bytes) -> None:
         """Persist the consensus core's durable state; on disk when this returns."""
