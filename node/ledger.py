@@ -30,6 +30,7 @@ Theory of operation.
 from __future__ import annotations
 
 import hashlib
+import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -61,11 +62,17 @@ TIME_DRIFT_MS_MAX = 30_000  # how far ahead of our clock a proposer's time_ms ma
 TAG_APP_HASH = b"somnet/app-hash/v1"
 TAG_GENESIS_APP_HASH = b"somnet/genesis-app-hash/v1"
 APPLIED = 0  # TxResult code of an applied transaction
+HASH_SIZE = 32
+_RESULT = struct.Struct(">BQI")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TxResult:
-    """The outcome of one transaction, stored under its hash."""
+    """The outcome of one transaction, stored under its hash.
+
+    Encoding (fixed layout, cheap on the hot path): code (1 byte, 0 = applied), height
+    (8 bytes), index (4 bytes), big-endian, then the first tx hash (32 bytes) or nothing.
+    """
 
     code: RefusalCode | None  # None: applied
     height: int  # the block that carries it
@@ -73,39 +80,33 @@ class TxResult:
     first_tx_hash: bytes | None  # DUPLICATE: the transaction holding (signer, UETR)
 
     def encode(self) -> bytes:
-        return _pack(
-            [
-                APPLIED if self.code is None else int(self.code),
-                self.height,
-                self.index,
-                self.first_tx_hash,
-            ]
-        )
+        code = APPLIED if self.code is None else int(self.code)
+        encoded = _RESULT.pack(code, self.height, self.index)
+        return encoded if self.first_tx_hash is None else encoded + self.first_tx_hash
 
 
 def decode_tx_result(data: bytes) -> TxResult:
     """Decode a stored result. Raises NodeError if the record is corrupt."""
+    if len(data) not in (_RESULT.size, _RESULT.size + HASH_SIZE):
+        raise NodeError(f"corrupt tx result: {len(data)} bytes")
+    code, height, index = _RESULT.unpack_from(data)
     try:
-        code, height, index, first = msgpack.unpackb(data, raw=False, max_map_len=0)
-        result = TxResult(
-            code=None if code == APPLIED else RefusalCode(code),
-            height=height,
-            index=index,
-            first_tx_hash=first,
-        )
-    except Exception as exc:  # a corrupt record may fail in many ways; all mean one thing
-        raise NodeError(f"corrupt tx result: {exc}") from exc
-    if type(result.height) is not int or type(result.index) is not int:
-        raise NodeError("corrupt tx result: height and index must be integers")
-    return result
+        refusal = None if code == APPLIED else RefusalCode(code)
+    except ValueError as exc:
+        raise NodeError(f"corrupt tx result: unknown code {code}") from exc
+    first = data[_RESULT.size :] or None
+    return TxResult(code=refusal, height=height, index=index, first_tx_hash=first)
 
 
 def genesis_app_hash(genesis: Genesis) -> bytes:
     return hashlib.sha256(TAG_GENESIS_APP_HASH + genesis.hash()).digest()
 
 
+_PACKER = msgpack.Packer(use_bin_type=True)  # reused; pack() runs in C under the GIL
+
+
 def _pack(obj: object) -> bytes:
-    packed = msgpack.packb(obj, use_bin_type=True)
+    packed = _PACKER.pack(obj)
     assert isinstance(packed, bytes)
     return packed
 
@@ -268,7 +269,10 @@ class Ledger:
                 raise BlockError(f"transaction {index}: {exc}") from exc
         self._decoded = (block.header.hash(), txs)
 
-    def _check_header(self, block: Block) -> None:
+    def _check_header(self, block: Block, *, tx_root_checked: bool = False) -> None:
+        """Raises BlockError unless the header follows the last settled block.
+        `tx_root_checked`: this block (by hash) already passed validate_block, whose
+        Merkle root computation need not be repeated."""
         header = block.header
         checks = (
             (header.chain_id == self.chain_id, "chain_id"),
@@ -279,7 +283,7 @@ class Ledger:
             (self.validator_set.get(ValidatorId(header.proposer)) is not None, "proposer"),
             (header.time_ms >= self.time_ms, "time_ms"),
             (header.tx_count == len(block.txs), "tx_count"),
-            (header.tx_root == merkle_root(block.txs), "tx_root"),
+            (tx_root_checked or header.tx_root == merkle_root(block.txs), "tx_root"),
         )
         for ok, field in checks:
             if not ok:
@@ -333,7 +337,8 @@ class Ledger:
         block_hash = block.header.hash()
         certificate = self._decode_certificate(certificate_bytes, block, block_hash)
         if verified:
-            self._check_header(block)
+            validated = self._decoded is not None and self._decoded[0] == block_hash
+            self._check_header(block, tx_root_checked=validated)
         else:
             self.validate_block(block)
             if not verify_certificate(self.chain_id, certificate, self.validator_set):
@@ -370,8 +375,8 @@ class Ledger:
         self._apply_txs(txs, height, changed, results, added)
         pruned = self._prune_references(height)
         balances = tuple(sorted((account, self.balances[account]) for account in changed))
-        changes = [height, [list(b) for b in balances], self.issued_total, self.redeemed_total]
-        changes.append([list(r) for r in results])
+        # msgpack encodes tuples as arrays: no per-item copies on this path.
+        changes = (height, balances, self.issued_total, self.redeemed_total, results)
         changes_hash = hashlib.sha256(_pack(changes)).digest()
         self.app_hash = hashlib.sha256(
             TAG_APP_HASH + self.app_hash + height.to_bytes(8, "big") + changes_hash
@@ -407,6 +412,7 @@ class Ledger:
     ) -> None:
         """The hot path: one dict lookup for the reference, one rule, one small encoding."""
         references = self.references
+        pack_result = _RESULT.pack
         keys_by_expiry = self._keys_by_expiry
         expiry_max = height + EXPIRY_HEIGHTS_MAX
         for index, tx in enumerate(txs):
@@ -424,12 +430,15 @@ class Ledger:
                         continue  # a resubmission: the first result stands
                     code, first = RefusalCode.DUPLICATE, reference[0]
                 else:
-                    code = self._execute(tx, changed)
+                    if type(tx) is Transfer:  # the common case, without a dispatch call
+                        code = self._transfer(tx, changed)
+                    else:
+                        code = self._execute(tx, changed)
                     references[key] = (tx.tx_hash, expiry)
                     keys_by_expiry.setdefault(expiry, []).append(key)
                     added.append((key, tx.tx_hash, expiry))
-            result = [APPLIED if code is None else int(code), height, index, first]
-            results.append((tx.tx_hash, _pack(result)))
+            result = pack_result(APPLIED if code is None else code, height, index)
+            results.append((tx.tx_hash, result if first is None else result + first))
 
     def _execute(self, tx: Tx, changed: set[str]) -> RefusalCode | None:
         """Apply one transaction's business rule; None if applied, else why refused."""

@@ -137,8 +137,13 @@ def verify_tx_signature(tx: Tx, public_key: bytes) -> bool:
 # so a client can never produce a transaction the network would refuse as malformed.
 
 
+# One packer, reused: Packer.pack runs in C without releasing the GIL and resets itself,
+# and saves building a Packer per call on the hot path.
+_PACKER = msgpack.Packer(use_bin_type=True)
+
+
 def _pack(obj: object) -> bytes:
-    packed = msgpack.packb(obj, use_bin_type=True)
+    packed = _PACKER.pack(obj)
     assert isinstance(packed, bytes)
     return packed
 
@@ -299,21 +304,16 @@ def decode_tx(data: bytes, chain_id: str) -> Tx:
     expiry = f[4]
     if type(expiry) is not int or not 1 <= expiry <= HEIGHT_MAX:
         raise _malformed("expiry height: expected a positive integer")
-    common = {
-        "raw": data,
-        "tx_hash": hashlib.sha256(signed).digest(),
-        "signer": _id(f[2], "signer"),
-        "uetr": uetr,
-        "expiry_height": expiry,
-    }
+    _id(f[2], "signer")
+    tx_hash = hashlib.sha256(signed).digest()
     if tag == TAG_TRANSFER:
-        return _decode_transfer(f, common)
+        return _decode_transfer(f, data, tx_hash)
     if tag == TAG_ISSUE:
-        return _decode_issue(f, common)
+        return _decode_issue(f, data, tx_hash)
     if tag == TAG_REDEEM:
-        return _decode_redeem(f, common)
+        return _decode_redeem(f, data, tx_hash)
     if tag == TAG_PAYOUT:
-        return _decode_payout(f, common)
+        return _decode_payout(f, data, tx_hash)
     raise _malformed("unknown transaction tag")
 
 
@@ -323,10 +323,14 @@ def _fields(f: list[Any], kind: str, count: int) -> list[Any]:
     return f[COMMON_FIELDS:]
 
 
-def _decode_transfer(f: list[Any], common: dict[str, Any]) -> Transfer:
+def _decode_transfer(f: list[Any], data: bytes, tx_hash: bytes) -> Transfer:
     from_, to, amount, remittance = _fields(f, "transfer", 4)
     tx = Transfer(
-        **common,
+        raw=data,
+        tx_hash=tx_hash,
+        signer=f[2],
+        uetr=f[3],
+        expiry_height=f[4],
         from_account=_id(from_, "from account"),
         to_account=_id(to, "to account"),
         amount=_amount(amount, "amount"),
@@ -337,27 +341,35 @@ def _decode_transfer(f: list[Any], common: dict[str, Any]) -> Transfer:
     return tx
 
 
-def _decode_issue(f: list[Any], common: dict[str, Any]) -> Issue:
+def _decode_issue(f: list[Any], data: bytes, tx_hash: bytes) -> Issue:
     to, amount, reserve = _fields(f, "issue", 3)
     return Issue(
-        **common,
+        raw=data,
+        tx_hash=tx_hash,
+        signer=f[2],
+        uetr=f[3],
+        expiry_height=f[4],
         to_account=_id(to, "to account"),
         amount=_amount(amount, "amount"),
         reserve_reference=_text(reserve, "reserve reference", 1, RESERVE_REFERENCE_CHARS_MAX),
     )
 
 
-def _decode_redeem(f: list[Any], common: dict[str, Any]) -> Redeem:
+def _decode_redeem(f: list[Any], data: bytes, tx_hash: bytes) -> Redeem:
     from_, amount, reserve = _fields(f, "redeem", 3)
     return Redeem(
-        **common,
+        raw=data,
+        tx_hash=tx_hash,
+        signer=f[2],
+        uetr=f[3],
+        expiry_height=f[4],
         from_account=_id(from_, "from account"),
         amount=_amount(amount, "amount"),
         reserve_reference=_text(reserve, "reserve reference", 1, RESERVE_REFERENCE_CHARS_MAX),
     )
 
 
-def _decode_payout(f: list[Any], common: dict[str, Any]) -> Payout:
+def _decode_payout(f: list[Any], data: bytes, tx_hash: bytes) -> Payout:
     from_, raw_legs, remittance = _fields(f, "payout", 3)
     from_account = _id(from_, "from account")
     if type(raw_legs) is not list:
@@ -378,7 +390,11 @@ def _decode_payout(f: list[Any], common: dict[str, Any]) -> Payout:
     if total > AMOUNT_MAX:
         raise TxRefused(RefusalCode.INVALID_AMOUNT, f"payout total exceeds {AMOUNT_MAX} tyiyn")
     return Payout(
-        **common,
+        raw=data,
+        tx_hash=tx_hash,
+        signer=f[2],
+        uetr=f[3],
+        expiry_height=f[4],
         from_account=from_account,
         legs=tuple(legs),
         total=total,
