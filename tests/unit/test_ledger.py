@@ -10,7 +10,7 @@ import pytest
 from consensus.wire import encode_certificate
 from node.block import ZERO_HASH
 from node.effects import BlockEffects
-from node.errors import BlockError, RefusalCode, TxRefused
+from node.errors import BlockError, NodeError, RefusalCode, TxRefused
 from node.ledger import EXPIRY_HEIGHTS_MAX, Ledger, TxResult, decode_tx_result
 from node.tx import AMOUNT_MAX, decode_tx
 from tests.unit.ledger_support import (
@@ -304,3 +304,25 @@ def test_funds_boundaries_are_exact(chain: Chain) -> None:
     insufficient = RefusalCode.INSUFFICIENT_FUNDS
     assert codes_of(effects) == [insufficient] * 3 + [None, insufficient, None]
     assert chain.ledger.balances["bank-e"] == 0
+
+
+def test_tx_result_encoding_round_trips_and_matches_the_ledger(chain: Chain) -> None:
+    uetr = new_uetr()
+    effects = chain.settle(
+        [
+            transfer("bank-e", "bank-e", "bank-f", 1, uetr=uetr),
+            transfer("bank-e", "bank-e", "bank-f", 2, uetr=uetr),
+        ]
+    )
+    for _, encoded in effects.tx_results:
+        assert decode_tx_result(encoded).encode() == encoded
+    duplicate = decode_tx_result(effects.tx_results[1][1])
+    assert duplicate == TxResult(
+        code=RefusalCode.DUPLICATE,
+        height=1,
+        index=1,
+        first_tx_hash=effects.tx_results[0][0],
+    )
+    for corrupt in (b"", b"\x00" * 12, b"\x63" + bytes(12), bytes(14)):
+        with pytest.raises(NodeError, match="corrupt tx result"):
+            decode_tx_result(corrupt)
