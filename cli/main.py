@@ -5,12 +5,17 @@ from __future__ import annotations
 import argparse
 import sys
 
+from cli import bench, demo, sim
+
 __all__ = ["main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="somnet", description="digital som settlement node")
-    parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # Each command module adds its subparser and sets `handler` through set_defaults.
+    for module in (sim, demo, bench):
+        module.register(subparsers)
     return parser
 
 

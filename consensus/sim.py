@@ -307,7 +307,7 @@ class Simulation:
             self.validators,
             frozenset(signers[i].validator_id for i in honest),
         )
-        coalition = self._coalition(plan_rng, byzantine, honest)
+        coalition = self._coalition(plan_rng, byzantine, honest, signers)
         self.nodes: list[_Node] = []
         for i, signer in enumerate(signers):
             actor = None
@@ -325,7 +325,11 @@ class Simulation:
         assert len(honest) + len(byzantine) == n
 
     def _coalition(
-        self, rng: random.Random, byzantine: tuple[int, ...], honest: tuple[int, ...]
+        self,
+        rng: random.Random,
+        byzantine: tuple[int, ...],
+        honest: tuple[int, ...],
+        signers: list[Signer],
     ) -> ForkCoalition | None:
         if len(byzantine) <= self.params.fault_tolerance:
             return None
@@ -333,7 +337,9 @@ class Simulation:
         rng.shuffle(shuffled)
         cut = max(1, len(shuffled) // 2)
         return ForkCoalition(
-            members=byzantine, halves=(tuple(shuffled[:cut]), tuple(shuffled[cut:]))
+            members=byzantine,
+            halves=(tuple(shuffled[:cut]), tuple(shuffled[cut:])),
+            signers={i: signers[i] for i in byzantine},
         )
 
     def _actor(

@@ -79,6 +79,8 @@ class ForkCoalition:
 
     members: tuple[int, ...]
     halves: tuple[tuple[int, ...], tuple[int, ...]]
+    signers: dict[int, Signer]
+    """The members' keys: a fork is voted for by all of them at once."""
     forks: dict[tuple[Height, Round], tuple[Value, Value]] = field(default_factory=dict)
 
     def split(self, actor: ByzantineActor, message: Message) -> list[tuple[int, Message]]:
@@ -104,7 +106,22 @@ class ForkCoalition:
         first = [(p, first_message) for p in (*self.halves[0], *others)]
         second = [(p, second_message) for p in self.halves[1]]
         assert len(first) + len(second) == len(actor.peers)
+        if isinstance(message, Proposal):
+            # Every member votes the fork at once, without waiting for its own replica,
+            # so each half sees a full quorum for its value before its timeouts fire.
+            first += self._fork_votes(message.height, message.round, self.forks[key][0], 0)
+            second += self._fork_votes(message.height, message.round, self.forks[key][1], 1)
         return first + second
+
+    def _fork_votes(
+        self, height: Height, round_: Round, value: Value, half: int
+    ) -> list[tuple[int, Message]]:
+        votes = [
+            self.signers[m].sign_vote(vote_type, height, round_, value.value_id)
+            for m in self.members
+            for vote_type in (VoteType.PREVOTE, VoteType.PRECOMMIT)
+        ]
+        return [(p, vote) for p in self.halves[half] for vote in votes]
 
 
 class ByzantineActor:

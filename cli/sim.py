@@ -1,0 +1,181 @@
+"""`somnet sim`: run the consensus simulator over a range of seeds.
+
+Each failing seed gets one line with the exact command that replays it; a summary follows.
+With --json the last line of stdout is one JSON object for machines. Exit 0 iff no seed
+found a violation, 2 on bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from consensus.errors import ConfigError
+from consensus.sim import BYZANTINE_BEHAVIOURS, FAULT_KINDS, SimParams, SimResult, run_simulation
+
+__all__ = ["params_from_args", "register", "replay_command"]
+
+SEEDS_MAX = 1_000_000
+EXIT_OK = 0
+EXIT_VIOLATIONS = 1
+EXIT_USAGE = 2
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "sim",
+        help="run the seeded consensus simulator",
+        description="Run N validators in one process on a virtual clock, one run per seed,"
+        " with faults drawn per seed, and check agreement, validity, no double-sign and"
+        " liveness after the network heals.",
+    )
+    parser.add_argument("--validators", type=int, default=4, help="validator count (default 4)")
+    parser.add_argument("--seeds", type=int, default=10, help="number of seeds (default 10)")
+    parser.add_argument("--first-seed", type=int, default=1, help="first seed (default 1)")
+    parser.add_argument("--heights", type=int, default=5, help="heights per run (default 5)")
+    parser.add_argument(
+        "--byzantine", type=int, default=0, help="Byzantine validators (default 0, at most f)"
+    )
+    parser.add_argument(
+        "--faults",
+        default="all",
+        help=f"fault kinds a seed may draw: all, none, or a comma list of {','.join(FAULT_KINDS)}",
+    )
+    parser.add_argument(
+        "--behaviours",
+        default="all",
+        help="Byzantine behaviours a seed may draw: all or a comma list of"
+        f" {','.join(BYZANTINE_BEHAVIOURS)}",
+    )
+    parser.add_argument(
+        "--allow-unsafe",
+        action="store_true",
+        help="allow more than f Byzantine validators (a negative control: they fork)",
+    )
+    parser.add_argument("--json", action="store_true", help="end with one JSON summary line")
+    parser.set_defaults(handler=run)
+
+
+def _kinds(text: str, known: tuple[str, ...], what: str) -> frozenset[str]:
+    if text == "all":
+        return frozenset(known)
+    if text in ("", "none"):
+        return frozenset()
+    kinds = frozenset(part.strip() for part in text.split(","))
+    unknown = sorted(kinds - set(known))
+    if unknown:
+        raise ConfigError(f"unknown {what} {','.join(unknown)}; known: {','.join(known)}")
+    return kinds
+
+
+def params_from_args(args: argparse.Namespace) -> SimParams:
+    """Build and validate the run parameters. Raises ConfigError with a plain message."""
+    if not 1 <= args.seeds <= SEEDS_MAX:
+        raise ConfigError(f"--seeds must be 1..{SEEDS_MAX}")
+    if args.first_seed < 0:
+        raise ConfigError("--first-seed must be >= 0")
+    params = SimParams(
+        validators=args.validators,
+        heights=args.heights,
+        byzantine=args.byzantine,
+        faults=_kinds(args.faults, FAULT_KINDS, "fault kinds"),
+        behaviours=_kinds(args.behaviours, BYZANTINE_BEHAVIOURS, "Byzantine behaviours"),
+        allow_unsafe=args.allow_unsafe,
+    )
+    try:
+        params.validate()
+    except ConfigError as exc:
+        if args.byzantine > params.fault_tolerance and args.byzantine < args.validators:
+            raise ConfigError(
+                f"--byzantine {args.byzantine} exceeds f={params.fault_tolerance} for"
+                f" {args.validators} validators; add --allow-unsafe to run it as a negative"
+                " control (the checkers must then report violations)"
+            ) from exc
+        raise
+    return params
+
+
+def _kinds_text(kinds: frozenset[str], known: tuple[str, ...]) -> str:
+    if kinds == frozenset(known):
+        return "all"
+    return ",".join(k for k in known if k in kinds) or "none"
+
+
+def replay_command(params: SimParams, seed: int) -> str:
+    """The exact command that replays one seed with these parameters."""
+    parts = [
+        "somnet sim",
+        f"--validators {params.validators}",
+        "--seeds 1",
+        f"--first-seed {seed}",
+        f"--heights {params.heights}",
+        f"--byzantine {params.byzantine}",
+        f"--faults {_kinds_text(params.faults, FAULT_KINDS)}",
+    ]
+    if params.behaviours != frozenset(BYZANTINE_BEHAVIOURS):
+        parts.append(f"--behaviours {_kinds_text(params.behaviours, BYZANTINE_BEHAVIOURS)}")
+    if params.allow_unsafe:
+        parts.append("--allow-unsafe")
+    return " ".join(parts)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        params = params_from_args(args)
+    except ConfigError as exc:
+        print(f"somnet sim: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    wall_start, cpu_start = time.monotonic(), time.process_time()
+    results: list[SimResult] = []
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
+        result = run_simulation(seed, params)
+        results.append(result)
+        if not result.ok:
+            print(f"FAIL seed={seed}: {result.violations[0]}")
+            print(f"  replay: {replay_command(params, seed)}")
+    wall_seconds = time.monotonic() - wall_start
+    cpu_seconds = time.process_time() - cpu_start
+    _print_summary(params, results, wall_seconds, cpu_seconds, as_json=args.json)
+    return EXIT_OK if all(r.ok for r in results) else EXIT_VIOLATIONS
+
+
+def _print_summary(
+    params: SimParams,
+    results: list[SimResult],
+    wall_seconds: float,
+    cpu_seconds: float,
+    *,
+    as_json: bool,
+) -> None:
+    failed = [r.seed for r in results if not r.ok]
+    violations = sum(len(r.violations) for r in results)
+    decided = sum(r.decided_heights for r in results)
+    rate = decided / cpu_seconds if cpu_seconds > 0 else 0.0
+    print(
+        f"{len(results)} seeds, {params.validators} validators ({params.byzantine} Byzantine),"
+        f" faults {_kinds_text(params.faults, FAULT_KINDS)}: {len(failed)} failed,"
+        f" {violations} violations"
+    )
+    print(
+        f"decided {decided} heights in {sum(r.virtual_time_ms for r in results) / 1000:.1f}"
+        f" virtual s, {sum(r.messages_sent for r in results)} messages;"
+        f" wall {wall_seconds:.2f} s, {rate:.1f} heights per CPU-second"
+    )
+    if as_json:
+        summary = {
+            "seeds": len(results),
+            "first_seed": results[0].seed if results else None,
+            "validators": params.validators,
+            "byzantine": params.byzantine,
+            "violations": violations,
+            "failed_seeds": failed,
+            "decided_heights": decided,
+            "virtual_ms": sum(r.virtual_time_ms for r in results),
+            "messages_sent": sum(r.messages_sent for r in results),
+            "wall_seconds": round(wall_seconds, 3),
+            "cpu_seconds": round(cpu_seconds, 3),
+            "heights_per_cpu_second": round(rate, 2),
+        }
+        print(json.dumps(summary, sort_keys=True))
