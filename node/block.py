@@ -34,6 +34,7 @@ __all__ = [
     "Header",
     "certificate_hash",
     "decode_block",
+    "decode_block_header",
     "decode_header",
     "encode_block",
 ]
@@ -169,6 +170,22 @@ def decode_header(data: bytes) -> Header:
     if header.encode() != data:
         raise BlockError("header: not the canonical encoding")
     return header
+
+
+def decode_block_header(data: bytes) -> Header:
+    """The header of an encoded block, without decoding its transactions (for stores and
+    sync, which need the height and hash of large blocks). Raises BlockError."""
+    if type(data) is not bytes:
+        raise BlockError("block: expected bytes")
+    if data[:2] == b"\x93\xc4":  # array of 3, then bin8 (a header is at most 1024 bytes)
+        start, size = 3, data[2] if len(data) > 2 else 0
+    elif data[:2] == b"\x93\xc5":  # array of 3, then bin16
+        start, size = 4, int.from_bytes(data[2:4], "big")
+    else:
+        raise BlockError("block: expected an array of 3 that starts with the header bytes")
+    if len(data) < start + size:
+        raise BlockError("block: truncated header")
+    return decode_header(data[start : start + size])
 
 
 def decode_block(data: bytes) -> Block:

@@ -42,7 +42,14 @@ from consensus.crypto import verify_certificate
 from consensus.errors import WireError
 from consensus.messages import CommitCertificate, ValidatorId
 from consensus.wire import decode_certificate
-from node.block import ZERO_HASH, Block, Header, certificate_hash, decode_block, encode_block
+from node.block import (
+    ZERO_HASH,
+    Block,
+    Header,
+    certificate_hash,
+    decode_block_header,
+    encode_block,
+)
 from node.effects import BlockEffects
 from node.errors import BlockError, NodeError, RefusalCode, TxRefused
 from node.genesis import Genesis
@@ -167,7 +174,7 @@ class Ledger:
         ledger = cls(genesis)
         if last_block_bytes is None:
             return ledger
-        header = decode_block(last_block_bytes).header
+        header = decode_block_header(last_block_bytes)
         if header.chain_id != genesis.chain_id:
             raise NodeError(f"store holds chain {header.chain_id!r}, not {genesis.chain_id!r}")
         unknown = set(balances) - set(ledger.balances)

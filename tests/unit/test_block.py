@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.block import Block, decode_block, decode_header, encode_block
+from node.block import Block, decode_block, decode_block_header, decode_header, encode_block
 from node.errors import BlockError
 from node.ledger import Ledger
 from tests.unit.ledger_support import Chain, make_genesis, transfer
@@ -32,6 +32,18 @@ def test_round_trip() -> None:
     assert first.prev_certificate is None
     assert second.prev_certificate is not None
     assert second.header.prev_block_hash == first.header.hash()
+
+
+def test_header_is_read_without_the_transactions() -> None:
+    for block in two_blocks():
+        assert decode_block_header(encode_block(block)) == block.header
+    big = dataclasses.replace(two_blocks()[1], txs=(b"x" * 70_000,))
+    header = dataclasses.replace(big.header, tx_count=1)
+    data = encode_block(dataclasses.replace(big, header=header))
+    assert decode_block_header(data) == header
+    for bad in (b"", b"\x93", b"\x93\xc4\x40abc", b"\x92\xc4\x01a", data[:20]):
+        with pytest.raises(BlockError):
+            decode_block_header(bad)
 
 
 def test_block_hash_changes_with_every_header_field() -> None:
