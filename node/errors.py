@@ -31,6 +31,7 @@ class RefusalCode(enum.IntEnum):
     TOO_MANY_LEGS = 11  # a payout without legs or with more than PAYOUT_LEGS_MAX
     SELF_TRANSFER = 12  # credit and debit on the same account
     SUPPLY_LIMIT = 13  # an issue would push outstanding som beyond 2**63-1 tyiyn
+    MEMPOOL_FULL = 14  # the node holds as many pending transactions as it may; retry later
 
 
 class TxRefused(NodeError):

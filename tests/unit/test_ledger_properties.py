@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from node.errors import RefusalCode, TxRefused
 from node.ledger import Ledger, decode_tx_result
+from node.mempool import Mempool
 from node.tx import (
     AMOUNT_MAX,
     Issue,
@@ -234,5 +235,12 @@ def test_every_refusal_code_is_reachable() -> None:
         settled_code([transfer("bank-e", "bank-e", "bank-f", 1, expiry_height=1)], blocks_before=1),
         settled_code([transfer("bank-e", "bank-e", "bank-f", 1, expiry_height=20_000)]),
         settled_code([issue("nbkr", "bank-e", AMOUNT_MAX)]),
+        refusal_of(lambda: full_mempool(ledger).add(transfer("bank-e", "bank-e", "bank-f", 3))),
     }
     assert produced == set(RefusalCode)
+
+
+def full_mempool(ledger: Ledger) -> Mempool:
+    mempool = Mempool(ledger, txs_max=1)
+    mempool.add(transfer("bank-e", "bank-e", "bank-f", 4))
+    return mempool
