@@ -31,8 +31,9 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import msgpack
 from nacl.bindings import crypto_sign_open
@@ -71,6 +72,7 @@ TAG_GENESIS_APP_HASH = b"somnet/genesis-app-hash/v1"
 APPLIED = 0  # TxResult code of an applied transaction
 HASH_SIZE = 32
 _RESULT = struct.Struct(">BQI")
+_NOTHING_CHECKED: Mapping[bytes, Tx] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -255,12 +257,25 @@ class Ledger:
         )
         return Block(header=header, txs=tuple(txs), prev_certificate=prev_certificate)
 
-    def validate_block(self, block: Block, *, now_ms: int | None = None) -> None:
+    def validate_block(
+        self,
+        block: Block,
+        *,
+        now_ms: int | None = None,
+        signatures_checked: Mapping[bytes, Tx] = _NOTHING_CHECKED,
+    ) -> None:
         """Check that `block` can follow the last settled block (consensus CheckValue).
 
         Args:
             now_ms: this node's clock; when given, a block time more than
                 TIME_DRIFT_MS_MAX ahead of it is refused.
+            signatures_checked: transactions whose signature this node already verified,
+                by tx hash (the mempool's dict). A block transaction with the same wire
+                bytes skips the signature check; everything else is still checked. The
+                tx hash covers the signed content only, so the wire bytes (signature
+                included) must match too: otherwise a proposer could pair a pooled
+                transaction's content with a bad signature, and nodes with and without
+                it in their pool would disagree on the block.
         Raises:
             BlockError: naming the first field or transaction that is wrong.
         """
@@ -270,6 +285,9 @@ class Ledger:
         self._check_prev_certificate(block)
         txs = self._decode_txs(block)
         for index, tx in enumerate(txs):
+            checked = signatures_checked.get(tx.tx_hash)
+            if checked is not None and checked.raw == tx.raw:
+                continue
             try:
                 self.check_signature(tx)
             except TxRefused as exc:

@@ -261,6 +261,35 @@ def test_block_with_a_bad_signature_is_invalid(chain: Chain) -> None:
     assert chain.ledger.height == 0
 
 
+def test_validate_block_skips_signatures_this_node_already_checked(chain: Chain) -> None:
+    good = transfer("bank-e", "bank-e", "bank-f", 1)
+    other = transfer("bank-e", "bank-e", "bank-f", 2)
+    bad = other[:10] + bytes([other[10] ^ 1]) + other[11:]  # content intact, signature not
+    pooled = {tx.tx_hash: tx for tx in (decode_tx(good, CHAIN_ID), decode_tx(bad, CHAIN_ID))}
+    block = chain.next_block([good, bad])
+    with pytest.raises(BlockError, match="transaction 1: BAD_SIGNATURE"):
+        chain.ledger.validate_block(block)
+    # The bad signature is never looked at again once its exact bytes are known checked
+    # (a real pool only holds good ones: this makes the skip observable).
+    chain.ledger.validate_block(block, signatures_checked=pooled)
+    # Form, header and signer rules still apply to checked transactions.
+    wrong_root = dataclasses.replace(block.header, tx_root=bytes(32))
+    with pytest.raises(BlockError, match="tx_root"):
+        chain.ledger.validate_block(
+            dataclasses.replace(block, header=wrong_root), signatures_checked=pooled
+        )
+
+
+def test_checked_signature_covers_only_the_exact_wire_bytes(chain: Chain) -> None:
+    tx = transfer("bank-e", "bank-e", "bank-f", 1)
+    pooled = {decode_tx(tx, CHAIN_ID).tx_hash: decode_tx(tx, CHAIN_ID)}
+    forged = bytes(64) + tx[64:]  # same content and tx hash, another signature
+    block = chain.next_block([forged])
+    with pytest.raises(BlockError, match="transaction 0: BAD_SIGNATURE"):
+        chain.ledger.validate_block(block, signatures_checked=pooled)
+    chain.ledger.validate_block(chain.next_block([tx]), signatures_checked=pooled)
+
+
 def test_apply_block_checks_the_certificate(chain: Chain) -> None:
     block = chain.next_block([])
     other = chain.ledger.make_block([], time_ms=5, proposer="nbkr", prev_certificate=None)
