@@ -1,0 +1,273 @@
+"""`somnet init` writes a ready network directory; `somnet devnet` runs it locally.
+
+Layout of a network directory:
+
+    DIR/genesis.json         the network's genesis (every node holds a copy)
+    DIR/network.json         every node's id, role, home, API and peer URLs
+    DIR/<id>/node.toml       that node's configuration
+    DIR/<id>/node_key.json   its Ed25519 key, mode 0600
+    DIR/<id>/genesis.json
+    DIR/<id>/data/           its store, created at first start
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nacl.signing import SigningKey
+
+from cli.http import ApiError, get_json
+from node.genesis import parse_genesis
+from node.keys import write_key_file
+
+__all__ = ["NodeEntry", "init_network", "load_network", "register"]
+
+ISSUER_ID = "nbkr"  # the National Bank of the Kyrgyz Republic: issuer and validator
+BANK_FUNDS_TYIYN = 1_000_000_000_00  # 1 billion som for each devnet bank
+READY_TIMEOUT_S = 120
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeEntry:
+    node_id: str
+    role: str
+    home: Path
+    api_url: str
+    peer_url: str
+
+
+def node_ids(validators: int, banks: int) -> list[tuple[str, str]]:
+    ids = [(ISSUER_ID, "issuer")]
+    ids += [(f"val-{i}", "validator") for i in range(1, validators)]
+    ids += [(f"bank-{i}", "bank") for i in range(1, banks + 1)]
+    return ids
+
+
+def init_network(
+    out: Path, *, validators: int, banks: int, chain_id: str, host: str, base_port: int
+) -> list[NodeEntry]:
+    """Write a new network directory. Refuses to touch an existing one."""
+    if (out / "genesis.json").exists():
+        raise FileExistsError(f"{out} is already initialised")
+    out.mkdir(parents=True, exist_ok=True)
+    entries: list[NodeEntry] = []
+    participants: list[dict[str, Any]] = []
+    keys: dict[str, SigningKey] = {}
+    for index, (node_id, role) in enumerate(node_ids(validators, banks)):
+        peer_port, api_port = base_port + 2 * index, base_port + 2 * index + 1
+        keys[node_id] = SigningKey.generate()
+        participant: dict[str, Any] = {
+            "id": node_id,
+            "name": "National Bank of the Kyrgyz Republic" if role == "issuer" else node_id,
+            "role": role,
+            "public_key": bytes(keys[node_id].verify_key).hex(),
+            "peer_address": f"{host}:{peer_port}",
+            "api_address": f"{host}:{api_port}",
+        }
+        if role != "bank":
+            participant["voting_power"] = 1
+        participants.append(participant)
+        entries.append(
+            NodeEntry(
+                node_id=node_id,
+                role=role,
+                home=out / node_id,
+                api_url=f"http://{host}:{api_port}",
+                peer_url=f"http://{host}:{peer_port}",
+            )
+        )
+    genesis = {
+        "chain_id": chain_id,
+        "participants": participants,
+        "accounts": [],
+        "issuance": [{"account": e.node_id, "amount": BANK_FUNDS_TYIYN} for e in entries
+                     if e.role == "bank"],
+    }  # fmt: skip
+    genesis_text = json.dumps(genesis, indent=2) + "\n"
+    parse_genesis(genesis_text)  # what we write must be what every node accepts
+    for entry in entries:
+        entry.home.mkdir()
+        (entry.home / "genesis.json").write_text(genesis_text)
+        write_key_file(entry.home / "node_key.json", keys[entry.node_id])
+        (entry.home / "node.toml").write_text(node_toml(entry))
+    network = [
+        {"id": e.node_id, "role": e.role, "home": e.node_id, "api_url": e.api_url,
+         "peer_url": e.peer_url}
+        for e in entries
+    ]  # fmt: skip
+    (out / "network.json").write_text(json.dumps(network, indent=2) + "\n")
+    (out / "genesis.json").write_text(genesis_text)
+    return entries
+
+
+def node_toml(entry: NodeEntry) -> str:
+    peer = entry.peer_url.removeprefix("http://")
+    api = entry.api_url.removeprefix("http://")
+    return (
+        f'# somnet node "{entry.node_id}". Every key can be overridden by an environment\n'
+        f"# variable SOMNET_<SECTION>_<KEY>, for example SOMNET_API_LISTEN.\n"
+        f'[node]\nid = "{entry.node_id}"\nlog_level = "INFO"\n\n'
+        f'[p2p]\nlisten = "{peer}"\n\n'
+        f'[api]\nlisten = "{api}"\n\n'
+        f"[consensus]\nblock_txs_max = 5000\nempty_block_interval_ms = 5000\n"
+        f"timeout_propose_ms = 1000\ntimeout_vote_ms = 500\n\n"
+        f"[store]\nmap_size_bytes = 8589934592\n"
+    )
+
+
+def load_network(directory: Path) -> list[NodeEntry]:
+    document = json.loads((directory / "network.json").read_text())
+    return [
+        NodeEntry(
+            node_id=item["id"],
+            role=item["role"],
+            home=directory / item["home"],
+            api_url=item["api_url"],
+            peer_url=item["peer_url"],
+        )
+        for item in document
+    ]
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    try:
+        entries = init_network(
+            Path(args.out),
+            validators=args.validators,
+            banks=args.banks,
+            chain_id=args.chain_id,
+            host=args.host,
+            base_port=args.base_port,
+        )
+    except FileExistsError as exc:
+        print(f"somnet init: {exc}", file=sys.stderr)
+        return 2
+    for entry in entries:
+        print(f"{entry.node_id:10} {entry.role:9} {entry.api_url}  {entry.home}")
+    return 0
+
+
+def start_nodes(entries: list[NodeEntry]) -> dict[str, subprocess.Popen[bytes]]:
+    children = {}
+    for entry in entries:
+        log = (entry.home / "node.log").open("ab")
+        children[entry.node_id] = subprocess.Popen(
+            [sys.executable, "-m", "cli.main", "run", "--home", str(entry.home)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches the devnet, which stops children itself
+        )
+    return children
+
+
+def wait_ready(entries: list[NodeEntry], children: dict[str, subprocess.Popen[bytes]]) -> bool:
+    """True once every node has settled a block; False if a node exits or time runs out."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        for node_id, child in children.items():
+            if child.poll() is not None:
+                print(f"somnet devnet: {node_id} exited with {child.returncode}", file=sys.stderr)
+                return False
+        try:
+            if all(get_json(f"{e.api_url}/v1/status")["height"] >= 1 for e in entries):
+                return True
+        except ApiError:
+            pass
+        time.sleep(0.2)
+    return False
+
+
+def stop_nodes(children: dict[str, subprocess.Popen[bytes]]) -> None:
+    for child in children.values():
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    for child in children.values():
+        try:
+            child.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def cmd_devnet(args: argparse.Namespace) -> int:
+    home = Path(args.home)
+    if not (home / "network.json").exists():
+        init_network(
+            home,
+            validators=args.validators,
+            banks=args.banks,
+            chain_id="som-devnet",
+            host="127.0.0.1",
+            base_port=args.base_port,
+        )
+    entries = load_network(home)
+    stop = {"signalled": False}
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop["signalled"] = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    children = start_nodes(entries)
+    try:
+        for entry in entries:
+            print(f"{entry.node_id:10} {entry.role:9} {entry.api_url}  log {entry.home}/node.log")
+        if not wait_ready(entries, children):
+            print("somnet devnet: the network did not become ready", file=sys.stderr)
+            return 1
+        print("ready", flush=True)
+        while not stop["signalled"]:
+            for node_id, child in children.items():
+                if child.poll() is not None and not stop["signalled"]:
+                    print(f"somnet devnet: {node_id} exited with {child.returncode}", flush=True)
+            time.sleep(0.2)
+    finally:
+        stop_nodes(children)
+    print("stopped", flush=True)
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    init = subparsers.add_parser("init", help="write a ready network directory")
+    init.add_argument("--validators", type=positive, default=4)
+    init.add_argument("--banks", type=nonnegative, default=2)
+    init.add_argument("--out", required=True, help="the network directory to create")
+    init.add_argument("--chain-id", default="som-devnet")
+    init.add_argument("--host", default="127.0.0.1")
+    init.add_argument("--base-port", type=port, default=26600)
+    init.set_defaults(handler=cmd_init)
+    devnet = subparsers.add_parser("devnet", help="run a local network of node processes")
+    devnet.add_argument("--home", default="devnet")
+    devnet.add_argument("--validators", type=positive, default=4)
+    devnet.add_argument("--banks", type=nonnegative, default=2)
+    devnet.add_argument("--base-port", type=port, default=26600)
+    devnet.set_defaults(handler=cmd_devnet)
+
+
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def nonnegative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be at least 0")
+    return value
+
+
+def port(text: str) -> int:
+    value = int(text)
+    if not 1024 <= value <= 65000:
+        raise argparse.ArgumentTypeError("must be 1024..65000")
+    return value

@@ -1,0 +1,25 @@
+"""`somnet run --home DIR`: one node, until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from node.main import run_node
+
+__all__ = ["register"]
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    return run_node(Path(args.home))
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    run = subparsers.add_parser("run", help="run one node")
+    run.add_argument("--home", required=True, help="the node's directory (node.toml, keys)")
+    run.set_defaults(handler=cmd_run)

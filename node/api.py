@@ -1,0 +1,196 @@
+"""The bank API (minimal for now): submit a transaction, its status, node status.
+
+JSON over HTTP. Errors are JSON objects `{"code": ..., "message": ...}` with a stable
+code: a transaction refusal carries its RefusalCode name as it is.
+
+    POST /v1/transactions           body: raw tx bytes (application/octet-stream),
+                                    or JSON {"tx": "<hex>"}
+    GET  /v1/transactions/{hash}    ?wait_ms=N waits up to N ms for a final answer
+    GET  /v1/accounts/{id}          balance in tyiyn
+    GET  /v1/status                 height, hashes, role, peers
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from node.driver import Driver, Settled
+from node.errors import NodeError, RefusalCode, TxRefused
+from node.ledger import decode_tx_result
+from node.mempool import Admission
+from node.tx import TX_SIZE_MAX
+
+__all__ = ["ApiContext", "build_api"]
+
+WAIT_MS_MAX = 60_000
+STATUS_BY_CODE = {
+    RefusalCode.MEMPOOL_FULL: 503,
+    RefusalCode.DUPLICATE: 409,
+}
+
+
+class ApiContext:
+    """What the API reads, and the hooks it calls when a transaction is admitted."""
+
+    def __init__(
+        self,
+        *,
+        driver: Driver,
+        role: str,
+        connected_peers: Callable[[], list[str]],
+        on_admitted: Callable[[bytes], None],
+    ) -> None:
+        self.driver = driver
+        self.role = role
+        self.connected_peers = connected_peers
+        self.on_admitted = on_admitted
+        self._settled = asyncio.Event()
+        driver.on_settled.append(self._notify)
+
+    def _notify(self, settled: Settled) -> None:
+        # Wake every waiter; each re-reads its own transaction's status.
+        self._settled.set()
+        self._settled = asyncio.Event()
+
+    async def settled_once(self, timeout_s: float) -> None:
+        try:
+            await asyncio.wait_for(self._settled.wait(), timeout_s)
+        except TimeoutError:
+            pass
+
+
+CONTEXT = web.AppKey("context", ApiContext)
+
+
+def error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"code": code, "message": message}, status=status)
+
+
+async def read_tx(request: web.Request) -> bytes:
+    body = await request.read()
+    if request.content_type == "application/json":
+        try:
+            document = json.loads(body)
+            hex_tx = document["tx"]
+            if not isinstance(hex_tx, str):
+                raise TypeError("tx must be a hex string")
+            return bytes.fromhex(hex_tx)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise TxRefused(RefusalCode.MALFORMED, f'expected {{"tx": "<hex>"}}: {exc}') from exc
+    return body
+
+
+async def submit_transaction(request: web.Request) -> web.Response:
+    context = request.app[CONTEXT]
+    try:
+        tx_bytes = await read_tx(request)
+        admitted = context.driver.mempool.add(tx_bytes)
+    except TxRefused as exc:
+        status = STATUS_BY_CODE.get(exc.code, 400)
+        return error(status, exc.code.name, exc.message)
+    if admitted.admission is Admission.ADDED:
+        context.on_admitted(tx_bytes)
+    body = transaction_status(context, admitted.tx_hash)
+    return web.json_response(body, status=200 if body["status"] != "pending" else 202)
+
+
+def transaction_status(context: ApiContext, tx_hash: bytes) -> dict[str, Any]:
+    driver = context.driver
+    if tx_hash in driver.mempool:
+        return {"tx_hash": tx_hash.hex(), "status": "pending"}
+    data = driver.store.load_tx_result(tx_hash)
+    if data is None:
+        return {"tx_hash": tx_hash.hex(), "status": "unknown"}
+    result = decode_tx_result(data)
+    body: dict[str, Any] = {
+        "tx_hash": tx_hash.hex(),
+        "height": result.height,
+        "index": result.index,
+    }
+    if result.code is None:
+        body["status"] = "final"
+    else:
+        body |= {"status": "refused", "code": result.code.name}
+        if result.first_tx_hash is not None:
+            body["first_tx_hash"] = result.first_tx_hash.hex()
+    return body
+
+
+async def get_transaction(request: web.Request) -> web.Response:
+    context = request.app[CONTEXT]
+    try:
+        tx_hash = bytes.fromhex(request.match_info["tx_hash"])
+        wait_ms = int(request.query.get("wait_ms", "0"))
+    except ValueError:
+        return error(400, "MALFORMED", "tx hash must be 64 hex digits; wait_ms an integer")
+    if len(tx_hash) != 32 or not 0 <= wait_ms <= WAIT_MS_MAX:
+        return error(400, "MALFORMED", f"tx hash must be 32 bytes; wait_ms 0..{WAIT_MS_MAX}")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_ms / 1000
+    body = transaction_status(context, tx_hash)
+    while body["status"] in ("pending", "unknown") and loop.time() < deadline:
+        await context.settled_once(deadline - loop.time())
+        body = transaction_status(context, tx_hash)
+    if body["status"] == "unknown":
+        return error(404, "NOT_FOUND", "no such transaction in the mempool or the chain")
+    return web.json_response(body)
+
+
+async def get_account(request: web.Request) -> web.Response:
+    context = request.app[CONTEXT]
+    account = request.match_info["account"]
+    balance = context.driver.ledger.balances.get(account)
+    if balance is None:
+        return error(404, RefusalCode.UNKNOWN_ACCOUNT.name, f"no account {account!r}")
+    return web.json_response({"account": account, "balance": balance})
+
+
+async def get_status(request: web.Request) -> web.Response:
+    context = request.app[CONTEXT]
+    driver = context.driver
+    ledger = driver.ledger
+    return web.json_response(
+        {
+            "node_id": driver.node_id,
+            "chain_id": ledger.chain_id,
+            "role": context.role,
+            "height": ledger.height,
+            "last_block_hash": ledger.block_hash.hex(),
+            "app_hash": ledger.app_hash.hex(),
+            "peers": context.connected_peers(),
+            "mempool_size": len(driver.mempool),
+        }
+    )
+
+
+@web.middleware
+async def json_errors(
+    request: web.Request, handler: Callable[[web.Request], Any]
+) -> web.StreamResponse:
+    """Every error leaves as JSON with a stable code, 404s and bad methods included."""
+    try:
+        response = await handler(request)
+        assert isinstance(response, web.StreamResponse)
+        return response
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "TOO_LARGE"}
+        return error(exc.status, code.get(exc.status, "BAD_REQUEST"), exc.reason)
+    except NodeError as exc:
+        return error(500, "NODE_ERROR", str(exc))
+
+
+def build_api(context: ApiContext) -> web.Application:
+    app = web.Application(client_max_size=TX_SIZE_MAX * 2 + 1024, middlewares=[json_errors])
+    app[CONTEXT] = context
+    app.router.add_post("/v1/transactions", submit_transaction)
+    app.router.add_get("/v1/transactions/{tx_hash}", get_transaction)
+    app.router.add_get("/v1/accounts/{account}", get_account)
+    app.router.add_get("/v1/status", get_status)
+    return app

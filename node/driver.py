@@ -1,0 +1,448 @@
+"""The consensus driver: the one task that owns the replica, the ledger and the store.
+
+Theory of operation:
+- Everything that changes consensus or ledger state goes through `inbox`, a bounded
+  queue consumed by `run`; peer callbacks, timers and the API only enqueue. The driver
+  executes the replica's actions in order: a `Persist` is an LMDB commit with sync, done
+  before any later `Broadcast` of the same list is handed to the transport.
+- Values are blocks: `BuildValue` makes one from the mempool, `CheckValue` decodes and
+  validates one against the ledger, `Decide` settles one (ledger, then one store write
+  transaction), after which the next height starts.
+- The next height starts as soon as there is work (a pending transaction, a consensus
+  message of that height from a peer, or a peer further ahead), or after the slow
+  empty-block interval, so an idle network makes few empty blocks.
+- Block sync: every node announces its height (STATUS) after each block and every
+  second; a node that hears of a higher one asks that peer for blocks (SYNC_REQUEST),
+  verifies each certificate against the validator set, and settles them in order. A
+  validator routes them through its replica (`CommitReceived`), a bank node settles them
+  directly. Either way a block is applied only with a valid commit certificate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from consensus import crypto
+from consensus.errors import WireError
+from consensus.messages import (
+    Action,
+    ArmTimer,
+    Broadcast,
+    BuildValue,
+    CheckValue,
+    CommitCertificate,
+    CommitReceived,
+    Decide,
+    DurableState,
+    Event,
+    Height,
+    HeightStarted,
+    Persist,
+    Proposal,
+    ProposalReceived,
+    ReportEvidence,
+    TimeoutFired,
+    Value,
+    ValueBuilt,
+    ValueChecked,
+    VoteReceived,
+)
+from consensus.replica import Replica
+from consensus.wire import (
+    decode_certificate,
+    decode_message,
+    encode_certificate,
+    encode_durable_state,
+    encode_message,
+)
+from node.block import Block, decode_block, encode_block
+from node.errors import BlockError
+from node.ledger import Ledger
+from node.mempool import Mempool
+from node.protocol import (
+    SYNC_BLOCKS_MAX,
+    Consensus,
+    Payload,
+    Status,
+    SyncBlocks,
+    SyncRequest,
+    encode_payload,
+)
+from node.store import Store
+
+__all__ = ["Driver", "DriverLimits", "Settled"]
+
+log = logging.getLogger(__name__)
+
+INBOX_MAX = 10_000
+STATUS_INTERVAL_S = 1.0
+SYNC_TIMEOUT_S = 3.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DriverLimits:
+    block_txs_max: int
+    block_bytes_max: int
+    empty_block_interval_ms: int
+    sync_bytes_max: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settled:
+    """A block this node settled: what the API's waiters and the demo watch."""
+
+    height: int
+    block_hash: bytes
+    tx_hashes: tuple[bytes, ...]
+    settled_at_s: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PeerPayload:
+    peer_id: str
+    payload: Payload
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Wake:
+    """Re-check whether the next height may start."""
+
+
+Input = Event | PeerPayload | Wake
+SendTo = Callable[[str, bytes], None]
+
+
+class Driver:
+    """Owns the replica (validators only), the ledger, the store and the mempool."""
+
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        ledger: Ledger,
+        store: Store,
+        mempool: Mempool,
+        replica: Replica | None,
+        send: SendTo,
+        validator_peers: tuple[str, ...],
+        all_peers: tuple[str, ...],
+        limits: DriverLimits,
+    ) -> None:
+        self.node_id = node_id
+        self.ledger = ledger
+        self.store = store
+        self.mempool = mempool
+        self.replica = replica
+        self._send = send
+        self._validator_peers = validator_peers
+        self._all_peers = all_peers
+        self.limits = limits
+        self.inbox: asyncio.Queue[Input] = asyncio.Queue(maxsize=INBOX_MAX)
+        self.counters: collections.Counter[str] = collections.Counter()
+        self.peer_heights: dict[str, int] = {}
+        self.last_certificate: CommitCertificate | None = self._load_last_certificate()
+        self.on_settled: list[Callable[[Settled], None]] = []
+        self._height_running = False  # the replica runs the height after the ledger's
+        self._wanted_since = 0.0  # when the current height became startable by time
+        self._checked: dict[bytes, Block] = {}  # value id -> block found valid
+        self._sync_asked: tuple[str, float] | None = None  # (peer, when) of the request
+        self._loop = asyncio.get_running_loop()
+
+    def _load_last_certificate(self) -> CommitCertificate | None:
+        height = self.ledger.height
+        if height == 0:
+            return None
+        data = self.store.load_certificate(height)
+        assert data is not None  # the store verified every height has one at open
+        return decode_certificate(data)
+
+    # -- the task ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        self._wanted_since = time.monotonic()
+        self._loop.call_later(self.limits.empty_block_interval_ms / 1000, self.wake)
+        status = asyncio.create_task(self._announce_forever())
+        try:
+            # At boot, run a height at once: a restart may be inside one, and a new
+            # network's first block tells the operator that consensus works.
+            self._maybe_start_height(force=True)
+            while True:
+                item = await self.inbox.get()
+                self._handle(item)
+        finally:
+            status.cancel()
+
+    def submit(self, item: Input) -> None:
+        """Enqueue from a callback; a full inbox drops (peers re-send, clients retry)."""
+        try:
+            self.inbox.put_nowait(item)
+        except asyncio.QueueFull:
+            self.counters["inbox_full_dropped"] += 1
+
+    def wake(self) -> None:
+        self.submit(Wake())
+
+    def now_ms(self) -> int:
+        return int(self._loop.time() * 1000)
+
+    def _handle(self, item: Input) -> None:
+        match item:
+            case PeerPayload():
+                self._on_peer_payload(item.peer_id, item.payload)
+            case Wake():
+                self._maybe_start_height(force=False)
+                self._maybe_sync()
+            case _:
+                self._step(item)
+
+    # -- the replica ---------------------------------------------------------------------
+
+    def _step(self, event: Event) -> None:
+        """Run one event through the replica, then the events its actions produce."""
+        replica = self.replica
+        assert replica is not None
+        pending: collections.deque[Event] = collections.deque([event])
+        while pending:
+            for action in replica.step(pending.popleft(), self.now_ms()):
+                reply = self._execute(action)
+                if reply is not None:
+                    pending.append(reply)
+
+    def _execute(self, action: Action) -> Event | None:
+        match action:
+            case Persist():
+                self._persist(action.state)
+            case Broadcast():
+                payload = encode_payload(Consensus(message=encode_message(action.message)))
+                for peer in self._validator_peers:
+                    self._send(peer, payload)
+            case ArmTimer():
+                self._arm(action)
+            case CheckValue():
+                return self._check_value(action.height, action.value)
+            case BuildValue():
+                return self._build_value(action)
+            case Decide():
+                self._settle(action.value, action.certificate)
+            case ReportEvidence():
+                self.counters["evidence"] += 1
+                log.warning("evidence of equivocation by %s", action.evidence.first.voter)
+        return None
+
+    def _persist(self, state: DurableState) -> None:
+        # Synchronous on purpose: the signature that follows must not leave before this.
+        self.store.save_durable_state(encode_durable_state(state))
+
+    def _arm(self, action: ArmTimer) -> None:
+        event = TimeoutFired(height=action.height, round=action.round, timer=action.timer)
+        self._loop.call_at(action.deadline_ms / 1000, self.submit, event)
+
+    def _check_value(self, height: Height, value: Value) -> ValueChecked:
+        valid = False
+        try:
+            block = decode_block(value.payload)
+            if block.header.hash() != value.value_id:
+                raise BlockError("value id is not the block hash")
+            self.ledger.validate_block(
+                block,
+                now_ms=int(time.time() * 1000),
+                signatures_checked=self.mempool.verified_hashes(),
+            )
+            self._checked[value.value_id] = block
+            valid = True
+        except BlockError as exc:
+            self.counters["block_invalid"] += 1
+            log.warning("h=%d proposed block refused: %s", height, exc)
+        return ValueChecked(height=height, value_id=value.value_id, valid=valid)
+
+    def _build_value(self, action: BuildValue) -> ValueBuilt:
+        txs = self.mempool.take(self.limits.block_txs_max, self.limits.block_bytes_max)
+        block = self.ledger.make_block(
+            txs,
+            time_ms=int(time.time() * 1000),
+            proposer=self.node_id,
+            prev_certificate=self.last_certificate,
+        )
+        block_hash = block.header.hash()
+        self._checked[block_hash] = block  # built from verified transactions
+        value = Value(value_id=block_hash, payload=encode_block(block))
+        log.debug("h=%d r=%d proposing %d txs", action.height, action.round, len(txs))
+        return ValueBuilt(height=action.height, round=action.round, value=value)
+
+    # -- settling ------------------------------------------------------------------------
+
+    def _settle(self, value: Value, certificate: CommitCertificate) -> None:
+        """Apply a decided block to the ledger and store it in one write transaction.
+
+        A decided block that does not decode or apply means more than f validators
+        are faulty: the exception stops the node rather than settle something wrong."""
+        assert certificate.value_id == value.value_id
+        block = self._checked.get(value.value_id)
+        verified = block is not None
+        if block is None:
+            block = decode_block(value.payload)
+        effects = self.ledger.apply_block(
+            block,
+            encode_certificate(certificate),
+            verified=verified,
+            block_bytes=value.payload,
+        )
+        self.store.commit_block(effects)
+        tx_hashes = tuple(tx_hash for tx_hash, _ in effects.tx_results)
+        self.mempool.remove_settled(tx_hashes)
+        self.last_certificate = certificate
+        self._checked.clear()
+        self._height_running = False
+        self._wanted_since = time.monotonic()
+        self._loop.call_later(self.limits.empty_block_interval_ms / 1000, self.wake)
+        log.info("h=%d settled txs=%d hash=%s", effects.height, len(tx_hashes),
+                 effects.block_hash.hex()[:16])  # fmt: skip
+        settled = Settled(
+            height=effects.height,
+            block_hash=effects.block_hash,
+            tx_hashes=tx_hashes,
+            settled_at_s=time.time(),
+        )
+        for callback in self.on_settled:
+            callback(settled)
+        self._announce()
+        self._maybe_start_height(force=False)
+
+    def _maybe_start_height(self, *, force: bool) -> None:
+        """Start the replica on the next height when there is a reason to."""
+        if self.replica is None or self._height_running:
+            return
+        behind = max(self.peer_heights.values(), default=0) > self.ledger.height
+        idle_s = time.monotonic() - self._wanted_since
+        due = idle_s * 1000 >= self.limits.empty_block_interval_ms
+        if force or due or behind or len(self.mempool) > 0:
+            self._height_running = True
+            self._step(HeightStarted(height=Height(self.ledger.height + 1)))
+
+    def note_transactions(self) -> None:
+        """Called when the mempool gains work: the next height may start now."""
+        if not self._height_running and self.replica is not None:
+            self.wake()
+
+    # -- peers ---------------------------------------------------------------------------
+
+    def _on_peer_payload(self, peer_id: str, payload: Payload) -> None:
+        match payload:
+            case Consensus():
+                self._on_consensus(peer_id, payload.message)
+            case Status():
+                self.peer_heights[peer_id] = payload.height
+                self._maybe_sync()
+            case SyncRequest():
+                self._serve_sync(peer_id, payload)
+            case SyncBlocks():
+                self._on_sync_blocks(peer_id, payload)
+            case _:
+                self.counters["payload_unexpected"] += 1
+
+    def _on_consensus(self, peer_id: str, data: bytes) -> None:
+        if self.replica is None:
+            self.counters["consensus_not_validator"] += 1
+            return
+        try:
+            message = decode_message(data)
+        except WireError:
+            self.counters["consensus_malformed"] += 1
+            log.warning("peer=%s sent a malformed consensus message", peer_id)
+            return
+        if message.height == self.ledger.height + 1 and not self._height_running:
+            self._maybe_start_height(force=True)  # peers are already at work on it
+        if isinstance(message, Proposal):
+            self._step(ProposalReceived(proposal=message))
+        else:
+            self._step(VoteReceived(vote=message))
+
+    def _announce(self) -> None:
+        payload = encode_payload(Status(height=self.ledger.height))
+        for peer in self._all_peers:
+            self._send(peer, payload)
+
+    async def _announce_forever(self) -> None:
+        while True:
+            await asyncio.sleep(STATUS_INTERVAL_S)
+            self._announce()
+            self.wake()  # also re-checks sync timeouts and the empty-block interval
+
+    def _maybe_sync(self) -> None:
+        height = self.ledger.height
+        ahead = [(h, p) for p, h in self.peer_heights.items() if h > height]
+        if not ahead:
+            return
+        if self._sync_asked is not None:
+            peer, when = self._sync_asked
+            if time.monotonic() - when < SYNC_TIMEOUT_S:
+                return
+            self.counters["sync_timeout"] += 1
+            self.peer_heights.pop(peer, None)  # ask someone else; its STATUS will return
+            ahead = [(h, p) for h, p in ahead if p != peer] or ahead
+        best_height, peer = max(ahead)
+        count = min(SYNC_BLOCKS_MAX, best_height - height)
+        self._send(peer, encode_payload(SyncRequest(first_height=height + 1, count=count)))
+        self._sync_asked = (peer, time.monotonic())
+
+    def _serve_sync(self, peer_id: str, request: SyncRequest) -> None:
+        blocks: list[tuple[bytes, bytes]] = []
+        size = 0
+        last = min(request.first_height + request.count - 1, self.ledger.height)
+        for height in range(request.first_height, last + 1):
+            block = self.store.load_block(height)
+            certificate = self.store.load_certificate(height)
+            assert block is not None and certificate is not None
+            if blocks and size + len(block) + len(certificate) > self.limits.sync_bytes_max:
+                break
+            blocks.append((block, certificate))
+            size += len(block) + len(certificate)
+        if blocks:
+            self._send(peer_id, encode_payload(SyncBlocks(blocks=tuple(blocks))))
+
+    def _on_sync_blocks(self, peer_id: str, payload: SyncBlocks) -> None:
+        if self._sync_asked is not None and self._sync_asked[0] == peer_id:
+            self._sync_asked = None
+        for block_bytes, certificate_bytes in payload.blocks:
+            height_before = self.ledger.height
+            if not self._settle_synced(peer_id, block_bytes, certificate_bytes):
+                break
+            assert self.ledger.height == height_before + 1
+        self._maybe_sync()
+
+    def _settle_synced(self, peer_id: str, block_bytes: bytes, certificate_bytes: bytes) -> bool:
+        """Settle one block from a peer if it is the next one, valid, and certified."""
+        try:
+            block = decode_block(block_bytes)
+            certificate = decode_certificate(certificate_bytes)
+            if block.header.height != self.ledger.height + 1:
+                return False  # stale or out of order; the next request starts from ours
+            # Validated before anything else: a certificate copied onto altered
+            # transactions must be refused as a peer fault, not crash the node.
+            self.ledger.validate_block(block, signatures_checked=self.mempool.verified_hashes())
+        except (BlockError, WireError) as exc:
+            self.counters["sync_refused"] += 1
+            log.warning("peer=%s sent a block that is refused in sync: %s", peer_id, exc)
+            return False
+        value = Value(value_id=block.header.hash(), payload=block_bytes)
+        self._checked[value.value_id] = block
+        height_before = self.ledger.height
+        if self.replica is not None:
+            if not self._height_running:
+                self._height_running = True
+                self._step(HeightStarted(height=Height(height_before + 1)))
+            self._step(CommitReceived(value=value, certificate=certificate))
+        elif certificate.value_id == value.value_id and crypto.verify_certificate(
+            self.ledger.chain_id, certificate, self.ledger.validator_set
+        ):
+            self._settle(value, certificate)
+        if self.ledger.height == height_before:
+            self.counters["sync_bad_certificate"] += 1
+            log.warning("peer=%s sent a block whose certificate does not verify", peer_id)
+            return False
+        return True

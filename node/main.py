@@ -1,0 +1,297 @@
+"""Start one node: load and check everything, then serve peers and the API until stopped.
+
+Faults of the environment or the operator (bad config, corrupted store, port in use)
+stop the node through `fatal` with a distinct exit status, before it touches the network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import signal
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from nacl.signing import SigningKey
+
+from consensus.config import ReplicaConfig
+from consensus.crypto import Signer
+from consensus.messages import DurableState, Height, ValidatorId
+from consensus.replica import Replica
+from consensus.wire import decode_durable_state
+from node.api import ApiContext, build_api
+from node.config import ConfigError, NodeConfig, load_config
+from node.driver import Driver, DriverLimits, PeerPayload
+from node.errors import GenesisError, TxRefused
+from node.fatal import FatalReason, fatal
+from node.genesis import Genesis, Participant, load_genesis
+from node.keys import KeyFileError, load_key_file
+from node.ledger import Ledger
+from node.mempool import Admission, Mempool
+from node.protocol import ProtocolError, Txs, decode_payload, encode_payload
+from node.store import Store, StoreCorrupted, StoreError, StoreFull
+from node.transport import PeerAddress, PeerNetwork, TransportLimits
+
+__all__ = ["open_ledger", "run_node"]
+
+log = logging.getLogger(__name__)
+
+GOSSIP_TXS_MAX = 1000  # transactions per gossip payload
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Loaded:
+    config: NodeConfig
+    genesis: Genesis
+    me: Participant
+    signer_seed: bytes
+    store: Store
+    ledger: Ledger
+
+
+def open_ledger(genesis: Genesis, store: Store) -> Ledger:
+    """The ledger after the store's last block."""
+    tip = store.tip
+    return Ledger.restore(
+        genesis,
+        last_block_bytes=store.load_block(tip.height) if tip.height else None,
+        app_hash=tip.app_hash,
+        balances=store.load_balances(),
+        references=store.load_references(),
+        issued_total=tip.issued_total,
+        redeemed_total=tip.redeemed_total,
+    )
+
+
+def load(home: Path) -> Loaded:
+    """Everything a node needs from disk, checked; any fault is fatal with a reason."""
+    try:
+        config = load_config(home)
+        genesis = load_genesis(config.genesis_file)
+        key = load_key_file(config.key_file)
+    except (ConfigError, GenesisError, KeyFileError) as exc:
+        fatal(FatalReason.CONFIG, str(exc))
+    me = next((p for p in genesis.participants if p.participant_id == config.node_id), None)
+    if me is None:
+        fatal(FatalReason.CONFIG, f"node.id {config.node_id!r} is not a genesis participant")
+    if bytes(key.verify_key) != me.public_key:
+        fatal(FatalReason.CONFIG, f"{config.key_file}: key is not {me.participant_id}'s")
+    try:
+        store = Store.open(
+            config.data_dir,
+            chain_id=genesis.chain_id,
+            map_size_bytes=config.store_map_size_bytes,
+        )
+        ledger = open_ledger(genesis, store)
+    except StoreCorrupted as exc:
+        fatal(FatalReason.STORE_CORRUPTED, str(exc))
+    except StoreError as exc:
+        fatal(FatalReason.STORE_ERROR, str(exc))
+    return Loaded(
+        config=config,
+        genesis=genesis,
+        me=me,
+        signer_seed=bytes(key),
+        store=store,
+        ledger=ledger,
+    )
+
+
+def peer_addresses(loaded: Loaded) -> list[PeerAddress]:
+    """Peers from node.toml if it lists any, else every other genesis participant."""
+    if loaded.config.peers:
+        return [PeerAddress(peer_id=p.peer_id, url=p.url) for p in loaded.config.peers]
+    return [
+        PeerAddress(peer_id=p.participant_id, url=f"http://{p.peer_address}")
+        for p in loaded.genesis.participants
+        if p.participant_id != loaded.me.participant_id
+    ]
+
+
+def build_replica(loaded: Loaded) -> Replica | None:
+    validators = loaded.genesis.validator_set()
+    me = ValidatorId(loaded.me.participant_id)
+    if validators.get(me) is None:
+        return None
+    config = loaded.config
+    replica_config = ReplicaConfig(
+        chain_id=loaded.genesis.chain_id,
+        timeout_propose_ms=config.timeout_propose_ms,
+        timeout_prevote_ms=config.timeout_vote_ms,
+        timeout_precommit_ms=config.timeout_vote_ms,
+    )
+    replica_config.validate()
+    data = loaded.store.load_durable_state()
+    durable = (
+        decode_durable_state(data)
+        if data is not None
+        else DurableState.initial(Height(loaded.ledger.height + 1))
+    )
+    signer = Signer(loaded.genesis.chain_id, me, loaded.signer_seed)
+    return Replica(replica_config, validators, signer, durable)
+
+
+class TxGossip:
+    """Collects admitted transactions and sends them to peers in batches, once per loop
+    turn, so a burst of submissions costs a few payloads, not one each."""
+
+    def __init__(self, broadcast: Callable[[bytes], None]) -> None:
+        self._broadcast = broadcast
+        self._pending: list[bytes] = []
+
+    def add(self, tx_bytes: bytes) -> None:
+        if not self._pending:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self._pending.append(tx_bytes)
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, []
+        for start in range(0, len(pending), GOSSIP_TXS_MAX):
+            chunk = tuple(pending[start : start + GOSSIP_TXS_MAX])
+            self._broadcast(encode_payload(Txs(txs=chunk)))
+
+
+async def serve(loaded: Loaded, stop: asyncio.Event) -> None:
+    config = loaded.config
+    ledger = loaded.ledger
+    mempool = Mempool(ledger, txs_max=config.mempool_txs_max)
+    replica = build_replica(loaded)
+    peers = peer_addresses(loaded)
+    validator_ids = {v.validator_id for v in loaded.genesis.validator_set().validators}
+    network_box: list[PeerNetwork] = []
+
+    def send(peer_id: str, payload: bytes) -> None:
+        network_box[0].send(peer_id, payload)
+
+    driver = Driver(
+        node_id=loaded.me.participant_id,
+        ledger=ledger,
+        store=loaded.store,
+        mempool=mempool,
+        replica=replica,
+        send=send,
+        validator_peers=tuple(p.peer_id for p in peers if p.peer_id in validator_ids),
+        all_peers=tuple(p.peer_id for p in peers),
+        limits=DriverLimits(
+            block_txs_max=config.block_txs_max,
+            block_bytes_max=config.frame_bytes_max // 2,
+            empty_block_interval_ms=config.empty_block_interval_ms,
+            sync_bytes_max=config.frame_bytes_max // 2,
+        ),
+    )
+
+    def on_payload(peer_id: str, data: bytes) -> None:
+        try:
+            payload = decode_payload(data)
+        except ProtocolError as exc:
+            driver.counters["payload_malformed"] += 1
+            log.warning("peer=%s sent a malformed payload: %s", peer_id, exc)
+            return
+        if isinstance(payload, Txs):
+            admit_gossip(driver, payload)
+        else:
+            driver.submit(PeerPayload(peer_id=peer_id, payload=payload))
+
+    known_keys = {p.participant_id: p.public_key for p in loaded.genesis.participants}
+    network = PeerNetwork(
+        chain_id=loaded.genesis.chain_id,
+        self_id=loaded.me.participant_id,
+        signing_key=SigningKey(loaded.signer_seed),
+        known_keys=known_keys,
+        peers=peers,
+        on_payload=on_payload,
+        limits=TransportLimits(
+            frame_bytes_max=config.frame_bytes_max,
+            queue_payloads_max=config.peer_queue_payloads_max,
+        ),
+    )
+    network_box.append(network)
+    gossip = TxGossip(network.broadcast)
+
+    def on_admitted(tx_bytes: bytes) -> None:
+        gossip.add(tx_bytes)
+        driver.note_transactions()
+
+    role = loaded.me.role if replica is None else f"validator ({loaded.me.role})"
+    context = ApiContext(
+        driver=driver,
+        role=role,
+        connected_peers=network.connected_peers,
+        on_admitted=on_admitted,
+    )
+    peer_app = web.Application(client_max_size=1024)
+    peer_app.router.add_routes(network.routes())
+    runners = [web.AppRunner(peer_app), web.AppRunner(build_api(context), access_log=None)]
+    for runner, listen in zip(runners, (config.peer_listen, config.api_listen), strict=True):
+        await runner.setup()
+        host, _, port = listen.rpartition(":")
+        try:
+            await web.TCPSite(runner, host, int(port), reuse_address=True).start()
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                fatal(FatalReason.ADDRESS_IN_USE, f"{listen} is in use")
+            raise
+    await network.start()
+    log.info("node=%s height=%d role=%s ready", loaded.me.participant_id, ledger.height, role)
+    driver_task = asyncio.create_task(driver.run())
+    stopped = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait({driver_task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    driver_task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await driver_task
+    await network.stop()
+    for runner in runners:
+        await runner.cleanup()
+    if driver_task in done and driver_task.exception() is not None:
+        raise driver_task.exception()  # type: ignore[misc]
+
+
+def admit_gossip(driver: Driver, payload: Txs) -> None:
+    added = False
+    for tx_bytes in payload.txs:
+        try:
+            added |= driver.mempool.add(tx_bytes).admission is Admission.ADDED
+        except TxRefused:
+            driver.counters["gossip_tx_refused"] += 1
+    if added:
+        driver.note_transactions()
+
+
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+def run_until_signalled(main: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> None:
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        stop = asyncio.Event()
+        loop = runner.get_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        runner.run(main(stop))
+
+
+def run_node(home: Path) -> int:
+    """Run the node at HOME until SIGINT or SIGTERM. Returns the exit status."""
+    if not __debug__:
+        fatal(FatalReason.ASSERTIONS_DISABLED, "python -O strips the assertions guarding money")
+    loaded = load(home)
+    logging.getLogger().setLevel(loaded.config.log_level)
+    try:
+        run_until_signalled(lambda stop: serve(loaded, stop))
+    except StoreFull as exc:
+        fatal(FatalReason.STORE_FULL, str(exc))
+    except StoreCorrupted as exc:
+        fatal(FatalReason.STORE_CORRUPTED, str(exc))
+    finally:
+        loaded.store.close()
+    return 0
