@@ -115,7 +115,7 @@ class SimParams:
     allow_unsafe: bool = False
     """Allow more than f Byzantine validators; they then collude to fork."""
     fault_phase_ms_max: int = 6_000
-    liveness_ms_max: int = 30_000
+    liveness_ms_max: int = 20_000
     """Bound, after the fault phase ends, for every honest node to reach the target."""
     events_max: int = 2_000_000
     chain_id: str = "somnet-sim"
@@ -453,7 +453,20 @@ class Simulation:
     def _step(self, node: _Node, event: Event) -> None:
         assert node.replica is not None
         self.trace.update(b"%d|%d|%s|" % (self.now_ms, node.index, type(event).__name__.encode()))
-        actions = node.replica.step(event, self.now_ms)
+        try:
+            actions = node.replica.step(event, self.now_ms)
+        except AssertionError as exc:
+            # The replica caught its own bug. A real node would crash and restart; here
+            # it is a finding, reported with the seed like any violation.
+            frame = exc.__traceback__
+            while frame is not None and frame.tb_next is not None:
+                frame = frame.tb_next
+            where = "" if frame is None else f"{frame.tb_frame.f_code.co_name}:{frame.tb_lineno}"
+            self.checker.violations.append(
+                f"replica-assertion: {node.validator_id} on {type(event).__name__} at"
+                f" {self.now_ms} ms in {where} {exc}".rstrip()
+            )
+            return
         for action in actions:
             match action:
                 case Persist(state=state):
