@@ -158,13 +158,13 @@ def cmd_init(args: argparse.Namespace) -> int:
 def start_nodes(entries: list[NodeEntry]) -> dict[str, subprocess.Popen[bytes]]:
     children = {}
     for entry in entries:
-        log = (entry.home / "node.log").open("ab")
-        children[entry.node_id] = subprocess.Popen(
-            [sys.executable, "-m", "cli.main", "run", "--home", str(entry.home)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # Ctrl-C reaches the devnet, which stops children itself
-        )
+        with (entry.home / "node.log").open("ab") as log:  # the child keeps its own fd
+            children[entry.node_id] = subprocess.Popen(
+                [sys.executable, "-m", "cli.main", "run", "--home", str(entry.home)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C reaches the devnet, which stops children itself
+            )
     return children
 
 

@@ -7,6 +7,7 @@ code: a transaction refusal carries its RefusalCode name as it is.
                                     or JSON {"tx": "<hex>"}
     GET  /v1/transactions/{hash}    ?wait_ms=N waits up to N ms for a final answer
     GET  /v1/accounts/{id}          balance in tyiyn
+    GET  /v1/blocks/{height}        header, transaction hashes, certificate signers
     GET  /v1/status                 height, hashes, role, peers
 """
 
@@ -19,11 +20,13 @@ from typing import Any
 
 from aiohttp import web
 
+from consensus.wire import decode_certificate
+from node.block import decode_block
 from node.driver import Driver, Settled
 from node.errors import NodeError, RefusalCode, TxRefused
 from node.ledger import decode_tx_result
 from node.mempool import Admission
-from node.tx import TX_SIZE_MAX
+from node.tx import TX_SIZE_MAX, decode_tx
 
 __all__ = ["ApiContext", "build_api"]
 
@@ -150,6 +153,38 @@ async def get_account(request: web.Request) -> web.Response:
     return web.json_response({"account": account, "balance": balance})
 
 
+async def get_block(request: web.Request) -> web.Response:
+    context = request.app[CONTEXT]
+    try:
+        height = int(request.match_info["height"])
+    except ValueError:
+        return error(400, "MALFORMED", "height must be an integer")
+    store = context.driver.store
+    block_bytes = store.load_block(height) if height >= 1 else None
+    certificate_bytes = store.load_certificate(height) if height >= 1 else None
+    if block_bytes is None or certificate_bytes is None:
+        return error(404, "NOT_FOUND", f"no block at height {height}")
+    block = decode_block(block_bytes)
+    certificate = decode_certificate(certificate_bytes)
+    header = block.header
+    return web.json_response(
+        {
+            "height": header.height,
+            "block_hash": header.hash().hex(),
+            "time_ms": header.time_ms,
+            "prev_block_hash": header.prev_block_hash.hex(),
+            "app_hash": header.app_hash.hex(),
+            "tx_root": header.tx_root.hex(),
+            "proposer": header.proposer,
+            "tx_hashes": [decode_tx(tx, header.chain_id).tx_hash.hex() for tx in block.txs],
+            "certificate": {
+                "round": certificate.round,
+                "signers": [vote.voter for vote in certificate.precommits],
+            },
+        }
+    )
+
+
 async def get_status(request: web.Request) -> web.Response:
     context = request.app[CONTEXT]
     driver = context.driver
@@ -164,6 +199,7 @@ async def get_status(request: web.Request) -> web.Response:
             "app_hash": ledger.app_hash.hex(),
             "peers": context.connected_peers(),
             "mempool_size": len(driver.mempool),
+            "counters": dict(driver.counters),
         }
     )
 
@@ -192,5 +228,6 @@ def build_api(context: ApiContext) -> web.Application:
     app.router.add_post("/v1/transactions", submit_transaction)
     app.router.add_get("/v1/transactions/{tx_hash}", get_transaction)
     app.router.add_get("/v1/accounts/{account}", get_account)
+    app.router.add_get("/v1/blocks/{height}", get_block)
     app.router.add_get("/v1/status", get_status)
     return app
