@@ -110,6 +110,7 @@ class Replica:
         self.me: ValidatorId = signer.validator_id
         self.durable = durable
         self.dropped: collections.Counter[str] = collections.Counter()
+        self.stalls = 0  # times the stall rule moved a stuck step on (see _on_stall)
         # Height progress. `started` turns True at the first HeightStarted.
         self.started = False
         self.height: Height = durable.signed_height
@@ -124,6 +125,7 @@ class Replica:
         # Messages of the next height (or, before the start, of the first height).
         # A dict used as an insertion-ordered set, so duplicates are free.
         self.future: dict[Message, None] = {}
+        self.step_started_ms = 0  # when the current (height, round, step) began
         self._reset_height_state()
 
     def _reset_height_state(self) -> None:
@@ -163,6 +165,7 @@ class Replica:
         """
         assert now_ms >= 0
         out: list[Action] = []
+        position = (self.height, self.round, self.round_step)
         match event:
             case HeightStarted():
                 self._on_height_started(event.height, now_ms, out)
@@ -180,6 +183,8 @@ class Replica:
                 self._on_commit_received(event, out)
             case _:
                 assert_never(event)
+        if (self.height, self.round, self.round_step) != position:
+            self.step_started_ms = now_ms  # the stall rule measures time spent in a step
         self._check_actions(out)
         return out
 
@@ -216,6 +221,9 @@ class Replica:
             self.valid_value = self.durable.valid_value
             self.valid_round = self.durable.valid_round
             first_round = self.durable.signed_round
+            if self.valid_round < self.locked_round:
+                # validRound >= lockedRound always holds in the paper (L36 sets both).
+                self.valid_value, self.valid_round = self.locked_value, self.locked_round
             for value in (self.locked_value, self.valid_value):
                 if value is not None:  # L36 only locks or keeps a value it found valid
                     self.validity[value.value_id] = (value.payload, True)
@@ -535,6 +543,8 @@ class Replica:
             self.dropped["stale_timer"] += 1
             return
         if event.timer is Timer.REBROADCAST:
+            if not self.decided and now_ms - self.step_started_ms >= self._stall_ms():
+                self._on_stall(now_ms, out)
             self._rebroadcast(now_ms, out)
             return
         if self.decided or event.round != self.round:
@@ -551,11 +561,39 @@ class Replica:
             return
         self._run_rules(now_ms, out)
 
+    def _stall_ms(self) -> int:
+        """How long a round may sit in one step before the stall rule moves it on: the
+        three timeouts of the round together, so it never pre-empts the paper's own."""
+        c = self.config
+        bases = (c.timeout_propose_ms, c.timeout_prevote_ms, c.timeout_precommit_ms)
+        stall_ms = sum(c.timeout_ms(base, self.round) for base in bases)
+        assert stall_ms > c.timeout_ms(c.timeout_prevote_ms, self.round)
+        return stall_ms
+
+    def _on_stall(self, now_ms: int, out: list[Action]) -> None:
+        """Not in the paper: L34 and L47 arm their timeouts only once 2f+1 messages of
+        the round have arrived. After crashes, correct replicas can sit in different
+        rounds, each waiting for votes the others will never send there (a restarted
+        replica has lost its old messages, and fewer than f+1 are ahead, so L55 cannot
+        help). Doing what L61 and L65 do, later, is always safe (a nil precommit and a
+        new round break no lock) and lets the lower rounds catch up."""
+        assert not self.decided
+        if self.round_step is Step.PREVOTE:
+            self._precommit(None, out)
+        elif self.round_step is Step.PRECOMMIT:
+            self._start_round(Round(self.round + 1), now_ms, out)
+        else:
+            return  # step propose always has its own timeout (L21)
+        self.stalls += 1
+        self._run_rules(now_ms, out)
+
     def _rebroadcast(self, now_ms: int, out: list[Action]) -> None:
         """Re-send our own signed messages of the latest rounds, unchanged (no new
         signature, so no Persist), and keep exactly one rebroadcast timer armed."""
+        fresh = [a.message for a in out if isinstance(a, Broadcast)]  # signed just now
         for key in sorted(self.own):
-            out.append(Broadcast(message=self.own[key]))
+            if self.own[key] not in fresh:
+                out.append(Broadcast(message=self.own[key]))
         out.append(self._timer(now_ms + self.config.rebroadcast_ms, Timer.REBROADCAST))
         assert all(m.height == self.height for m in self.own.values())
 
@@ -659,17 +697,24 @@ class Replica:
         if self.round_step is not Step.PROPOSE or proposal is None:
             return False
         value, valid_round = proposal.value, proposal.valid_round
-        if valid_round == NIL_ROUND:
-            # L22-23: a fresh proposal is acceptable if unlocked or locked on it.
-            allowed = self.locked_round == NIL_ROUND or self._is_locked_on(value)
+        # L22-23: a fresh proposal is acceptable if unlocked or locked on it.
+        free = self.locked_round == NIL_ROUND or self._is_locked_on(value)
+        if valid_round == NIL_ROUND or free:
+            # Not in the paper: L28 also asks a re-proposal (vr >= 0) for its proof of
+            # lock when the lock allows v anyway. Votes are not persisted, so after
+            # crashes that proof can be gone for good while every replica is locked on
+            # (or free to take) v, and the height would never end. Safety rests on the
+            # locked replicas only: one that is free, or locked on v, may prevote v just
+            # as L22 lets it (CometBFT prevotes the same way).
+            allowed = free
         else:
-            # L28-29: a re-proposal needs 2f+1 prevotes for it in its validRound (a
-            # proof of lock); that proof overrides an older lock (lockedRound <= vr).
+            # L28-29: a proof of lock (2f+1 prevotes for v in round vr) overrides a lock
+            # on another value from round vr or earlier.
             assert 0 <= valid_round < self.round
             pol = self.votes.tally(valid_round, VoteType.PREVOTE).power_for(value.value_id)
             if pol < self.validators.quorum_power:
                 return False  # wait for the proof, or the propose timeout
-            allowed = self.locked_round <= valid_round or self._is_locked_on(value)
+            allowed = self.locked_round <= valid_round
         if not allowed:
             self._prevote(None, out)  # nil whatever valid(v) says
             return True
@@ -713,12 +758,15 @@ class Replica:
         if not valid:
             return False  # 2f+1 prevoted an invalid value: not ours to follow
         self.polka_seen = True
+        # Both are set before signing, so the Persist of the precommit carries them: a
+        # replica restarted with a lock but without the matching validValue would never
+        # re-propose the value everyone is locked on, and the height would stall.
+        self.valid_value, self.valid_round = value, self.round
         if self.round_step is Step.PREVOTE:
-            # The lock is set before signing, so the Persist of the precommit carries it.
             self.locked_value, self.locked_round = value, self.round
             self._precommit(value.value_id, out)
-        self.valid_value, self.valid_round = value, self.round
         assert self.valid_round >= self.locked_round
+        assert self.durable.valid_round >= self.durable.locked_round
         return True
 
     def _rule_precommit_nil(self, out: list[Action]) -> bool:

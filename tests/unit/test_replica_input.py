@@ -346,11 +346,11 @@ def test_rebroadcast_resends_own_messages_without_persisting_and_rearms() -> Non
     signed += feed(replica, [ValueChecked(height=H, value_id=X.value_id, valid=True)])
     own = broadcasts(signed)
     assert len(own) == 1
-    out = replica.step(TimeoutFired(height=H, round=Round(0), timer=Timer.REBROADCAST), 500)
+    out = replica.step(TimeoutFired(height=H, round=Round(0), timer=Timer.REBROADCAST), 400)
     assert broadcasts(out) == own
     assert of_type(out, Persist) == []
     rearmed = [a for a in of_type(out, ArmTimer) if a.timer is Timer.REBROADCAST]
-    assert [a.deadline_ms for a in rearmed] == [500 + CONFIG.rebroadcast_ms]
+    assert [a.deadline_ms for a in rearmed] == [400 + CONFIG.rebroadcast_ms]
 
 
 def test_rebroadcast_keeps_only_the_two_latest_rounds() -> None:

@@ -212,12 +212,25 @@ def test_l28_prevote_a_newer_proof_of_lock_unlocking_the_old_value() -> None:
     assert [v.value_id for v in votes_out(out, VoteType.PREVOTE)] == [Y.value_id]
 
 
-def test_l28_a_re_proposal_waits_for_its_proof_of_lock() -> None:
+def test_l28_a_re_proposal_against_the_lock_waits_for_its_proof_of_lock() -> None:
     replica = started()
+    lock(replica, X, 0)
     skip_to(replica, 2)
     out = feed(replica, [received(proposal(1, 2, Y, valid_round=1)), checked(Y)])
     assert votes_out(out, VoteType.PREVOTE) == []
     out = feed(replica, [received(prevote(v, 1, 1, Y)) for v in (V1, V2, V3)])
+    assert [v.value_id for v in votes_out(out, VoteType.PREVOTE)] == [Y.value_id]
+
+
+@pytest.mark.parametrize("locked", [False, True], ids=["unlocked", "locked-on-v"])
+def test_l28_a_re_proposal_the_lock_allows_needs_no_proof(locked: bool) -> None:
+    """SPEC deviation: the proof of lock is only asked of a replica locked on another
+    value; votes are not persisted, so the proof may be lost for good after crashes."""
+    replica = started()
+    if locked:
+        lock(replica, Y, 0)
+    skip_to(replica, 2)
+    out = feed(replica, [received(proposal(1, 2, Y, valid_round=1)), checked(Y)])
     assert [v.value_id for v in votes_out(out, VoteType.PREVOTE)] == [Y.value_id]
 
 
@@ -268,6 +281,7 @@ def test_l36_two_thirds_prevotes_for_the_proposal_lock_and_precommit_it() -> Non
     index = out.index(Broadcast(message=precommits[0]))
     persist = [a for a in out[:index] if isinstance(a, Persist)][-1]
     assert (persist.state.locked_value, persist.state.locked_round) == (X, 0)
+    assert (persist.state.valid_value, persist.state.valid_round) == (X, 0)  # for L15
     assert (persist.state.signed_round, persist.state.signed_step) == (0, Step.PRECOMMIT)
 
 
@@ -430,3 +444,37 @@ def test_l55_skip_goes_to_the_highest_round_backed_by_f_plus_one() -> None:
     assert replica.round == 3
     feed(replica, [received(prevote(V3, 1, 9, None))])
     assert replica.round == 7  # V2 at 7 and V3 at 9: two validators at 7 or later
+
+
+# ---------------------------------------------------------------------------------------
+# Not in the paper: the stall rule (SPEC "stall rule").
+
+
+def test_stall_rule_moves_a_step_on_that_no_quorum_will_ever_time_out() -> None:
+    replica = started()
+    stall_ms = sum(
+        CONFIG.timeout_ms(base, Round(0))
+        for base in (
+            CONFIG.timeout_propose_ms,
+            CONFIG.timeout_prevote_ms,
+            CONFIG.timeout_precommit_ms,
+        )
+    )
+    replica.step(timeout(0, Timer.PROPOSE), 300)  # prevote nil; nobody else is here
+    out = replica.step(timeout(0, Timer.REBROADCAST), 300 + stall_ms - 1)
+    assert votes_out(out, VoteType.PRECOMMIT) == []
+    out = replica.step(timeout(0, Timer.REBROADCAST), 300 + stall_ms)
+    assert [v.value_id for v in votes_out(out, VoteType.PRECOMMIT)] == [None]  # as L61
+    assert replica.stalls == 1
+    out = replica.step(timeout(0, Timer.REBROADCAST), 300 + 2 * stall_ms)
+    assert replica.round == 1  # as L65
+    assert replica.stalls == 2
+    assert [t.round for t in timers(out, Timer.PROPOSE)] == [1]
+
+
+def test_stall_rule_leaves_step_propose_to_its_own_timeout() -> None:
+    replica = started()
+    out = replica.step(timeout(0, Timer.REBROADCAST), 10_000)
+    assert broadcasts(out) == []
+    assert replica.stalls == 0
+    assert replica.round_step is Step.PROPOSE
