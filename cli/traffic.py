@@ -1,0 +1,179 @@
+"""Signed transfer traffic against a running network, with finality latency.
+
+Each bank node's own key signs transfers from its main account to another bank; they are
+submitted to that bank's node over HTTP (keep-alive). Finality is observed by following
+the chain at one node: each new block's transaction hashes are matched against what was
+submitted, so latency is measured from submit to the moment the block is seen final,
+without one extra request per transfer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+from nacl.signing import SigningKey
+
+from cli.devnet import NodeEntry
+from node.keys import load_key_file
+from node.tx import decode_tx, sign_transfer
+
+__all__ = ["Bank", "TrafficStats", "banks_of", "run_traffic"]
+
+EXPIRY_BLOCKS = 5_000
+FOLLOW_INTERVAL_S = 0.02
+SUBMIT_CONCURRENCY = 64
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Bank:
+    bank_id: str
+    api_url: str
+    key: SigningKey
+
+
+@dataclass(slots=True, kw_only=True)
+class TrafficStats:
+    submitted: int = 0
+    refused: int = 0
+    final: int = 0
+    height: int = 0
+    latencies_s: list[float] = field(default_factory=list)
+    pending: dict[str, float] = field(default_factory=dict)  # tx hash hex -> submit time
+
+    def percentile_ms(self, fraction: float) -> float:
+        if not self.latencies_s:
+            return 0.0
+        ordered = sorted(self.latencies_s)
+        return 1000 * ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def banks_of(entries: list[NodeEntry]) -> list[Bank]:
+    return [
+        Bank(bank_id=e.node_id, api_url=e.api_url, key=load_key_file(e.home / "node_key.json"))
+        for e in entries
+        if e.role == "bank"
+    ]
+
+
+async def _get(session: aiohttp.ClientSession, url: str) -> dict[str, object]:
+    async with session.get(url) as response:
+        document = await response.json()
+        assert isinstance(document, dict)
+        return document
+
+
+async def _follow(
+    session: aiohttp.ClientSession, api_url: str, stats: TrafficStats, stop: asyncio.Event
+) -> None:
+    """Watch one node's chain and mark submitted transactions final as blocks appear."""
+    height = int(str((await _get(session, f"{api_url}/v1/status"))["height"]))
+    while not stop.is_set():
+        top = int(str((await _get(session, f"{api_url}/v1/status"))["height"]))
+        while height < top:
+            height += 1
+            block = await _get(session, f"{api_url}/v1/blocks/{height}")
+            now = time.monotonic()
+            hashes = block["tx_hashes"]
+            assert isinstance(hashes, list)
+            for tx_hash in hashes:
+                submitted_at = stats.pending.pop(tx_hash, None)
+                if submitted_at is not None:
+                    stats.latencies_s.append(now - submitted_at)
+                    stats.final += 1
+            stats.height = height
+        await asyncio.sleep(FOLLOW_INTERVAL_S)
+
+
+async def _submit(
+    session: aiohttp.ClientSession, bank: Bank, tx: bytes, tx_hash: str, stats: TrafficStats
+) -> None:
+    # Registered before the request: the block may be seen before the response arrives.
+    stats.pending[tx_hash] = time.monotonic()
+    async with session.post(
+        f"{bank.api_url}/v1/transactions",
+        data=tx,
+        headers={"Content-Type": "application/octet-stream"},
+    ) as response:
+        await response.read()
+    if response.status not in (200, 202):
+        stats.pending.pop(tx_hash, None)
+        stats.refused += 1
+
+
+def _sign(bank: Bank, to: str, chain_id: str, height: int, rng: random.Random) -> bytes:
+    return sign_transfer(
+        bank.key,
+        chain_id,
+        signer=bank.bank_id,
+        uetr=uuid.uuid4().bytes,  # never reused across runs: a reused UETR is a DUPLICATE
+        expiry_height=height + EXPIRY_BLOCKS,
+        from_account=bank.bank_id,
+        to_account=to,
+        amount=rng.randrange(1, 10_000),
+        remittance="somnet traffic",
+    )
+
+
+async def run_traffic(
+    banks: list[Bank],
+    *,
+    chain_id: str,
+    rate_per_s: float,
+    duration_s: float | None,
+    on_second: Callable[[TrafficStats, float], None],
+    seed: int = 0,
+) -> TrafficStats:
+    """Submit about `rate_per_s` transfers a second until `duration_s` passes (None: until
+    cancelled), then wait up to 30 s for the last ones to be final."""
+    assert len(banks) >= 2
+    assert rate_per_s > 0
+    rng = random.Random(seed)
+    stats = TrafficStats()
+    stop = asyncio.Event()
+    limit = asyncio.Semaphore(SUBMIT_CONCURRENCY)
+    connector = aiohttp.TCPConnector(limit=SUBMIT_CONCURRENCY * 2)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        status = await _get(session, f"{banks[0].api_url}/v1/status")
+        height = int(str(status["height"]))
+        follower = asyncio.create_task(_follow(session, banks[0].api_url, stats, stop))
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def submit_one(bank: Bank, tx: bytes) -> None:
+            async with limit:
+                await _submit(session, bank, tx, decode_tx(tx, chain_id).tx_hash.hex(), stats)
+
+        started = time.monotonic()
+        next_report = started + 1
+        try:
+            for count in itertools.count():
+                now = time.monotonic()
+                if duration_s is not None and now - started >= duration_s:
+                    break
+                due = started + count / rate_per_s
+                if due > now:
+                    await asyncio.sleep(due - now)
+                sender, receiver = rng.sample(banks, 2)
+                tx = _sign(sender, receiver.bank_id, chain_id, height, rng)
+                stats.submitted += 1
+                task = asyncio.create_task(submit_one(sender, tx))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+                if time.monotonic() >= next_report:
+                    on_second(stats, time.monotonic() - started)
+                    next_report += 1
+            await asyncio.gather(*tasks)
+            deadline = time.monotonic() + 30
+            while stats.pending and time.monotonic() < deadline:  # noqa: ASYNC110 - set by the follower
+                await asyncio.sleep(0.1)
+        finally:
+            stop.set()
+            follower.cancel()
+            await asyncio.gather(follower, return_exceptions=True)
+    return stats
