@@ -164,6 +164,8 @@ class Replica:
             Nothing on peer input: bad input is dropped and counted in `dropped`.
         """
         assert now_ms >= 0
+        # Every handler appends to one list, so the order of actions is the order in
+        # which the rules fired: a Persist always lands before the Broadcast it guards.
         out: list[Action] = []
         position = (self.height, self.round, self.round_step)
         match event:
@@ -204,6 +206,8 @@ class Replica:
     # Heights (L10 StartRound(0) on a new height; restart from the durable state).
 
     def _on_height_started(self, height: Height, now_ms: int, out: list[Action]) -> None:
+        # Heights only move forward. The shell may jump several heights at once (block
+        # sync settled them), so any later height is accepted, not only height + 1.
         if height < 0 or (self.started and height <= self.height):
             self.dropped["stale_height_started"] += 1
             return
@@ -251,6 +255,8 @@ class Replica:
     def _start_round(self, round_: Round, now_ms: int, out: list[Action]) -> None:
         assert round_ >= self.round
         assert not self.decided
+        # Entering a round forgets nothing of earlier rounds' votes: L28 and L49 may
+        # still need them. Only the per-round "first time" flags start over.
         self.round = round_
         self.round_step = Step.PROPOSE
         self.awaiting_build = None
@@ -383,6 +389,10 @@ class Replica:
 
     def _shape_error(self, message: Message) -> str | None:
         """Structural checks that need no key: types, sizes and ranges."""
+        # `wire.decode_message` already enforces all of this for bytes from the network,
+        # but the core must not trust its caller for peer data: a simulator's Byzantine
+        # script or a future transport could hand over objects directly. `type(x) is int`
+        # also refuses bool, which is an int subclass.
         if type(message.height) is not int or type(message.round) is not int:
             return "malformed"
         if message.height < 0 or message.round < 0 or type(message.signature) is not bytes:
@@ -407,6 +417,8 @@ class Replica:
     def _sender_error(self, message: Message) -> str | None:
         """Membership, the round's proposer, and the signature (the costly check, last)."""
         chain_id = self.config.chain_id
+        # The chain id is inside the signed bytes, so a message of another network fails
+        # here as a bad signature; there is no separate field to compare.
         if isinstance(message, Proposal):
             if self.validators.get(message.proposer) is None:
                 return "unknown_validator"
@@ -441,6 +453,8 @@ class Replica:
             self.dropped["duplicate"] += 1
             return
         sender = message.proposer if isinstance(message, Proposal) else message.voter
+        # The buffer is small (bounded by config), so a linear count per insert is
+        # cheaper than keeping a second index in step with it.
         per_sender_max = max(1, self.config.future_messages_max // len(self.validators.validators))
         from_sender = sum(
             1 for m in self.future if (m.proposer if isinstance(m, Proposal) else m.voter) == sender
@@ -459,6 +473,8 @@ class Replica:
         # Even a message too far ahead to keep tells us its sender's round (L55).
         self.votes.note_round(sender, message.round)
         if message.round > self.round + ROUNDS_AHEAD_MAX:
+            # Not kept (memory stays bounded), but the note above may complete f+1
+            # senders ahead of us, so the round-skip rule gets its chance.
             self.dropped["round_too_far"] += 1
             self._run_rules(now_ms, out)
             return
@@ -481,6 +497,8 @@ class Replica:
         assert self.proposals[proposal.round] is proposal
 
     def _on_vote(self, vote: Vote, out: list[Action]) -> None:
+        # The tally decides what a vote is: new, a harmless repeat (rebroadcasts and
+        # duplicating networks make these common), or a second, different vote.
         result, first = self.votes.add(vote)
         if result is AddResult.DUPLICATE:
             self.dropped["duplicate"] += 1
@@ -488,6 +506,8 @@ class Replica:
             assert first is not None
             assert first.value_id != vote.value_id
             self.dropped["equivocation"] += 1
+            # One report per position is enough to punish; a validator that keeps
+            # equivocating must not make us emit (and the shell store) unbounded evidence.
             key = (vote.voter, vote.round, vote.vote_type)
             if key not in self.evidence_reported:
                 self.evidence_reported.add(key)
@@ -517,6 +537,8 @@ class Replica:
         out.append(CheckValue(height=self.height, value=value))
 
     def _on_value_checked(self, event: ValueChecked, now_ms: int, out: list[Action]) -> None:
+        # Only answers to questions we asked at this height count: an answer from
+        # before a restart or for an earlier height says nothing about this one.
         value = self.checking.get(event.value_id)
         if not self.started or event.height != self.height or value is None:
             self.dropped["stale_value_checked"] += 1
@@ -543,6 +565,9 @@ class Replica:
             self.dropped["stale_timer"] += 1
             return
         if event.timer is Timer.REBROADCAST:
+            # The rebroadcast timer belongs to the height, not to a round: it keeps
+            # ticking across rounds and after the decision, until the next height. The
+            # stall check runs first so that whatever it signs is not also re-sent.
             if not self.decided and now_ms - self.step_started_ms >= self._stall_ms():
                 self._on_stall(now_ms, out)
             self._rebroadcast(now_ms, out)
@@ -602,6 +627,9 @@ class Replica:
 
     def _on_commit_received(self, event: CommitReceived, out: list[Action]) -> None:
         certificate = event.certificate
+        # No valid(v) check here: more than 2/3 of the power precommitted v, so at least
+        # one correct validator found it valid, and safety means nobody decides else.
+        # The cheap checks come before the signature checks of the whole certificate.
         if not self.started or self.decided or certificate.height != self.height:
             self.dropped["commit_stale"] += 1
             return
@@ -646,12 +674,16 @@ class Replica:
         """L49: a proposal (or any known copy of its value) and 2f+1 precommits for its id
         in any round, with valid(v): decide."""
         quorum = self.validators.quorum_power
+        # Scanning every round is fine: rounds of one height are few, and the scan stops
+        # at the first decision. Within a round, more than 2/3 can back at most one id.
         for round_ in self.votes.rounds():
             tally = self.votes.tally(round_, VoteType.PRECOMMIT)
             for value_id in tally.values_with_power(quorum):
                 value = self._known_value(value_id, out)
                 if value is None:
                     continue
+                # The certificate is exactly what we counted: distinct voters (one vote
+                # per validator per tally), all for this (height, round, id).
                 certificate = CommitCertificate(
                     height=self.height,
                     round=round_,

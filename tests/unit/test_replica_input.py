@@ -412,3 +412,41 @@ def test_a_second_different_proposal_in_a_round_is_ignored() -> None:
     assert isinstance(replica.proposals[Round(0)], Proposal)
     assert replica.proposals[Round(0)].value == X
     assert of_type(out, Broadcast) == []
+
+
+def test_a_proposal_with_a_non_bytes_payload_is_malformed() -> None:
+    replica = started()
+    good = proposal(1, 0, X)
+    bad = dataclasses.replace(good, value=Value(value_id=X.value_id, payload="text"))  # type: ignore[arg-type]
+    assert replica.step(received(bad), 0) == []
+    assert replica.dropped == {"malformed": 1}
+
+
+def test_a_buffered_message_is_kept_once() -> None:
+    replica = started()
+    vote = prevote(V1, 2, 0, X)
+    feed(replica, [received(vote), received(vote)])
+    assert list(replica.future) == [vote]
+    assert replica.dropped["duplicate"] == 1
+
+
+def test_a_pending_check_for_one_payload_is_followed_by_one_for_the_other() -> None:
+    replica = started()
+    bogus = Value(value_id=X.value_id, payload=b"garbage")
+    out = feed(replica, [received(proposal(1, 0, bogus))])
+    feed(replica, [received(precommit(v, 1, 1, None)) for v in (V1, V2)])  # to round 1
+    out = feed(replica, [received(proposal(1, 1, X))])
+    assert of_type(out, CheckValue) == []  # one question per id at a time
+    out = feed(replica, [ValueChecked(height=H, value_id=X.value_id, valid=False)])
+    assert of_type(out, CheckValue) == [CheckValue(height=H, value=X)]
+
+
+def test_a_polka_waits_for_the_validity_answer() -> None:
+    replica = started()
+    feed(replica, [TimeoutFired(height=H, round=Round(0), timer=Timer.PROPOSE)])  # nil
+    feed(replica, [received(proposal(1, 0, X))])  # CheckValue pending
+    out = feed(replica, [received(prevote(v, 1, 0, X)) for v in (V1, V2, V3)])
+    assert votes_out(out, VoteType.PRECOMMIT) == []
+    out = feed(replica, [ValueChecked(height=H, value_id=X.value_id, valid=True)])
+    assert [v.value_id for v in votes_out(out, VoteType.PRECOMMIT)] == [X.value_id]
+    assert replica.locked_value == X

@@ -210,3 +210,24 @@ def test_persist_precedes_every_new_signature_and_nothing_is_signed_twice(
             durable = persist.state
         if replica.locked_value is not None:
             assert replica.valid_round >= replica.locked_round
+
+
+def test_restart_raises_a_valid_round_older_than_the_lock() -> None:
+    """An older record could hold a lock without the matching validValue; L15 needs it."""
+    durable = DurableState(
+        signed_height=H,
+        signed_round=Round(2),
+        signed_step=Step.PRECOMMIT,
+        locked_value=X,
+        locked_round=Round(1),
+        valid_value=None,
+        valid_round=NIL_ROUND,
+    )
+    replica = replica_for(V0, durable=durable)
+    replica.step(HeightStarted(height=H), 0)
+    assert (replica.valid_value, replica.valid_round) == (X, 1)
+    # In round 3 V0 proposes: it re-proposes X with validRound 1, asking nothing.
+    out = feed(replica, [received(precommit(v, 1, 3, None)) for v in (V1, V2)])
+    proposals = [m for m in broadcasts(out) if isinstance(m, Proposal)]
+    assert [(p.round, p.value, p.valid_round) for p in proposals] == [(3, X, 1)]
+    assert of_type(out, BuildValue) == []
