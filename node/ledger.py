@@ -55,7 +55,7 @@ from node.effects import BlockEffects
 from node.errors import BlockError, NodeError, RefusalCode, TxRefused
 from node.genesis import Genesis
 from node.merkle import merkle_root
-from node.tx import AMOUNT_MAX, Issue, Payout, Redeem, Transfer, Tx, decode_tx
+from node.tx import AMOUNT_MAX, SIGNATURE_SIZE, Issue, Payout, Redeem, Transfer, Tx, decode_tx
 
 __all__ = [
     "EXPIRY_HEIGHTS_MAX",
@@ -144,7 +144,9 @@ class Ledger:
         self.references: dict[bytes, tuple[bytes, int]] = {}
         self._keys_by_expiry: dict[int, list[bytes]] = {}
         self._prune_from = 0  # every reference with a smaller expiry is already forgotten
-        self._decoded: tuple[bytes, tuple[Tx, ...]] | None = None  # last validated block
+        # The last block that passed validate_block: (its hash, its decoded transactions).
+        self._decoded: tuple[bytes, tuple[Tx, ...]] | None = None
+        self._changes_since_full_check = 0  # balance changes since the last full sum
         self.check_conservation()
 
     @classmethod
@@ -198,9 +200,11 @@ class Ledger:
         return ledger
 
     def check_conservation(self) -> None:
-        """Assert the ledger's invariant: the sum of all balances is issued minus redeemed."""
+        """Assert the ledger's invariant, in full: the sum of all balances is issued minus
+        redeemed. O(accounts); every block checks it incrementally (see `_settle`)."""
         assert sum(self.balances.values()) == self.issued_total - self.redeemed_total
         assert 0 <= self.issued_total - self.redeemed_total <= AMOUNT_MAX
+        self._changes_since_full_check = 0
 
     def owner_of(self, account_id: str) -> str | None:
         return self._owners.get(account_id)
@@ -283,16 +287,34 @@ class Ledger:
         if now_ms is not None and block.header.time_ms > now_ms + TIME_DRIFT_MS_MAX:
             raise BlockError("header time_ms: too far ahead of this node's clock")
         self._check_prev_certificate(block)
-        txs = self._decode_txs(block)
-        for index, tx in enumerate(txs):
-            checked = signatures_checked.get(tx.tx_hash)
-            if checked is not None and checked.raw == tx.raw:
-                continue
+        block_hash = block.header.hash()
+        cached = self._decoded
+        if cached is None or cached[0] != block_hash:
+            txs = self._decode_and_verify(block.txs, signatures_checked)
+            self._decoded = (block_hash, txs)
+
+    def _decode_and_verify(
+        self, txs: Sequence[bytes], signatures_checked: Mapping[bytes, Tx]
+    ) -> tuple[Tx, ...]:
+        """Each transaction decoded once per node: one this node already decoded and
+        verified (same wire bytes) is reused as is; any other is decoded and verified."""
+        decoded: list[Tx] = []
+        append = decoded.append
+        checked = signatures_checked.get if signatures_checked else None
+        sha256 = hashlib.sha256
+        for index, tx_bytes in enumerate(txs):
+            if checked is not None:
+                tx = checked(sha256(tx_bytes[SIGNATURE_SIZE:]).digest())
+                if tx is not None and tx.raw == tx_bytes:
+                    append(tx)
+                    continue
             try:
+                tx = decode_tx(tx_bytes, self.chain_id)
                 self.check_signature(tx)
             except TxRefused as exc:
                 raise BlockError(f"transaction {index}: {exc}") from exc
-        self._decoded = (block.header.hash(), txs)
+            append(tx)
+        return tuple(decoded)
 
     def _check_header(self, block: Block, *, tx_root_checked: bool = False) -> None:
         """Raises BlockError unless the header follows the last settled block.
@@ -327,18 +349,6 @@ class Ledger:
         if not verify_certificate(self.chain_id, certificate, self.validator_set):
             raise BlockError("block certificate: signatures or voting power do not verify")
 
-    def _decode_txs(self, block: Block) -> tuple[Tx, ...]:
-        cached = self._decoded
-        if cached is not None and cached[0] == block.header.hash():
-            return cached[1]
-        decoded: list[Tx] = []
-        for index, tx_bytes in enumerate(block.txs):
-            try:
-                decoded.append(decode_tx(tx_bytes, self.chain_id))
-            except TxRefused as exc:
-                raise BlockError(f"transaction {index}: {exc}") from exc
-        return tuple(decoded)
-
     def apply_block(
         self,
         block: Block,
@@ -353,25 +363,40 @@ class Ledger:
             block: the decided block; it must follow the last settled block.
             certificate_bytes: its commit certificate (consensus.wire encoding).
             verified: True when this node already ran `validate_block` on it (consensus
-                CheckValue); False for blocks from sync, which are checked in full here,
-                including the certificate's signatures.
+                CheckValue): its decoded transactions and checked Merkle root are reused.
+                False for blocks from sync, which are checked in full here, including
+                the certificate's signatures.
             block_bytes: the block's encoding, when the caller has it (saves re-encoding).
         Raises:
             BlockError: the block or certificate does not fit; the ledger is unchanged.
         """
         block_hash = block.header.hash()
         certificate = self._decode_certificate(certificate_bytes, block, block_hash)
-        if verified:
-            validated = self._decoded is not None and self._decoded[0] == block_hash
-            self._check_header(block, tx_root_checked=validated)
-        else:
+        if not verified:
             self.validate_block(block)
             if not verify_certificate(self.chain_id, certificate, self.validator_set):
                 raise BlockError("certificate: signatures or voting power do not verify")
-        txs = self._decode_txs(block)
+        cached = self._decoded
+        if cached is not None and cached[0] == block_hash:
+            # validate_block ran on this very block (same hash) against this state.
+            self._check_header(block, tx_root_checked=True)
+            txs = cached[1]
+        else:
+            # The caller vouches for the signatures; everything else is checked here.
+            self._check_header(block)
+            txs = self._decode_txs(block.txs)
         effects = self._settle(block, txs, block_hash, certificate_bytes, block_bytes)
         self._decoded = None
         return effects
+
+    def _decode_txs(self, txs: Sequence[bytes]) -> tuple[Tx, ...]:
+        decoded: list[Tx] = []
+        for index, tx_bytes in enumerate(txs):
+            try:
+                decoded.append(decode_tx(tx_bytes, self.chain_id))
+            except TxRefused as exc:
+                raise BlockError(f"transaction {index}: {exc}") from exc
+        return tuple(decoded)
 
     def _decode_certificate(
         self, certificate_bytes: bytes, block: Block, block_hash: bytes
@@ -393,13 +418,16 @@ class Ledger:
         block_bytes: bytes | None,
     ) -> BlockEffects:
         height = block.header.height
-        changed: set[str] = set()
+        before: dict[str, int] = {}  # changed account -> its balance before this block
         results: list[tuple[bytes, bytes]] = []
         added: list[tuple[bytes, bytes, int]] = []
         supply_before = self.issued_total - self.redeemed_total
-        self._apply_txs(txs, height, changed, results, added)
+        self._apply_txs(txs, height, before, results, added)
         pruned = self._prune_references(height)
-        balances = tuple(sorted((account, self.balances[account]) for account in changed))
+        self._check_block_conservation(before, supply_before)
+        balances_now = self.balances
+        # Account order makes the encoding canonical; the store writes in this order too.
+        balances = tuple([(account, balances_now[account]) for account in sorted(before)])
         # msgpack encodes tuples as arrays: no per-item copies on this path.
         changes = (height, balances, self.issued_total, self.redeemed_total, results)
         changes_hash = hashlib.sha256(_pack(changes)).digest()
@@ -409,10 +437,6 @@ class Ledger:
         self.height = height
         self.block_hash = block_hash
         self.time_ms = block.header.time_ms
-        assert all(balance >= 0 for _, balance in balances)
-        if not changed:
-            assert self.issued_total - self.redeemed_total == supply_before
-        self.check_conservation()
         return BlockEffects(
             height=height,
             block_hash=block_hash,
@@ -427,24 +451,48 @@ class Ledger:
             redeemed_total=self.redeemed_total,
         )
 
+    def _check_block_conservation(self, before: dict[str, int], supply_before: int) -> None:
+        """Conservation after every block, in O(changed accounts): the block's balance
+        changes sum to its net issuance, and no balance is negative. By induction from the
+        full sum at genesis or restore, the sum of all balances is still issued minus
+        redeemed. A full O(accounts) sum still runs whenever as many changes as there
+        are accounts accumulated (at most one extra addition per change), so a balance
+        changed without being recorded (and so never stored) cannot go unnoticed."""
+        balances = self.balances
+        delta = 0
+        for account, balance_before in before.items():
+            balance = balances[account]
+            assert balance >= 0, account
+            delta += balance - balance_before
+        supply = self.issued_total - self.redeemed_total
+        assert delta == supply - supply_before, (delta, supply, supply_before)
+        assert 0 <= supply <= AMOUNT_MAX
+        self._changes_since_full_check += len(before)
+        if self._changes_since_full_check >= len(balances):
+            self.check_conservation()
+
     def _apply_txs(
         self,
         txs: Iterable[Tx],
         height: int,
-        changed: set[str],
+        before: dict[str, int],
         results: list[tuple[bytes, bytes]],
         added: list[tuple[bytes, bytes, int]],
     ) -> None:
-        """The hot path: one dict lookup for the reference, one rule, one small encoding."""
+        """The hot path: one dict lookup for the reference, one rule, one small encoding.
+        A transfer is applied inline (the common case, without a call per rule)."""
         references = self.references
+        balances = self.balances
+        owners = self._owners
         pack_result = _RESULT.pack
         keys_by_expiry = self._keys_by_expiry
         expiry_max = height + EXPIRY_HEIGHTS_MAX
         for index, tx in enumerate(txs):
             first: bytes | None = None
             expiry = tx.expiry_height
+            code: RefusalCode | None
             if expiry < height:
-                code: RefusalCode | None = RefusalCode.EXPIRED
+                code = RefusalCode.EXPIRED
             elif expiry > expiry_max:
                 code = RefusalCode.EXPIRY_TOO_FAR
             else:
@@ -454,45 +502,47 @@ class Ledger:
                     if reference[0] == tx.tx_hash:
                         continue  # a resubmission: the first result stands
                     code, first = RefusalCode.DUPLICATE, reference[0]
-                else:
-                    if type(tx) is Transfer:  # the common case, without a dispatch call
-                        code = self._transfer(tx, changed)
+                elif type(tx) is Transfer:
+                    from_account, to_account, amount = tx.from_account, tx.to_account, tx.amount
+                    owner = owners.get(from_account)
+                    to_balance = balances.get(to_account)
+                    if owner is None or to_balance is None:
+                        code = RefusalCode.UNKNOWN_ACCOUNT
+                    elif owner != tx.signer:
+                        code = RefusalCode.NOT_AUTHORIZED
+                    elif balances[from_account] < amount:
+                        code = RefusalCode.INSUFFICIENT_FUNDS
                     else:
-                        code = self._execute(tx, changed)
+                        from_balance = balances[from_account]
+                        if from_account not in before:
+                            before[from_account] = from_balance
+                        if to_account not in before:
+                            before[to_account] = to_balance
+                        balances[from_account] = from_balance - amount
+                        balances[to_account] = to_balance + amount
+                        code = None
+                else:
+                    code = self._execute(tx, before)
+                if reference is None:
                     references[key] = (tx.tx_hash, expiry)
                     keys_by_expiry.setdefault(expiry, []).append(key)
                     added.append((key, tx.tx_hash, expiry))
             result = pack_result(APPLIED if code is None else code, height, index)
             results.append((tx.tx_hash, result if first is None else result + first))
 
-    def _execute(self, tx: Tx, changed: set[str]) -> RefusalCode | None:
-        """Apply one transaction's business rule; None if applied, else why refused."""
-        if type(tx) is Transfer:
-            return self._transfer(tx, changed)
+    def _execute(self, tx: Tx, before: dict[str, int]) -> RefusalCode | None:
+        """Apply one transaction's business rule; None if applied, else why refused.
+        Every rule records an account's balance in `before` before its first change.
+        (Transfers are applied inline in `_apply_txs`.)"""
+        assert type(tx) is not Transfer
         if type(tx) is Payout:
-            return self._payout(tx, changed)
+            return self._payout(tx, before)
         if type(tx) is Issue:
-            return self._issue(tx, changed)
+            return self._issue(tx, before)
         assert type(tx) is Redeem
-        return self._redeem(tx, changed)
+        return self._redeem(tx, before)
 
-    def _transfer(self, tx: Transfer, changed: set[str]) -> RefusalCode | None:
-        balances = self.balances
-        owner = self._owners.get(tx.from_account)
-        if owner is None or tx.to_account not in balances:
-            return RefusalCode.UNKNOWN_ACCOUNT
-        if owner != tx.signer:
-            return RefusalCode.NOT_AUTHORIZED
-        balance = balances[tx.from_account]
-        if balance < tx.amount:
-            return RefusalCode.INSUFFICIENT_FUNDS
-        balances[tx.from_account] = balance - tx.amount
-        balances[tx.to_account] += tx.amount
-        changed.add(tx.from_account)
-        changed.add(tx.to_account)
-        return None
-
-    def _payout(self, tx: Payout, changed: set[str]) -> RefusalCode | None:
+    def _payout(self, tx: Payout, before: dict[str, int]) -> RefusalCode | None:
         balances = self.balances
         owner = self._owners.get(tx.from_account)
         if owner is None or any(to not in balances for to, _ in tx.legs):
@@ -502,26 +552,26 @@ class Ledger:
         if balances[tx.from_account] < tx.total:
             return RefusalCode.INSUFFICIENT_FUNDS
         # All checks passed before the first write: the payout applies whole or not at all.
+        before.setdefault(tx.from_account, balances[tx.from_account])
         balances[tx.from_account] -= tx.total
-        changed.add(tx.from_account)
         for to, amount in tx.legs:
+            before.setdefault(to, balances[to])
             balances[to] += amount
-            changed.add(to)
         return None
 
-    def _issue(self, tx: Issue, changed: set[str]) -> RefusalCode | None:
+    def _issue(self, tx: Issue, before: dict[str, int]) -> RefusalCode | None:
         if tx.signer != self.issuer_id:
             return RefusalCode.NOT_AUTHORIZED
         if tx.to_account not in self.balances:
             return RefusalCode.UNKNOWN_ACCOUNT
         if self.issued_total - self.redeemed_total + tx.amount > AMOUNT_MAX:
             return RefusalCode.SUPPLY_LIMIT
+        before.setdefault(tx.to_account, self.balances[tx.to_account])
         self.balances[tx.to_account] += tx.amount
         self.issued_total += tx.amount
-        changed.add(tx.to_account)
         return None
 
-    def _redeem(self, tx: Redeem, changed: set[str]) -> RefusalCode | None:
+    def _redeem(self, tx: Redeem, before: dict[str, int]) -> RefusalCode | None:
         if tx.signer != self.issuer_id:
             return RefusalCode.NOT_AUTHORIZED
         balance = self.balances.get(tx.from_account)
@@ -529,9 +579,9 @@ class Ledger:
             return RefusalCode.UNKNOWN_ACCOUNT
         if balance < tx.amount:
             return RefusalCode.INSUFFICIENT_FUNDS
+        before.setdefault(tx.from_account, balance)
         self.balances[tx.from_account] = balance - tx.amount
         self.redeemed_total += tx.amount
-        changed.add(tx.from_account)
         return None
 
     def _prune_references(self, height: int) -> list[bytes]:

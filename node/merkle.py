@@ -54,10 +54,27 @@ def _root_of_hashes(hashes: Sequence[bytes]) -> bytes:
 
 
 def merkle_root(items: Sequence[bytes]) -> bytes:
-    """The RFC 6962 Merkle tree hash of `items` (the transactions' wire bytes)."""
+    """The RFC 6962 Merkle tree hash of `items` (the transactions' wire bytes).
+
+    Computed level by level, pairing neighbours and carrying an odd last node up
+    unchanged: this gives the same tree as RFC 6962's recursive split at the largest
+    power of two below n (both put the leftmost 2**k leaves in one complete subtree), in
+    one pass over each level and without slicing. tests/unit/test_merkle.py checks it
+    against the recursive definition and the RFC vectors.
+    """
     if not items:
         return hashlib.sha256(b"").digest()
-    return _root_of_hashes([leaf_hash(item) for item in items])
+    sha256 = hashlib.sha256
+    level = [sha256(b"\x00" + item).digest() for item in items]
+    while len(level) > 1:
+        odd = level[-1] if len(level) & 1 else None
+        level = [
+            sha256(b"\x01" + left + right).digest()
+            for left, right in zip(level[0::2], level[1::2], strict=False)
+        ]
+        if odd is not None:
+            level.append(odd)
+    return level[0]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -21,8 +21,7 @@ the same bytes), so one content has exactly one hash. `decode_tx` raises nothing
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgpack
 from nacl.bindings import crypto_sign_open
@@ -69,45 +68,58 @@ TAG_PAYOUT = b"somnet/tx/payout/v1"
 COMMON_FIELDS = 5  # tag, chain id, signer, uetr, expiry height
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TxBase:
+# Transactions are immutable NamedTuples, not frozen dataclasses: a node builds one per
+# transaction on its hot path, and a frozen dataclass's __init__ (one object.__setattr__
+# per field) costs about 2 us against 0.3 us here. Fields are read by name only. Every
+# kind starts with the same five fields: raw, tx_hash, signer, uetr, expiry_height.
+
+
+class Transfer(NamedTuple):
     raw: bytes  # the wire bytes: signature || signed bytes
     tx_hash: bytes  # sha256 of the signed bytes
     signer: str  # participant id whose key signs
     uetr: bytes  # 16-byte ISO 20022 end-to-end reference
     expiry_height: int  # last height at which the transaction may apply
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Transfer(TxBase):
     from_account: str
     to_account: str
     amount: int
     remittance: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Issue(TxBase):
+class Issue(NamedTuple):
     """The issuer creates som on an account against a reserve record."""
 
+    raw: bytes
+    tx_hash: bytes
+    signer: str
+    uetr: bytes
+    expiry_height: int
     to_account: str
     amount: int
     reserve_reference: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Redeem(TxBase):
+class Redeem(NamedTuple):
     """The issuer destroys som on an account against a reserve record."""
 
+    raw: bytes
+    tx_hash: bytes
+    signer: str
+    uetr: bytes
+    expiry_height: int
     from_account: str
     amount: int
     reserve_reference: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Payout(TxBase):
+class Payout(NamedTuple):
     """One debit, many credits, all or nothing."""
 
+    raw: bytes
+    tx_hash: bytes
+    signer: str
+    uetr: bytes
+    expiry_height: int
     from_account: str
     legs: tuple[tuple[str, int], ...]  # (to account, amount)
     total: int  # sum of the leg amounts, checked <= AMOUNT_MAX
@@ -140,6 +152,7 @@ def verify_tx_signature(tx: Tx, public_key: bytes) -> bool:
 # One packer, reused: Packer.pack runs in C without releasing the GIL and resets itself,
 # and saves building a Packer per call on the hot path.
 _PACKER = msgpack.Packer(use_bin_type=True)
+_sha256 = hashlib.sha256
 
 
 def _pack(obj: object) -> bytes:
@@ -291,8 +304,44 @@ def decode_tx(data: bytes, chain_id: str) -> Tx:
         raise _malformed(f"expected bytes of {SIGNATURE_SIZE + 1}..{TX_SIZE_MAX}")
     signed = data[SIGNATURE_SIZE:]
     f = _unpack(signed)
-    if _pack(f) != signed:
+    if _PACKER.pack(f) != signed:
         raise _malformed("not the canonical encoding")
+    if len(f) == COMMON_FIELDS + 4 and f[0] == TAG_TRANSFER and f[1] == chain_id:
+        transfer = _valid_transfer(f, data, signed)
+        if transfer is not None:
+            return transfer
+    return _decode_checked(f, data, signed, chain_id)  # names the refusal, or another kind
+
+
+def _valid_transfer(f: list[Any], data: bytes, signed: bytes) -> Transfer | None:
+    """The common case in one expression: a well-formed transfer of this chain, or None
+    (then `_decode_checked` finds which rule it breaks). Accepts exactly what the field
+    by field checks accept; tests/unit/test_tx.py compares the two."""
+    _, _, signer, uetr, expiry, from_, to, amount, remittance = f
+    if (
+        type(signer) is str
+        and 1 <= len(signer) <= ID_CHARS_MAX
+        and type(uetr) is bytes
+        and len(uetr) == UETR_SIZE
+        and type(expiry) is int
+        and 1 <= expiry <= HEIGHT_MAX
+        and type(from_) is str
+        and 1 <= len(from_) <= ID_CHARS_MAX
+        and type(to) is str
+        and 1 <= len(to) <= ID_CHARS_MAX
+        and type(amount) is int
+        and 1 <= amount <= AMOUNT_MAX
+        and type(remittance) is str
+        and len(remittance) <= REMITTANCE_CHARS_MAX
+        and from_ != to
+    ):
+        tx_hash = _sha256(signed).digest()
+        return Transfer(data, tx_hash, signer, uetr, expiry, from_, to, amount, remittance)
+    return None
+
+
+def _decode_checked(f: list[Any], data: bytes, signed: bytes, chain_id: str) -> Tx:
+    """Field by field, so a refusal names the first rule broken."""
     tag = f[0]
     if type(f[1]) is not str:
         raise _malformed("chain id: expected text")

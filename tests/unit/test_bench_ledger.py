@@ -14,11 +14,17 @@ FIELDS = {
     "block_size": int,
     "blocks": int,
     "sign_seconds": float,
-    "verify_per_second": int,
     "raw_verify_per_second": int,
-    "apply_per_second": int,
+    "raw_verify_per_cpu_second": int,
+    "verify_per_second": int,
+    "decode_per_cpu_second": int,
+    "validate_per_cpu_second": int,
+    "apply_per_cpu_second": int,
+    "store_per_cpu_second": int,
     "store_per_second": int,
-    "applied_and_stored_per_second": int,
+    "transfers_per_second": int,
+    "transfers_per_cpu_second": int,
+    "cpu_ratio_to_raw_verify": float,
     "store_bytes": int,
 }
 
@@ -43,8 +49,11 @@ def test_bench_ledger_json_shape() -> None:
     assert (result["accounts"], result["transfers"], result["block_size"]) == (50, 230, 100)
     assert result["blocks"] == 3
     assert result["store_bytes"] > 230 * 100  # every transfer was written
-    for name in ("verify_per_second", "raw_verify_per_second", "applied_and_stored_per_second"):
-        assert result[name] > 0
+    for name in FIELDS:
+        if name.endswith("_second"):
+            assert result[name] > 0, name
+    ratio = result["transfers_per_cpu_second"] / result["raw_verify_per_cpu_second"]
+    assert abs(result["cpu_ratio_to_raw_verify"] - ratio) <= 0.01
 
 
 def test_bench_ledger_refuses_bad_arguments() -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from consensus.wire import encode_certificate
-from node.block import ZERO_HASH
+from node.block import ZERO_HASH, Block
 from node.effects import BlockEffects
 from node.errors import BlockError, NodeError, RefusalCode, TxRefused
 from node.ledger import EXPIRY_HEIGHTS_MAX, Ledger, TxResult, decode_tx_result
@@ -313,7 +313,7 @@ def test_apply_refuses_a_block_that_does_not_follow(chain: Chain) -> None:
 
 def test_unknown_signer_is_not_authorized(chain: Chain) -> None:
     tx = decode_tx(transfer("bank-e", "bank-e", "bank-f", 1), CHAIN_ID)
-    stranger = dataclasses.replace(tx, signer="stranger")
+    stranger = tx._replace(signer="stranger")
     with pytest.raises(TxRefused) as info:
         chain.ledger.check_signature(stranger)
     assert info.value.code is RefusalCode.NOT_AUTHORIZED
@@ -355,3 +355,33 @@ def test_tx_result_encoding_round_trips_and_matches_the_ledger(chain: Chain) -> 
     for corrupt in (b"", b"\x00" * 12, b"\x63" + bytes(12), bytes(14)):
         with pytest.raises(NodeError, match="corrupt tx result"):
             decode_tx_result(corrupt)
+
+
+def test_each_block_checks_that_its_balance_changes_sum_to_net_issuance(
+    chain: Chain,
+) -> None:
+    ledger = chain.ledger
+    supply = ledger.issued_total - ledger.redeemed_total
+    ledger._check_block_conservation({}, supply)  # no change, no issuance: holds
+    # A balance that moved by 1 in a block that issued nothing breaks conservation.
+    ledger.balances["bank-e"] += 1
+    with pytest.raises(AssertionError):
+        ledger._check_block_conservation({"bank-e": ledger.balances["bank-e"] - 1}, supply)
+
+
+def test_an_unrecorded_balance_change_is_caught_by_the_periodic_full_sum(
+    chain: Chain,
+) -> None:
+    ledger = chain.ledger
+    ledger.balances["bank-f/savings"] += 1  # a bug that bypasses the block's records
+    with pytest.raises(AssertionError):
+        for _ in range(len(ledger.balances)):  # each block changes at least one account
+            chain.ledger.apply_block(*certified(chain, [transfer("bank-e", "bank-e", "bank-f", 1)]))
+
+
+def certified(chain: Chain, txs: list[bytes]) -> tuple[Block, bytes]:
+    block = chain.next_block(txs)
+    chain.ledger.validate_block(block)
+    certificate = certify(block)
+    chain.certificate = certificate
+    return block, encode_certificate(certificate)

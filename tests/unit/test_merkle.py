@@ -58,6 +58,21 @@ def test_reference_vectors() -> None:
     assert merkle_root([]) == hashlib.sha256(b"").digest()
 
 
+def rfc6962_root(items: list[bytes]) -> bytes:
+    """RFC 6962 section 2.1, literally: split at the largest power of two below n."""
+    if len(items) == 1:
+        return hashlib.sha256(b"\x00" + items[0]).digest()
+    k = 1 << ((len(items) - 1).bit_length() - 1)
+    left, right = rfc6962_root(items[:k]), rfc6962_root(items[k:])
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+@pytest.mark.parametrize("size", [*range(1, 70), 127, 128, 129, 1000, 4097])
+def test_level_by_level_root_matches_the_recursive_definition(size: int) -> None:
+    items = [i.to_bytes(4, "big") * (i % 3) for i in range(size)]
+    assert merkle_root(items) == rfc6962_root(items)
+
+
 def test_leaf_and_node_are_domain_separated() -> None:
     a, b = b"a", b"b"
     inner = hashlib.sha256(b"\x01" + leaf_hash(a) + leaf_hash(b)).digest()

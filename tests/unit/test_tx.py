@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import msgpack
 import pytest
 from hypothesis import given, settings
@@ -17,6 +19,8 @@ from node.tx import (
     Payout,
     Redeem,
     Transfer,
+    _decode_checked,
+    _valid_transfer,
     decode_tx,
     reference_key,
     verify_tx_signature,
@@ -209,3 +213,52 @@ def test_mutated_transactions_raise_only_tx_refused(data: st.DataObject) -> None
         decode_tx(bytes(raw[:cut]), CHAIN_ID)
     except TxRefused as exc:
         assert isinstance(exc.code, RefusalCode)
+
+
+FIELD_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-2, max_value=2**64 - 1),
+    st.sampled_from([AMOUNT_MAX, AMOUNT_MAX + 1, 2**63 - 1, 2**63]),
+    st.text(max_size=70),
+    st.sampled_from(["", "bank-e", "bank-f", "x" * 64, "x" * 65, "я" * 140, "я" * 141]),
+    st.binary(max_size=20),
+    st.sampled_from([bytes(15), bytes(16), bytes(17)]),
+)
+
+
+def transfer_outcome(data: bytes) -> object:
+    try:
+        return decode_tx(data, CHAIN_ID)
+    except TxRefused as exc:
+        return exc.code
+
+
+def checked_outcome(data: bytes) -> object:
+    """The field-by-field path alone, without decode_tx's transfer shortcut."""
+    signed_bytes = data[64:]
+    try:
+        return _decode_checked(msgpack.unpackb(signed_bytes), data, signed_bytes, CHAIN_ID)
+    except TxRefused as exc:
+        return exc.code
+
+
+@settings(max_examples=400)
+@given(
+    field=st.sampled_from(
+        ["chain", "signer", "uetr", "expiry", "from", "to", "amount", "remittance"]
+    ),
+    value=FIELD_VALUES,
+)
+def test_transfer_shortcut_agrees_with_the_field_checks(field: str, value: object) -> None:
+    data = signed(transfer_fields(**{field: value}))
+    assert transfer_outcome(data) == checked_outcome(data)
+
+
+def test_transfer_shortcut_is_taken_and_builds_the_same_transaction() -> None:
+    data = transfer("bank-e", "bank-e", "bank-f", 5, remittance="inv 42")
+    fields = msgpack.unpackb(data[64:])
+    fast = _valid_transfer(fields, data, data[64:])
+    assert fast is not None
+    assert fast == decode_tx(data, CHAIN_ID) == checked_outcome(data)
+    assert fast.tx_hash == hashlib.sha256(data[64:]).digest()
