@@ -1,83 +1,75 @@
-"""`somnet demo`: a short, readable tour of the consensus core under faults.
+"""`somnet demo`: a local network of real node processes with traffic between the banks.
 
-Until the networked node exists, the demo runs the simulator: 4 validators, one of them
-Byzantine, with network faults and crashes drawn per seed, and narrates each run.
+Initialises DIR (default ./devnet) if needed, starts 4 validators and 2 bank nodes as
+child processes, then sends signed transfers between the banks and prints, every second,
+the height, the finalized transfers and submit-to-final latency, until Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
-import time
+import asyncio
+from pathlib import Path
 
-from cli.sim import replay_command
-from consensus.messages import Height, ValidatorId
-from consensus.sim import SimParams, SimProgress, Simulation
+from cli.devnet import init_network, load_network, start_nodes, stop_nodes, wait_ready
+from cli.load import print_second, summary
+from cli.traffic import TrafficStats, banks_of, run_traffic
+from node.genesis import load_genesis
 
 __all__ = ["register"]
 
-DEMO_SEEDS = (3, 16, 37)  # an equivocating, a silent and a garbage-spewing Byzantine
+
+def run(args: argparse.Namespace) -> int:
+    home = Path(args.home)
+    if not (home / "network.json").exists():
+        init_network(
+            home,
+            validators=4,
+            banks=2,
+            chain_id="som-devnet",
+            host="127.0.0.1",
+            base_port=args.base_port,
+        )
+    entries = load_network(home)
+    chain_id = load_genesis(home / "genesis.json").chain_id
+    print(f"somnet demo: starting {len(entries)} nodes in {home} (logs: {home}/<node>/node.log)")
+    children = start_nodes(entries)
+    stats: TrafficStats | None = None
+    try:
+        for entry in entries:
+            print(f"  {entry.node_id:8} {entry.role:9} API {entry.api_url}")
+        if not wait_ready(entries, children):
+            print("somnet demo: the network did not become ready; see the node logs")
+            return 1
+        print(f"ready: sending {args.rate:g} transfers/s between the banks; Ctrl-C stops\n")
+        stats = asyncio.run(
+            run_traffic(
+                banks_of(entries),
+                chain_id=chain_id,
+                rate_per_s=args.rate,
+                duration_s=args.duration,
+                on_second=print_second,
+            )
+        )
+    except KeyboardInterrupt:
+        print("\nstopping")
+    finally:
+        stop_nodes(children)
+    if stats is not None and args.duration is not None:
+        for key, value in summary(stats, args.rate, args.duration).items():
+            print(f"{key:20} {value}")
+        return 0 if stats.final > 0 and stats.refused == 0 else 1
+    return 0
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
-        "demo", help="watch 4 simulated validators reach consensus under faults"
+        "demo", help="run a local 4-validator, 2-bank network with transfer traffic"
     )
-    parser.add_argument("--heights", type=int, default=5, help="heights per run (default 5)")
+    parser.add_argument("--home", default="devnet", help="network directory (default devnet)")
+    parser.add_argument("--rate", type=float, default=20.0, help="transfers per second")
+    parser.add_argument(
+        "--duration", type=float, default=None, help="seconds (default: until Ctrl-C)"
+    )
+    parser.add_argument("--base-port", type=int, default=26600)
     parser.set_defaults(handler=run)
-
-
-class _Narrator:
-    """Prints a line when every honest validator has decided a height."""
-
-    def __init__(self, seed: int, honest_count: int) -> None:
-        self.seed = seed
-        self.honest_count = honest_count
-        self.deciders: dict[Height, set[ValidatorId]] = {}
-
-    def __call__(self, progress: SimProgress) -> None:
-        deciders = self.deciders.setdefault(progress.height, set())
-        deciders.add(progress.validator_id)
-        if len(deciders) == self.honest_count:
-            print(
-                f"  t={progress.time_ms / 1000:7.3f}s  height {progress.height} final on all"
-                f" {self.honest_count} honest validators (block {progress.value_id.hex()[:8]},"
-                f" round {progress.round})",
-                flush=True,
-            )
-
-
-def run(args: argparse.Namespace) -> int:
-    params = SimParams(validators=4, heights=args.heights, byzantine=1)
-    print(
-        "somnet demo: 4 validators in one process on a virtual clock, 1 Byzantine,"
-        " real Ed25519 signatures; faults drawn per seed.\n"
-    )
-    started = time.monotonic()
-    failures = 0
-    for seed in DEMO_SEEDS:
-        narrator = _Narrator(seed, params.validators - params.byzantine)
-        simulation = Simulation(seed, params, observer=narrator)
-        print(f"seed {seed}:")
-        for line in simulation.plan.describe():
-            print(f"  fault: {line}")
-        result = simulation.run()
-        for byzantine in result.byzantine:
-            print(f"  Byzantine {byzantine}")
-        print(
-            f"  -> {result.decided_heights} heights decided by every honest validator in"
-            f" {result.virtual_time_ms / 1000:.2f} virtual s; {result.messages_sent} messages,"
-            f" {result.messages_dropped} dropped, {result.messages_rejected} garbage rejected,"
-            f" {result.evidence_reported} equivocations reported"
-        )
-        if result.ok:
-            print("  safety and liveness checks: passed\n")
-        else:
-            failures += 1
-            for violation in result.violations:
-                print(f"  VIOLATION {violation}")
-            print(f"  replay: {replay_command(params, seed)}\n")
-    print(
-        f"{len(DEMO_SEEDS)} runs, {failures} with violations,"
-        f" {time.monotonic() - started:.1f} s wall time."
-    )
-    return 0 if failures == 0 else 1

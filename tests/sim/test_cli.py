@@ -1,4 +1,4 @@
-"""`somnet sim` and `somnet demo`: exit codes, the JSON last line, replay lines."""
+"""`somnet sim`: exit codes, the JSON last line, replay lines."""
 
 from __future__ import annotations
 
@@ -82,10 +82,3 @@ def test_installed_entry_point_runs_as_a_process() -> None:
     last = json.loads(completed.stdout.strip().splitlines()[-1])
     assert set(last) >= {"seeds", "violations", "failed_seeds", "decided_heights", "wall_seconds"}
     assert completed.returncode == (0 if last["violations"] == 0 else 1)
-
-
-def test_demo_narrates_runs(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run_cli(["demo", "--heights", "2"], capsys)
-    assert "seed " in out
-    assert "height 2 final on all 3 honest validators" in out
-    assert code == (0 if "VIOLATION" not in out else 1)
