@@ -418,16 +418,19 @@ class Ledger:
         block_bytes: bytes | None,
     ) -> BlockEffects:
         height = block.header.height
-        before: dict[str, int] = {}  # changed account -> its balance before this block
+        # Each changed account's balance before and after this block. `after` repeats
+        # what `self.balances` holds, in a small dict that is cheap to read back.
+        before: dict[str, int] = {}
+        after: dict[str, int] = {}
         results: list[tuple[bytes, bytes]] = []
         added: list[tuple[bytes, bytes, int]] = []
         supply_before = self.issued_total - self.redeemed_total
-        self._apply_txs(txs, height, before, results, added)
+        self._apply_txs(txs, height, before, after, results, added)
         pruned = self._prune_references(height)
-        self._check_block_conservation(before, supply_before)
-        balances_now = self.balances
+        self._check_block_conservation(before, after, supply_before)
         # Account order makes the encoding canonical; the store writes in this order too.
-        balances = tuple([(account, balances_now[account]) for account in sorted(before)])
+        accounts = sorted(after)
+        balances = tuple(zip(accounts, [after[account] for account in accounts], strict=True))
         # msgpack encodes tuples as arrays: no per-item copies on this path.
         changes = (height, balances, self.issued_total, self.redeemed_total, results)
         changes_hash = hashlib.sha256(_pack(changes)).digest()
@@ -451,24 +454,23 @@ class Ledger:
             redeemed_total=self.redeemed_total,
         )
 
-    def _check_block_conservation(self, before: dict[str, int], supply_before: int) -> None:
+    def _check_block_conservation(
+        self, before: dict[str, int], after: dict[str, int], supply_before: int
+    ) -> None:
         """Conservation after every block, in O(changed accounts): the block's balance
         changes sum to its net issuance, and no balance is negative. By induction from the
         full sum at genesis or restore, the sum of all balances is still issued minus
         redeemed. A full O(accounts) sum still runs whenever as many changes as there
         are accounts accumulated (at most one extra addition per change), so a balance
         changed without being recorded (and so never stored) cannot go unnoticed."""
-        balances = self.balances
-        delta = 0
-        for account, balance_before in before.items():
-            balance = balances[account]
-            assert balance >= 0, account
-            delta += balance - balance_before
+        assert after.keys() == before.keys()
+        assert min(after.values(), default=0) >= 0
+        delta = sum(after.values()) - sum(before.values())
         supply = self.issued_total - self.redeemed_total
         assert delta == supply - supply_before, (delta, supply, supply_before)
         assert 0 <= supply <= AMOUNT_MAX
-        self._changes_since_full_check += len(before)
-        if self._changes_since_full_check >= len(balances):
+        self._changes_since_full_check += len(after)
+        if self._changes_since_full_check >= len(self.balances):
             self.check_conservation()
 
     def _apply_txs(
@@ -476,6 +478,7 @@ class Ledger:
         txs: Iterable[Tx],
         height: int,
         before: dict[str, int],
+        after: dict[str, int],
         results: list[tuple[bytes, bytes]],
         added: list[tuple[bytes, bytes, int]],
     ) -> None:
@@ -487,28 +490,32 @@ class Ledger:
         pack_result = _RESULT.pack
         keys_by_expiry = self._keys_by_expiry
         expiry_max = height + EXPIRY_HEIGHTS_MAX
+        expiry_keys: list[bytes] = []  # keys_by_expiry[last_expiry], kept across txs
+        last_expiry = -1  # no transaction has it
         for index, tx in enumerate(txs):
+            if type(tx) is Transfer:  # one unpacking instead of an attribute load each
+                _, tx_hash, signer, uetr, expiry, from_account, to_account, amount, _ = tx
+            else:
+                tx_hash, signer, uetr, expiry = tx.tx_hash, tx.signer, tx.uetr, tx.expiry_height
             first: bytes | None = None
-            expiry = tx.expiry_height
-            code: RefusalCode | None
+            code: int
             if expiry < height:
                 code = RefusalCode.EXPIRED
             elif expiry > expiry_max:
                 code = RefusalCode.EXPIRY_TOO_FAR
             else:
-                key = tx.uetr + tx.signer.encode()
+                key = uetr + signer.encode()
                 reference = references.get(key)
                 if reference is not None:
-                    if reference[0] == tx.tx_hash:
+                    if reference[0] == tx_hash:
                         continue  # a resubmission: the first result stands
                     code, first = RefusalCode.DUPLICATE, reference[0]
                 elif type(tx) is Transfer:
-                    from_account, to_account, amount = tx.from_account, tx.to_account, tx.amount
                     owner = owners.get(from_account)
                     to_balance = balances.get(to_account)
                     if owner is None or to_balance is None:
                         code = RefusalCode.UNKNOWN_ACCOUNT
-                    elif owner != tx.signer:
+                    elif owner != signer:
                         code = RefusalCode.NOT_AUTHORIZED
                     elif balances[from_account] < amount:
                         code = RefusalCode.INSUFFICIENT_FUNDS
@@ -518,31 +525,43 @@ class Ledger:
                             before[from_account] = from_balance
                         if to_account not in before:
                             before[to_account] = to_balance
-                        balances[from_account] = from_balance - amount
-                        balances[to_account] = to_balance + amount
-                        code = None
+                        balances[from_account] = after[from_account] = from_balance - amount
+                        balances[to_account] = after[to_account] = to_balance + amount
+                        code = APPLIED
                 else:
-                    code = self._execute(tx, before)
+                    refusal = self._execute(tx, before, after)
+                    code = APPLIED if refusal is None else refusal
                 if reference is None:
-                    references[key] = (tx.tx_hash, expiry)
-                    keys_by_expiry.setdefault(expiry, []).append(key)
-                    added.append((key, tx.tx_hash, expiry))
-            result = pack_result(APPLIED if code is None else code, height, index)
-            results.append((tx.tx_hash, result if first is None else result + first))
+                    references[key] = (tx_hash, expiry)
+                    if expiry != last_expiry:
+                        expiry_keys = keys_by_expiry.setdefault(expiry, [])
+                        last_expiry = expiry
+                    expiry_keys.append(key)
+                    added.append((key, tx_hash, expiry))
+            result = pack_result(code, height, index)
+            results.append((tx_hash, result if first is None else result + first))
 
-    def _execute(self, tx: Tx, before: dict[str, int]) -> RefusalCode | None:
+    def _execute(self, tx: Tx, before: dict[str, int], after: dict[str, int]) -> RefusalCode | None:
         """Apply one transaction's business rule; None if applied, else why refused.
-        Every rule records an account's balance in `before` before its first change.
         (Transfers are applied inline in `_apply_txs`.)"""
         assert type(tx) is not Transfer
+        changes: list[tuple[str, int]] = []  # (account, amount added), all or nothing
         if type(tx) is Payout:
-            return self._payout(tx, before)
-        if type(tx) is Issue:
-            return self._issue(tx, before)
-        assert type(tx) is Redeem
-        return self._redeem(tx, before)
+            code = self._payout(tx, changes)
+        elif type(tx) is Issue:
+            code = self._issue(tx, changes)
+        else:
+            assert type(tx) is Redeem
+            code = self._redeem(tx, changes)
+        assert code is None or not changes
+        balances = self.balances
+        for account, amount in changes:
+            balance = balances[account]
+            before.setdefault(account, balance)
+            balances[account] = after[account] = balance + amount
+        return code
 
-    def _payout(self, tx: Payout, before: dict[str, int]) -> RefusalCode | None:
+    def _payout(self, tx: Payout, changes: list[tuple[str, int]]) -> RefusalCode | None:
         balances = self.balances
         owner = self._owners.get(tx.from_account)
         if owner is None or any(to not in balances for to, _ in tx.legs):
@@ -551,27 +570,22 @@ class Ledger:
             return RefusalCode.NOT_AUTHORIZED
         if balances[tx.from_account] < tx.total:
             return RefusalCode.INSUFFICIENT_FUNDS
-        # All checks passed before the first write: the payout applies whole or not at all.
-        before.setdefault(tx.from_account, balances[tx.from_account])
-        balances[tx.from_account] -= tx.total
-        for to, amount in tx.legs:
-            before.setdefault(to, balances[to])
-            balances[to] += amount
+        changes.append((tx.from_account, -tx.total))
+        changes.extend(tx.legs)
         return None
 
-    def _issue(self, tx: Issue, before: dict[str, int]) -> RefusalCode | None:
+    def _issue(self, tx: Issue, changes: list[tuple[str, int]]) -> RefusalCode | None:
         if tx.signer != self.issuer_id:
             return RefusalCode.NOT_AUTHORIZED
         if tx.to_account not in self.balances:
             return RefusalCode.UNKNOWN_ACCOUNT
         if self.issued_total - self.redeemed_total + tx.amount > AMOUNT_MAX:
             return RefusalCode.SUPPLY_LIMIT
-        before.setdefault(tx.to_account, self.balances[tx.to_account])
-        self.balances[tx.to_account] += tx.amount
+        changes.append((tx.to_account, tx.amount))
         self.issued_total += tx.amount
         return None
 
-    def _redeem(self, tx: Redeem, before: dict[str, int]) -> RefusalCode | None:
+    def _redeem(self, tx: Redeem, changes: list[tuple[str, int]]) -> RefusalCode | None:
         if tx.signer != self.issuer_id:
             return RefusalCode.NOT_AUTHORIZED
         balance = self.balances.get(tx.from_account)
@@ -579,8 +593,7 @@ class Ledger:
             return RefusalCode.UNKNOWN_ACCOUNT
         if balance < tx.amount:
             return RefusalCode.INSUFFICIENT_FUNDS
-        before.setdefault(tx.from_account, balance)
-        self.balances[tx.from_account] = balance - tx.amount
+        changes.append((tx.from_account, -tx.amount))
         self.redeemed_total += tx.amount
         return None
 

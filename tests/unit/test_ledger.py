@@ -362,11 +362,16 @@ def test_each_block_checks_that_its_balance_changes_sum_to_net_issuance(
 ) -> None:
     ledger = chain.ledger
     supply = ledger.issued_total - ledger.redeemed_total
-    ledger._check_block_conservation({}, supply)  # no change, no issuance: holds
+    ledger._check_block_conservation({}, {}, supply)  # no change, no issuance: holds
+    balance = ledger.balances["bank-e"]
+    ledger._check_block_conservation({"bank-e": balance}, {"bank-e": balance}, supply)
     # A balance that moved by 1 in a block that issued nothing breaks conservation.
-    ledger.balances["bank-e"] += 1
     with pytest.raises(AssertionError):
-        ledger._check_block_conservation({"bank-e": ledger.balances["bank-e"] - 1}, supply)
+        ledger._check_block_conservation({"bank-e": balance}, {"bank-e": balance + 1}, supply)
+    with pytest.raises(AssertionError):  # and so does a negative balance
+        ledger._check_block_conservation(
+            {"bank-e": 0, "bank-f": 0}, {"bank-e": -1, "bank-f": 1}, supply
+        )
 
 
 def test_an_unrecorded_balance_change_is_caught_by_the_periodic_full_sum(
