@@ -31,7 +31,7 @@ def parse_som(text: str) -> int:
     whole, fraction = match.group(1), (match.group(2) or ".")[1:]
     tyiyn = int(whole) * 100 + int(fraction.ljust(2, "0"))
     if tyiyn < 1:
-        raise ValueError("amount must be positive")
+        raise ValueError(f"amount {text!r}: must be positive")
     return tyiyn
 
 

@@ -72,10 +72,13 @@ def load(home: Path) -> Loaded:
     """Everything a node needs from disk, checked; any fault is fatal with a reason."""
     try:
         config = load_config(home)
-        genesis = load_genesis(config.genesis_file)
         key = load_key_file(config.key_file)
-    except (ConfigError, GenesisError, KeyFileError) as exc:
+    except (ConfigError, KeyFileError) as exc:
         fatal(FatalReason.CONFIG, str(exc))
+    try:
+        genesis = load_genesis(config.genesis_file)
+    except GenesisError as exc:
+        fatal(FatalReason.CONFIG, f"{config.genesis_file}: {exc}")
     me = next((p for p in genesis.participants if p.participant_id == config.node_id), None)
     if me is None:
         fatal(FatalReason.CONFIG, f"node.id {config.node_id!r} is not a genesis participant")
