@@ -142,7 +142,10 @@ class Driver:
         self._validator_peers = validator_peers
         self._all_peers = all_peers
         self.limits = limits
-        self.inbox: asyncio.Queue[Input] = asyncio.Queue(maxsize=INBOX_MAX)
+        # Unbounded as a queue, but only our own events (timers the replica armed, one
+        # pending wake-up) enter without a check; peer payloads respect INBOX_MAX.
+        self.inbox: asyncio.Queue[Input] = asyncio.Queue()
+        self._wake_pending = False
         self.counters: collections.Counter[str] = collections.Counter()
         self.peer_heights: dict[str, int] = {}
         self.last_certificate: CommitCertificate | None = self._load_last_certificate()
@@ -177,15 +180,21 @@ class Driver:
         finally:
             status.cancel()
 
-    def submit(self, item: Input) -> None:
-        """Enqueue from a callback; a full inbox drops (peers re-send, clients retry)."""
-        try:
-            self.inbox.put_nowait(item)
-        except asyncio.QueueFull:
+    def submit_from_peer(self, item: PeerPayload) -> None:
+        """Enqueue a peer's payload; a full inbox drops it (consensus re-sends, sync
+        re-asks). Timers are never dropped: a lost timeout could stall a round."""
+        if self.inbox.qsize() >= INBOX_MAX:
             self.counters["inbox_full_dropped"] += 1
+            return
+        self.inbox.put_nowait(item)
+
+    def _submit_timeout(self, event: TimeoutFired) -> None:
+        self.inbox.put_nowait(event)
 
     def wake(self) -> None:
-        self.submit(Wake())
+        if not self._wake_pending:  # one pending wake-up is enough
+            self._wake_pending = True
+            self.inbox.put_nowait(Wake())
 
     def now_ms(self) -> int:
         return int(self._loop.time() * 1000)
@@ -195,6 +204,7 @@ class Driver:
             case PeerPayload():
                 self._on_peer_payload(item.peer_id, item.payload)
             case Wake():
+                self._wake_pending = False
                 self._maybe_start_height(force=False)
                 self._maybe_sync()
             case _:
@@ -240,7 +250,7 @@ class Driver:
 
     def _arm(self, action: ArmTimer) -> None:
         event = TimeoutFired(height=action.height, round=action.round, timer=action.timer)
-        self._loop.call_at(action.deadline_ms / 1000, self.submit, event)
+        self._loop.call_at(action.deadline_ms / 1000, self._submit_timeout, event)
 
     def _check_value(self, height: Height, value: Value) -> ValueChecked:
         valid = False
@@ -393,8 +403,9 @@ class Driver:
     def _serve_sync(self, peer_id: str, request: SyncRequest) -> None:
         blocks: list[tuple[bytes, bytes]] = []
         size = 0
+        first = max(request.first_height, 1)  # a peer's request; height 0 has no block
         last = min(request.first_height + request.count - 1, self.ledger.height)
-        for height in range(request.first_height, last + 1):
+        for height in range(first, last + 1):
             block = self.store.load_block(height)
             certificate = self.store.load_certificate(height)
             assert block is not None and certificate is not None
@@ -402,8 +413,8 @@ class Driver:
                 break
             blocks.append((block, certificate))
             size += len(block) + len(certificate)
-        if blocks:
-            self._send(peer_id, encode_payload(SyncBlocks(blocks=tuple(blocks))))
+        # Answered even when empty, so the asker moves on at once instead of timing out.
+        self._send(peer_id, encode_payload(SyncBlocks(blocks=tuple(blocks))))
 
     def _on_sync_blocks(self, peer_id: str, payload: SyncBlocks) -> None:
         if self._sync_asked is not None and self._sync_asked[0] == peer_id:

@@ -198,7 +198,7 @@ async def serve(loaded: Loaded, stop: asyncio.Event) -> None:
         if isinstance(payload, Txs):
             admit_gossip(driver, payload)
         else:
-            driver.submit(PeerPayload(peer_id=peer_id, payload=payload))
+            driver.submit_from_peer(PeerPayload(peer_id=peer_id, payload=payload))
 
     known_keys = {p.participant_id: p.public_key for p in loaded.genesis.participants}
     network = PeerNetwork(
