@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -175,3 +176,23 @@ def test_unknown_garbage_and_oversized_peers_are_refused(network: Network) -> No
     assert "malformed frame" in log
     assert "link closed with error" in log  # the oversized frame
     assert network.alive(target)
+
+
+def test_paused_validator_never_blocks_the_others(network: Network) -> None:
+    network.start()
+    network.wait_height(list(network.entries), 2)
+    paused = network.validators[-1]
+    network.processes[paused].send_signal(signal.SIGSTOP)  # alive, reads nothing
+    try:
+        others = [n for n in network.entries if n != paused]
+        bank_1, bank_2 = network.banks
+        at_pause = max(network.height(n) for n in others)
+        # Traffic large enough to fill the paused peer's socket buffers and send queue.
+        for _ in range(3):
+            txs = [network.sign_transfer(bank_1, bank_2, 1) for _ in range(200)]
+            hashes = [network.submit(bank_1, tx) for tx in txs]
+        assert network.wait_final(bank_2, hashes[-1])["status"] == "final"
+        network.wait_height(others, at_pause + 10)
+    finally:
+        network.processes[paused].send_signal(signal.SIGCONT)
+    network.wait_height([paused], max(network.height(n) for n in network.entries if n != paused))
