@@ -24,9 +24,12 @@ Rules of this implementation (the paper leaves them to the implementer):
   replica may lose track of what it signed, so it skips a step rather than risk a
   second, conflicting signature (SPEC "signing guard").
 - Own messages are counted immediately; they are re-sent on a `REBROADCAST` timer so the
-  protocol survives message loss without ever re-signing.
-- Memory is bounded: one vote per validator per (round, type), votes only for rounds up
-  to ROUNDS_AHEAD_MAX past the current one, a bounded buffer for the next height.
+  protocol survives message loss without ever re-signing. With a validValue, the
+  prevotes that prove it (its proof of lock) are forwarded too, so a replica locked on
+  another value can still obtain the proof L28 asks for.
+- Memory is bounded: per (round, type) one vote per validator and relevant value (see
+  consensus.quorum), votes only for rounds up to ROUNDS_AHEAD_MAX past the current one,
+  a bounded buffer for the next height.
 """
 
 from __future__ import annotations
@@ -198,8 +201,12 @@ class Replica:
             if isinstance(action, Persist):
                 persisted = True
             elif isinstance(action, Broadcast) and not persisted:
-                # Without a Persist in this list, it must be a re-send of an old message.
-                assert action.message in self.own.values()
+                # Without a Persist in this list, it must be a re-send of an old message
+                # of ours or a forwarded vote we hold (a proof of lock).
+                message = action.message
+                assert message in self.own.values() or (
+                    isinstance(message, Vote) and self.votes.holds(message)
+                )
         assert sum(isinstance(a, Decide) for a in out) <= 1
 
     # -----------------------------------------------------------------------------------
@@ -287,6 +294,10 @@ class Replica:
         self.validity[value.value_id] = (value.payload, True)
         self._persist_signed(Step.PROPOSE, out)
         out.append(Broadcast(message=proposal))
+        if valid_round != NIL_ROUND:
+            # L16 re-proposes validValue: send its proof of lock along, since a replica
+            # locked on another value may lack it (lost, or hidden by an equivocator).
+            out.extend(Broadcast(message=vote) for vote in self._proof_of_lock())
         assert self.round not in self.proposals  # the guard stops a second proposal
         self.proposals[self.round] = proposal
         self.votes.note_round(self.me, self.round)
@@ -347,7 +358,7 @@ class Replica:
         vote = self.signer.sign_vote(vote_type, self.height, self.round, value_id)
         self._persist_signed(step, out)
         out.append(Broadcast(message=vote))
-        result, _ = self.votes.add(vote)
+        result, _ = self.votes.add(vote, count_conflict=False)
         assert result is AddResult.ADDED  # nothing of ours was counted at this position
         self.own[(self.round, step)] = vote
 
@@ -365,7 +376,12 @@ class Replica:
     # Peer messages: validation first, then routing by height and round.
 
     def _on_message(self, message: Message, now_ms: int, out: list[Action]) -> None:
-        reason = self._shape_error(message) or self._sender_error(message)
+        reason = self._shape_error(message)
+        if reason is None and self._already_held(message):
+            # The same bytes passed every check before; rebroadcasts and forwarded proofs
+            # of lock repeat messages often, and a signature check is the costly part.
+            reason = "duplicate"
+        reason = reason or self._sender_error(message)
         if reason is None and self._is_unknown_own_message(message):
             reason = "own_message_not_signed_here"
         if reason is not None:
@@ -413,6 +429,14 @@ class Replica:
         ):
             return "malformed"
         return None
+
+    def _already_held(self, message: Message) -> bool:
+        """This exact message of the current height is already kept (shape checked)."""
+        if not self.started or message.height != self.height:
+            return False
+        if isinstance(message, Proposal):
+            return self.proposals.get(message.round) == message
+        return self.votes.holds(message)
 
     def _sender_error(self, message: Message) -> str | None:
         """Membership, the round's proposer, and the signature (the costly check, last)."""
@@ -498,8 +522,10 @@ class Replica:
 
     def _on_vote(self, vote: Vote, out: list[Action]) -> None:
         # The tally decides what a vote is: new, a harmless repeat (rebroadcasts and
-        # duplicating networks make these common), or a second, different vote.
-        result, first = self.votes.add(vote)
+        # duplicating networks make these common), or a second, different vote. The
+        # paper counts messages per value, so a second vote still counts for its value
+        # if that value can matter here (see consensus.quorum for why and the bound).
+        result, first = self.votes.add(vote, count_conflict=self._is_relevant(vote.value_id))
         if result is AddResult.DUPLICATE:
             self.dropped["duplicate"] += 1
         elif result is AddResult.CONFLICT:
@@ -512,6 +538,17 @@ class Replica:
             if key not in self.evidence_reported:
                 self.evidence_reported.add(key)
                 out.append(ReportEvidence(evidence=Evidence(first=first, second=vote)))
+
+    def _is_relevant(self, value_id: bytes | None) -> bool:
+        """Nil, or a value a rule of this height can act on: one proposed at this height
+        (L36, L28, L49 all need the proposal), the lock or the valid value."""
+        if value_id is None:
+            return True
+        if any(p.value.value_id == value_id for p in self.proposals.values()):
+            return True
+        return any(
+            v is not None and v.value_id == value_id for v in (self.locked_value, self.valid_value)
+        )
 
     # -----------------------------------------------------------------------------------
     # valid(v): asked of the application once per value id, answers cached.
@@ -614,13 +651,25 @@ class Replica:
 
     def _rebroadcast(self, now_ms: int, out: list[Action]) -> None:
         """Re-send our own signed messages of the latest rounds, unchanged (no new
-        signature, so no Persist), and keep exactly one rebroadcast timer armed."""
-        fresh = [a.message for a in out if isinstance(a, Broadcast)]  # signed just now
-        for key in sorted(self.own):
-            if self.own[key] not in fresh:
-                out.append(Broadcast(message=self.own[key]))
+        signature, so no Persist), and the proof of lock of validValue while undecided;
+        keep exactly one rebroadcast timer armed."""
+        sent = [a.message for a in out if isinstance(a, Broadcast)]  # sent just now
+        resend: list[Message] = [self.own[key] for key in sorted(self.own)]
+        if not self.decided:
+            # Without this a replica locked on another value may never see 2f+1 prevotes
+            # for validValue in validRound: own messages are re-sent for two rounds only,
+            # and an equivocator may have shown it another vote (sim seeds 2 and 1473).
+            resend += [v for v in self._proof_of_lock() if v not in resend]
+        out.extend(Broadcast(message=m) for m in resend if m not in sent)
         out.append(self._timer(now_ms + self.config.rebroadcast_ms, Timer.REBROADCAST))
         assert all(m.height == self.height for m in self.own.values())
+
+    def _proof_of_lock(self) -> tuple[Vote, ...]:
+        """The prevotes we hold for validValue in validRound (the POL L28 asks for)."""
+        if self.valid_value is None or self.valid_round == NIL_ROUND:
+            return ()
+        tally = self.votes.tally(self.valid_round, VoteType.PREVOTE)
+        return tally.votes_for(self.valid_value.value_id)
 
     # -----------------------------------------------------------------------------------
     # Block sync.

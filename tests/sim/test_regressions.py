@@ -48,3 +48,16 @@ def test_seed_4_double_vote_hides_the_lock() -> None:
     """A Byzantine prevotes nil to some and the value to others; the lock it helped form
     cannot be proven to the nodes that counted its nil vote."""
     check(4, NO_CRASH_ONE_BYZANTINE)
+
+
+ALL_FAULTS_ONE_BYZANTINE = SimParams(validators=4, heights=5, byzantine=1)
+
+
+def test_seed_1473_locked_replica_never_sees_the_proof_hidden_by_a_double_vote() -> None:
+    """Height 5, after heal: the double-voting Byzantine prevoted aac6eb in round 1 to
+    v00/v03 (who locked it) and d0a483 to v01 (locked on d0a483 since round 0). v01
+    counted only the first vote, and nobody re-sent round-1 prevotes, so it never saw
+    the proof of lock and prevoted nil on every re-proposal; rounds reached 13 with no
+    decision. Fixed by counting conflicting votes per value and forwarding the proof of
+    lock (test_l28_* in tests/unit/test_replica_paper.py pin the mechanism)."""
+    check(1473, ALL_FAULTS_ONE_BYZANTINE)

@@ -227,7 +227,7 @@ def test_before_the_first_height_messages_wait_for_it() -> None:
 # Evidence.
 
 
-def test_equivocation_is_reported_once_and_the_first_vote_stays_counted() -> None:
+def test_equivocation_is_reported_once_and_an_unproposed_second_value_is_not_counted() -> None:
     replica = started()
     first, second, third = (prevote(V1, 1, 0, v) for v in (X, Y, None))
     assert feed(replica, [received(first)]) == []
@@ -242,6 +242,21 @@ def test_equivocation_is_reported_once_and_the_first_vote_stays_counted() -> Non
     feed(replica, [received(precommit(V1, 1, 0, X))])
     out = replica.step(received(precommit(V1, 1, 0, Y)), 0)
     assert len(of_type(out, ReportEvidence)) == 1
+
+
+def test_a_second_vote_for_a_proposed_value_counts_for_it_but_once_for_anything() -> None:
+    """The paper counts messages per value; safety holds since two quorums in one round
+    would need more than 1/3 voting both ways (consensus.quorum)."""
+    replica = started()
+    feed(replica, [received(proposal(1, 0, Y))])
+    first, second = prevote(V1, 1, 0, X), prevote(V1, 1, 0, Y)
+    out = feed(replica, [received(first), received(second), received(second)])
+    assert len(of_type(out, ReportEvidence)) == 1
+    assert prevote_power(replica, 0, X) == 1
+    assert prevote_power(replica, 0, Y) == 1
+    assert replica.votes.tally(Round(0), VoteType.PREVOTE).power_any == 1
+    assert replica.dropped["duplicate"] == 1
+    assert replica.dropped["equivocation"] == 1
 
 
 # ---------------------------------------------------------------------------------------

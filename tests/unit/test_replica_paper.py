@@ -22,6 +22,7 @@ from consensus.messages import (
     HeightStarted,
     Persist,
     Proposal,
+    ReportEvidence,
     Round,
     Step,
     TimeoutFired,
@@ -220,6 +221,40 @@ def test_l28_a_re_proposal_against_the_lock_waits_for_its_proof_of_lock() -> Non
     assert votes_out(out, VoteType.PREVOTE) == []
     out = feed(replica, [received(prevote(v, 1, 1, Y)) for v in (V1, V2, V3)])
     assert [v.value_id for v in votes_out(out, VoteType.PREVOTE)] == [Y.value_id]
+
+
+def test_l28_an_equivocators_second_prevote_completes_the_proof_of_lock() -> None:
+    """Sim seeds 4 and 1473: a Byzantine prevoted X to us and Y to the others, and the
+    others locked Y. The paper counts messages per value, so its Y prevote (forwarded
+    to us later) must count for Y, or our lock on X is never released."""
+    replica = started()
+    lock(replica, X, 0)
+    feed(replica, [received(prevote(V2, 1, 1, X))])
+    feed(replica, [received(prevote(v, 1, 1, Y)) for v in (V1, V3)])
+    skip_to(replica, 2)
+    out = feed(replica, [received(proposal(1, 2, Y, valid_round=1)), checked(Y)])
+    assert votes_out(out, VoteType.PREVOTE) == []  # 2 of 4 prevotes for Y in round 1
+    out = replica.step(received(prevote(V2, 1, 1, Y)), 0)
+    assert len(of_type(out, ReportEvidence)) == 1
+    assert [v.value_id for v in votes_out(out, VoteType.PREVOTE)] == [Y.value_id]
+    # The equivocator still counts once towards "2f+1 for anything" (L34).
+    assert replica.votes.tally(Round(1), VoteType.PREVOTE).power_any == 3
+
+
+def test_l28_the_proof_of_lock_is_forwarded_with_the_re_proposal_and_on_rebroadcast() -> None:
+    """A replica locked on another value can only release it with the proof (L28); the
+    holders of validValue send it along, since its voters re-send only two rounds."""
+    replica = started(V2)  # proposer of round 1
+    lock(replica, X, 0)  # prevotes of V0, V1 and its own for X in round 0
+    proof = replica.votes.tally(Round(0), VoteType.PREVOTE).votes_for(X.value_id)
+    assert {v.voter for v in proof} == {V0, V1, V2}
+    feed(replica, [received(precommit(v, 1, 0, None)) for v in (V0, V1, V3)])
+    out = replica.step(timeout(0, Timer.PRECOMMIT), 100)  # L65, then L16 re-proposes X
+    assert set(proof) <= set(broadcasts(out))
+    out = replica.step(timeout(1, Timer.REBROADCAST), 300)
+    sent = broadcasts(out)
+    assert set(proof) <= set(sent)
+    assert len(sent) == len(set(sent))  # no message twice in one tick
 
 
 @pytest.mark.parametrize("locked", [False, True], ids=["unlocked", "locked-on-v"])
