@@ -11,6 +11,12 @@ Theory of operation.
   transaction. If the marker exists, the store must exist and be non-empty: a missing,
   truncated or emptied data.mdb is `StoreCorrupted`, never a fresh empty chain. The size
   check reads LMDB's meta pages before the file is mapped (node/lmdb_header.py).
+- Transaction results: one sealed `tx_results` record per height holds every result of
+  that block, in block order (layout at `_encode_tx_results`), written with append=True.
+  The `tx_index` maps a tx hash to (height, index) and is NOT sealed: every lookup
+  cross-checks it against the sealed per-block record, whose entry must carry the same
+  tx hash, so a damaged index entry is `StoreCorrupted` naming its key. This saves a
+  seal and a larger random-key record per transaction, the store's hottest path.
 - At open the hash chain is verified over all heights from the small `chain` records
   (height -> block hash, previous hash), and the sub-databases' entry counts and ends
   must agree with the tip.
@@ -23,10 +29,12 @@ go to the end of the tree.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +61,7 @@ __all__ = [
 MAP_SIZE_BYTES_DEFAULT = 64 * 1024**3
 MARKER_NAME = "somnet.store"
 DATA_NAME = "data.mdb"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: tx results in one record per height, unsealed tx index
 HASH_SIZE = 32
 HEIGHT_MAX = 2**63 - 1
 BALANCE_MAX = 2**63 - 1
@@ -68,6 +76,7 @@ DB_CERTIFICATES = b"certificates"
 DB_BLOCK_HASHES = b"block_hashes"
 DB_CHAIN = b"chain"
 DB_TX_INDEX = b"tx_index"
+DB_TX_RESULTS = b"tx_results"
 DB_BALANCES = b"balances"
 DB_REFERENCES = b"references"
 DB_CONSENSUS = b"consensus"
@@ -78,6 +87,7 @@ DB_NAMES = (
     DB_BLOCK_HASHES,
     DB_CHAIN,
     DB_TX_INDEX,
+    DB_TX_RESULTS,
     DB_BALANCES,
     DB_REFERENCES,
     DB_CONSENSUS,
@@ -91,6 +101,9 @@ KEY_DURABLE = b"durable"
 
 TIP_SIZE = 8 + HASH_SIZE + HASH_SIZE + 16 + 16
 CHAIN_SIZE = HASH_SIZE + HASH_SIZE
+TX_POSITION = struct.Struct(">QI")  # tx_index value: height, index in the block
+TX_COUNT = struct.Struct(">I")
+TX_COUNT_MAX = 2**32 - 1
 
 
 class StoreError(NodeError):
@@ -153,6 +166,36 @@ def _decode_tip(data: bytes) -> StoreTip:
         issued_total=int.from_bytes(data[72:88], "big"),
         redeemed_total=int.from_bytes(data[88:104], "big"),
     )
+
+
+def _encode_tx_results(results: Sequence[tuple[bytes, bytes]]) -> bytes:
+    """One height's results: count n (4 bytes), the n tx hashes (32 bytes each), the n
+    end offsets of the results (4 bytes each, cumulative), then the results themselves.
+    Fixed-size parts first, so entry i is found without scanning."""
+    count = len(results)
+    assert count <= TX_COUNT_MAX
+    if not count:
+        return TX_COUNT.pack(0)
+    hashes, values = zip(*results, strict=True)
+    joined_hashes = b"".join(hashes)
+    assert len(joined_hashes) == HASH_SIZE * count and all(len(h) == HASH_SIZE for h in hashes)
+    joined_values = b"".join(values)
+    ends = struct.pack(f">{count}I", *itertools.accumulate(map(len, values)))
+    return b"".join((TX_COUNT.pack(count), joined_hashes, ends, joined_values))
+
+
+def _tx_result_at(record: bytes, index: int) -> tuple[bytes, bytes] | None:
+    """(tx hash, result) of entry `index` of a per-height record; None if out of range."""
+    (count,) = TX_COUNT.unpack_from(record)
+    if index >= count:
+        return None
+    hashes_at = TX_COUNT.size
+    ends_at = hashes_at + HASH_SIZE * count
+    values_at = ends_at + TX_COUNT.size * count
+    tx_hash = record[hashes_at + HASH_SIZE * index : hashes_at + HASH_SIZE * (index + 1)]
+    end = TX_COUNT.unpack_from(record, ends_at + TX_COUNT.size * index)[0]
+    start = TX_COUNT.unpack_from(record, ends_at + TX_COUNT.size * (index - 1))[0] if index else 0
+    return tx_hash, record[values_at + start : values_at + end]
 
 
 def _fsync_directory(path: Path) -> None:
@@ -492,9 +535,26 @@ class Store:
         )
         assert added, "a block hash is stored twice"
 
+    def _put_tx_results(self, txn: lmdb.Transaction, effects: BlockEffects) -> None:
+        key = height_key(effects.height)
+        record = seal(DB_TX_RESULTS, key, _encode_tx_results(effects.tx_results))
+        added = txn.put(key, record, db=self._dbs[DB_TX_RESULTS], append=True)
+        assert added, ("tx_results", effects.height)
+        count = len(effects.tx_results)
+        if not count:
+            return
+        positions = map(TX_POSITION.pack, itertools.repeat(effects.height, count), range(count))
+        # Sorted keys fill leaf pages in order. A hash that repeats (a transaction that
+        # expired again) keeps its last position: equal keys sort by position.
+        index = sorted(zip([h for h, _ in effects.tx_results], positions, strict=True))
+        with txn.cursor(db=self._dbs[DB_TX_INDEX]) as cursor:
+            consumed, _ = cursor.putmulti(index, overwrite=True)
+        assert consumed == count, (consumed, count)
+
     def _put_ledger_state(self, txn: lmdb.Transaction, effects: BlockEffects) -> None:
         # Sorted keys fill leaf pages in order, so LMDB touches each page once. The
         # ledger hands balances over sorted already; sorting a sorted list is linear.
+        self._put_tx_results(txn, effects)
         assert all(0 <= balance <= BALANCE_MAX for _, balance in effects.balances)
         balances = [
             (account.encode("ascii"), balance.to_bytes(8, "big"))
@@ -505,11 +565,7 @@ class Store:
             for reference, tx_hash, expiry in effects.references_added
         ]
         assert all(len(value) == HASH_SIZE + 8 for _, value in references)
-        for db_name, items in (
-            (DB_TX_INDEX, effects.tx_results),
-            (DB_BALANCES, balances),
-            (DB_REFERENCES, references),
-        ):
+        for db_name, items in ((DB_BALANCES, balances), (DB_REFERENCES, references)):
             if items:
                 records = seal_many(db_name, sorted(items))
                 with txn.cursor(db=self._dbs[db_name]) as cursor:
@@ -553,8 +609,29 @@ class Store:
         return None if height is None else self.load_block(height)
 
     def load_tx_result(self, tx_hash: bytes) -> bytes | None:
+        """The stored result of a transaction, None if no block carries it.
+
+        Raises:
+            StoreCorrupted: the (unsealed) index entry does not point at a result of
+                this very transaction, or the per-height record fails its checksum.
+        """
         with self._read() as txn:
-            return self._get(txn, DB_TX_INDEX, tx_hash)
+            position = txn.get(tx_hash, db=self._dbs[DB_TX_INDEX])
+            if position is None:
+                return None
+            assert isinstance(position, bytes)
+            found = None
+            if len(position) == TX_POSITION.size:
+                height, index = TX_POSITION.unpack(position)
+                if 1 <= height <= self._tip.height:
+                    record = self._require(txn, DB_TX_RESULTS, height_key(height))
+                    found = _tx_result_at(record, index)
+        if found is None or found[0] != tx_hash:
+            raise StoreCorrupted(
+                f"store at {self.path}: database 'tx_index' key {tx_hash.hex()} does not "
+                f"point at this transaction's result (entry {position.hex()}); the node must stop"
+            )
+        return found[1]
 
     def load_balance(self, account: str) -> int | None:
         """The stored balance, or None if the account was never written (genesis value)."""
@@ -601,7 +678,7 @@ class Store:
         """
         tip = self._tip
         counts = self.entry_counts()
-        for name in ("blocks", "certificates", "chain", "block_hashes"):
+        for name in ("blocks", "certificates", "chain", "block_hashes", "tx_results"):
             if counts[name] != tip.height:
                 raise StoreCorrupted(
                     f"store at {self.path}: database {name!r} holds {counts[name]} "
@@ -641,6 +718,7 @@ class Store:
         chain = self._require(txn, DB_CHAIN, key)
         block = self._require(txn, DB_BLOCKS, key)
         self._require(txn, DB_CERTIFICATES, key)
+        self._require(txn, DB_TX_RESULTS, key)
         if self._require(txn, DB_BLOCK_HASHES, chain[:HASH_SIZE]) != key:
             raise StoreCorrupted(f"store at {self.path}: block hash index wrong at {height}")
         try:

@@ -8,6 +8,7 @@ flipped, which is sure to hit the live one.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import lmdb
@@ -59,8 +60,51 @@ def open_store(path: Path) -> Store:
 
 
 def test_flipped_tx_result_is_detected_on_read(tmp_path: Path) -> None:
+    """A height's results are one sealed record: a flip fails every lookup into it."""
     build_store(tmp_path)
     flip_everywhere(tmp_path, RESULT_PATTERN % 317)
+    with open_store(tmp_path) as store:
+        assert store.load_tx_result(digest(2, 17)) == RESULT_PATTERN % 217
+        height_3 = (3).to_bytes(8, "big").hex()
+        for i in (16, 17):
+            with pytest.raises(StoreCorrupted, match=f"'tx_results' key {height_3}"):
+                store.load_tx_result(digest(3, i))
+
+
+def rewrite_index_entry(path: Path, tx_hash: bytes, change: Callable[[bytes], bytes]) -> None:
+    """Replace a tx_index entry in the real LMDB file, as a damaged page would."""
+    env = lmdb.open(str(path), max_dbs=16, map_size=MAP_SIZE)
+    try:
+        with env.begin(write=True) as txn:
+            db = env.open_db(b"tx_index", txn=txn, create=False)
+            entry = txn.get(tx_hash, db=db)
+            assert entry is not None
+            txn.put(tx_hash, change(entry), db=db)
+    finally:
+        env.close()
+
+
+def flip_byte(at: int) -> Callable[[bytes], bytes]:
+    return lambda entry: entry[:at] + bytes([entry[at] ^ 0x01]) + entry[at + 1 :]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        flip_byte(7),  # height 3 -> 2: another height's entry 17
+        flip_byte(11),  # index 17 -> 16: a neighbour in the same height
+        flip_byte(6),  # height 3 -> 259: beyond the tip
+        flip_byte(10),  # index 17 -> 273: beyond the block's transactions
+        lambda entry: entry[:-1],  # a short entry
+    ],
+)
+def test_damaged_tx_index_entry_is_detected_on_read(
+    tmp_path: Path, change: Callable[[bytes], bytes]
+) -> None:
+    """The index is not sealed: each lookup checks the entry it points at carries the
+    same tx hash, so a damaged entry never serves another transaction's result."""
+    build_store(tmp_path)
+    rewrite_index_entry(tmp_path, digest(3, 17), change)
     with open_store(tmp_path) as store:
         assert store.load_tx_result(digest(3, 16)) == RESULT_PATTERN % 316
         with pytest.raises(StoreCorrupted, match=f"'tx_index' key {digest(3, 17).hex()}"):

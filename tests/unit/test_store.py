@@ -159,6 +159,28 @@ def test_blocks_and_ledger_state_round_trip(tmp_path: Path) -> None:
         assert store.load_reference(ref_a) is None
 
 
+def test_tx_results_of_every_size_round_trip_and_a_repeated_hash_keeps_the_last(
+    tmp_path: Path,
+) -> None:
+    """Results live in one record per height; the index finds each by its position."""
+    chain = ChainBuilder()
+    results = tuple((digest("r", i), bytes([i % 7]) * (i % 50)) for i in range(300))
+    with Store.open(tmp_path / "s", chain_id=CHAIN_ID, map_size_bytes=1 << 24) as store:
+        commit(store, chain, tx_results=results)
+        commit(store, chain)  # a block without transactions still has its (empty) record
+        again = ((digest("r", 5), b"later"), (digest("r", 9), b"x"), (digest("r", 9), b"last"))
+        commit(store, chain, tx_results=again)
+    with Store.open(tmp_path / "s", chain_id=CHAIN_ID, map_size_bytes=1 << 24) as store:
+        store.verify(full=True)
+        assert store.entry_counts()["tx_results"] == 3
+        assert store.entry_counts()["tx_index"] == 300
+        for tx_hash, result in results[:5] + results[10:]:
+            assert store.load_tx_result(tx_hash) == result
+        assert store.load_tx_result(digest("r", 5)) == b"later"
+        assert store.load_tx_result(digest("r", 9)) == b"last"
+        assert store.load_tx_result(digest("r", 300)) is None
+
+
 def test_exception_mid_commit_leaves_nothing(tmp_path: Path) -> None:
     chain = ChainBuilder()
     with Store.open(tmp_path / "s", chain_id=CHAIN_ID, map_size_bytes=1 << 24) as store:
