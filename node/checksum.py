@@ -8,24 +8,35 @@ another key, or a record moved to another database all fail verification.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
 
-__all__ = ["CHECKSUM_SIZE", "ChecksumMismatch", "seal", "seal_many", "unseal"]
+__all__ = [
+    "CHECKSUM_SIZE",
+    "KEY_PREFIXES",
+    "ChecksumMismatch",
+    "hasher",
+    "seal",
+    "unseal",
+]
 
 CHECKSUM_SIZE = 16
 DB_NAME_SIZE_MAX = 16  # BLAKE2b's personalisation is at most 16 bytes
 KEY_SIZE_MAX = 511  # LMDB's default maximum key size
 
 _hashers: dict[bytes, hashlib.blake2b] = {}
-_KEY_PREFIXES = tuple(size.to_bytes(2, "big") for size in range(KEY_SIZE_MAX + 1))
+# The 2-byte big-endian length prefix of each key size, prebuilt for the hot path.
+KEY_PREFIXES = tuple(size.to_bytes(2, "big") for size in range(KEY_SIZE_MAX + 1))
 
 
 class ChecksumMismatch(Exception):
     """A record whose tag does not match its (database, key, value)."""
 
 
-def _hasher(db_name: bytes) -> hashlib.blake2b:
-    """The personalised, empty hasher of a database; copied for each record."""
+def hasher(db_name: bytes) -> hashlib.blake2b:
+    """The personalised, empty hasher of a database; copied for each record.
+
+    A record's tag is `hasher(db).copy()` updated with KEY_PREFIXES[len(key)] + key,
+    then the value (in one or more updates), then digest(). The store's hot loops seal
+    with this directly; everything they write is read back through `unseal`."""
     base = _hashers.get(db_name)
     if base is None:
         assert 0 < len(db_name) <= DB_NAME_SIZE_MAX
@@ -35,8 +46,8 @@ def _hasher(db_name: bytes) -> hashlib.blake2b:
 
 
 def _tag(db_name: bytes, key: bytes, value: bytes) -> bytes:
-    h = _hasher(db_name).copy()
-    h.update(_KEY_PREFIXES[len(key)] + key)  # IndexError beyond LMDB's key size
+    h = hasher(db_name).copy()
+    h.update(KEY_PREFIXES[len(key)] + key)  # IndexError beyond LMDB's key size
     h.update(value)
     return h.digest()
 
@@ -44,23 +55,6 @@ def _tag(db_name: bytes, key: bytes, value: bytes) -> bytes:
 def seal(db_name: bytes, key: bytes, value: bytes) -> bytes:
     """Return the record to store: value followed by its tag."""
     return value + _tag(db_name, key, value)
-
-
-def seal_many(db_name: bytes, items: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """`seal` for a batch: [(key, sealed record)], the store's hot write path.
-
-    Same tags as `seal`, with the per-record lookups hoisted out of the loop.
-    """
-    copy = _hasher(db_name).copy
-    prefixes = _KEY_PREFIXES
-    sealed: list[tuple[bytes, bytes]] = []
-    append = sealed.append
-    for key, value in items:
-        h = copy()
-        h.update(prefixes[len(key)] + key)
-        h.update(value)
-        append((key, value + h.digest()))
-    return sealed
 
 
 def unseal(db_name: bytes, key: bytes, record: bytes) -> bytes:

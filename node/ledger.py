@@ -31,8 +31,9 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from types import MappingProxyType
 
 import msgpack
@@ -475,7 +476,7 @@ class Ledger:
 
     def _apply_txs(
         self,
-        txs: Iterable[Tx],
+        txs: Sequence[Tx],
         height: int,
         before: dict[str, int],
         after: dict[str, int],
@@ -491,7 +492,8 @@ class Ledger:
         balance_of = balances.get
         owner_of = self._owners.get
         reference_of = references.get
-        pack_result = _RESULT.pack
+        # The result of an applied transaction at each index, packed in one C-level pass.
+        applied = list(map(_RESULT.pack, repeat(APPLIED), repeat(height), range(len(txs))))
         append_result = results.append
         append_added = added.append
         keys_by_expiry = self._keys_by_expiry
@@ -519,7 +521,7 @@ class Ledger:
                                 last_expiry = expiry
                             expiry_keys.append(key)
                             append_added((key, tx_hash, expiry))
-                            append_result((tx_hash, pack_result(APPLIED, height, index)))
+                            append_result((tx_hash, applied[index]))
                             continue
             self._apply_other(tx, height, index, before, after, results, added)
 

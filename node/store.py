@@ -43,7 +43,7 @@ from typing import Any
 import lmdb
 
 from node.block import ZERO_HASH, Header, decode_header
-from node.checksum import ChecksumMismatch, seal, seal_many, unseal
+from node.checksum import KEY_PREFIXES, ChecksumMismatch, hasher, seal, unseal
 from node.effects import BlockEffects
 from node.errors import BlockError, NodeError
 from node.lmdb_header import LmdbHeaderError, read_lmdb_meta
@@ -196,6 +196,38 @@ def _tx_result_at(record: bytes, index: int) -> tuple[bytes, bytes] | None:
     end = TX_COUNT.unpack_from(record, ends_at + TX_COUNT.size * index)[0]
     start = TX_COUNT.unpack_from(record, ends_at + TX_COUNT.size * (index - 1))[0] if index else 0
     return tx_hash, record[values_at + start : values_at + end]
+
+
+def _sealed_balances(balances: Sequence[tuple[str, int]]) -> list[tuple[bytes, bytes]]:
+    """[(account, sealed 8-byte balance)]: encoded and sealed in one pass (the store's
+    hottest loop; the same tags as node.checksum.seal)."""
+    copy = hasher(DB_BALANCES).copy
+    prefixes = KEY_PREFIXES
+    records: list[tuple[bytes, bytes]] = []
+    append = records.append
+    for account, balance in balances:
+        assert 0 <= balance <= BALANCE_MAX, (account, balance)
+        key = account.encode("ascii")
+        value = balance.to_bytes(8, "big")
+        h = copy()
+        h.update(prefixes[len(key)] + key + value)
+        append((key, value + h.digest()))
+    return records
+
+
+def _sealed_references(added: Sequence[tuple[bytes, bytes, int]]) -> list[tuple[bytes, bytes]]:
+    """[(reference key, sealed tx hash + 8-byte expiry)], in one pass like balances."""
+    copy = hasher(DB_REFERENCES).copy
+    prefixes = KEY_PREFIXES
+    records: list[tuple[bytes, bytes]] = []
+    append = records.append
+    for key, tx_hash, expiry in added:
+        value = tx_hash + expiry.to_bytes(8, "big")
+        assert len(value) == HASH_SIZE + 8
+        h = copy()
+        h.update(prefixes[len(key)] + key + value)
+        append((key, value + h.digest()))
+    return records
 
 
 def _fsync_directory(path: Path) -> None:
@@ -552,22 +584,15 @@ class Store:
         assert consumed == count, (consumed, count)
 
     def _put_ledger_state(self, txn: lmdb.Transaction, effects: BlockEffects) -> None:
-        # Sorted keys fill leaf pages in order, so LMDB touches each page once. The
-        # ledger hands balances over sorted already; sorting a sorted list is linear.
         self._put_tx_results(txn, effects)
-        assert all(0 <= balance <= BALANCE_MAX for _, balance in effects.balances)
-        balances = [
-            (account.encode("ascii"), balance.to_bytes(8, "big"))
-            for account, balance in effects.balances
-        ]
-        references = [
-            (reference, tx_hash + expiry.to_bytes(8, "big"))
-            for reference, tx_hash, expiry in effects.references_added
-        ]
-        assert all(len(value) == HASH_SIZE + 8 for _, value in references)
-        for db_name, items in ((DB_BALANCES, balances), (DB_REFERENCES, references)):
-            if items:
-                records = seal_many(db_name, sorted(items))
+        for db_name, records in (
+            (DB_BALANCES, _sealed_balances(effects.balances)),
+            (DB_REFERENCES, _sealed_references(effects.references_added)),
+        ):
+            if records:
+                # Sorted keys fill leaf pages in order, so LMDB touches each page once.
+                # The ledger hands balances over sorted already; that sort is linear.
+                records.sort()
                 with txn.cursor(db=self._dbs[db_name]) as cursor:
                     consumed, _ = cursor.putmulti(records, overwrite=True)
                 assert consumed == len(records), (db_name, consumed, len(records))
