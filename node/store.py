@@ -4,7 +4,7 @@ Theory of operation.
 - One LMDB environment, sync and metasync on: a write transaction is on disk when
   `commit` returns. `commit_block` writes everything one decided block changes in ONE
   write transaction, so after a crash the store holds the previous block or the new one.
-- Every value is sealed with a 16-byte BLAKE2b tag over (database, key, value)
+- Every value (but tx_index entries, below) is sealed with a 16-byte BLAKE2b tag over (database, key, value)
   (node/checksum.py) and checked on every read. A mismatch raises `StoreCorrupted`, which
   names the database and key: the node stops rather than serve wrong data.
 - A sidecar marker file (`somnet.store`) is written, fsynced, after the store's first
