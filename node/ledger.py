@@ -31,9 +31,8 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import repeat
 from types import MappingProxyType
 
 import msgpack
@@ -476,26 +475,19 @@ class Ledger:
 
     def _apply_txs(
         self,
-        txs: Sequence[Tx],
+        txs: Iterable[Tx],
         height: int,
         before: dict[str, int],
         after: dict[str, int],
         results: list[tuple[bytes, bytes]],
         added: list[tuple[bytes, bytes, int]],
     ) -> None:
-        """The hot path: a transfer that is in time, new, and from its signer's funded
-        account is applied inline in one straight run (two balance reads, one reference
-        lookup, one small encoding); every other case takes `_apply_other`, which checks
-        the rules one by one in their documented order and names the refusal."""
+        """The hot path: one dict lookup for the reference, one rule, one small encoding.
+        A transfer is applied inline (the common case, without a call per rule)."""
         references = self.references
         balances = self.balances
-        balance_of = balances.get
-        owner_of = self._owners.get
-        reference_of = references.get
-        # The result of an applied transaction at each index, packed in one C-level pass.
-        applied = list(map(_RESULT.pack, repeat(APPLIED), repeat(height), range(len(txs))))
-        append_result = results.append
-        append_added = added.append
+        owners = self._owners
+        pack_result = _RESULT.pack
         keys_by_expiry = self._keys_by_expiry
         expiry_max = height + EXPIRY_HEIGHTS_MAX
         expiry_keys: list[bytes] = []  # keys_by_expiry[last_expiry], kept across txs
@@ -503,70 +495,58 @@ class Ledger:
         for index, tx in enumerate(txs):
             if type(tx) is Transfer:  # one unpacking instead of an attribute load each
                 _, tx_hash, signer, uetr, expiry, from_account, to_account, amount, _ = tx
-                key = uetr + signer.encode()
-                if height <= expiry <= expiry_max and reference_of(key) is None:
-                    to_balance = balance_of(to_account)
-                    if owner_of(from_account) == signer and to_balance is not None:
-                        from_balance = balances[from_account]
-                        if from_balance >= amount:
-                            if from_account not in before:
-                                before[from_account] = from_balance
-                            if to_account not in before:
-                                before[to_account] = to_balance
-                            balances[from_account] = after[from_account] = from_balance - amount
-                            balances[to_account] = after[to_account] = to_balance + amount
-                            references[key] = (tx_hash, expiry)
-                            if expiry != last_expiry:
-                                expiry_keys = keys_by_expiry.setdefault(expiry, [])
-                                last_expiry = expiry
-                            expiry_keys.append(key)
-                            append_added((key, tx_hash, expiry))
-                            append_result((tx_hash, applied[index]))
-                            continue
-            self._apply_other(tx, height, index, before, after, results, added)
-
-    def _apply_other(
-        self,
-        tx: Tx,
-        height: int,
-        index: int,
-        before: dict[str, int],
-        after: dict[str, int],
-        results: list[tuple[bytes, bytes]],
-        added: list[tuple[bytes, bytes, int]],
-    ) -> None:
-        """Every transaction the inline path in `_apply_txs` does not settle: the checks
-        in their documented order, and the result (or nothing, for a resubmission)."""
-        tx_hash, signer, expiry = tx.tx_hash, tx.signer, tx.expiry_height
-        first: bytes | None = None
-        code: int
-        if expiry < height:
-            code = RefusalCode.EXPIRED
-        elif expiry > height + EXPIRY_HEIGHTS_MAX:
-            code = RefusalCode.EXPIRY_TOO_FAR
-        else:
-            key = tx.uetr + signer.encode()
-            reference = self.references.get(key)
-            if reference is not None:
-                if reference[0] == tx_hash:
-                    return  # a resubmission: the first result stands
-                code, first = RefusalCode.DUPLICATE, reference[0]
             else:
-                refusal = self._execute(tx, before, after)
-                code = APPLIED if refusal is None else refusal
-                self.references[key] = (tx_hash, expiry)
-                self._keys_by_expiry.setdefault(expiry, []).append(key)
-                added.append((key, tx_hash, expiry))
-        result = _RESULT.pack(code, height, index)
-        results.append((tx_hash, result if first is None else result + first))
+                tx_hash, signer, uetr, expiry = tx.tx_hash, tx.signer, tx.uetr, tx.expiry_height
+            first: bytes | None = None
+            code: int
+            if expiry < height:
+                code = RefusalCode.EXPIRED
+            elif expiry > expiry_max:
+                code = RefusalCode.EXPIRY_TOO_FAR
+            else:
+                key = uetr + signer.encode()
+                reference = references.get(key)
+                if reference is not None:
+                    if reference[0] == tx_hash:
+                        continue  # a resubmission: the first result stands
+                    code, first = RefusalCode.DUPLICATE, reference[0]
+                elif type(tx) is Transfer:
+                    owner = owners.get(from_account)
+                    to_balance = balances.get(to_account)
+                    if owner is None or to_balance is None:
+                        code = RefusalCode.UNKNOWN_ACCOUNT
+                    elif owner != signer:
+                        code = RefusalCode.NOT_AUTHORIZED
+                    elif balances[from_account] < amount:
+                        code = RefusalCode.INSUFFICIENT_FUNDS
+                    else:
+                        from_balance = balances[from_account]
+                        if from_account not in before:
+                            before[from_account] = from_balance
+                        if to_account not in before:
+                            before[to_account] = to_balance
+                        balances[from_account] = after[from_account] = from_balance - amount
+                        balances[to_account] = after[to_account] = to_balance + amount
+                        code = APPLIED
+                else:
+                    refusal = self._execute(tx, before, after)
+                    code = APPLIED if refusal is None else refusal
+                if reference is None:
+                    references[key] = (tx_hash, expiry)
+                    if expiry != last_expiry:
+                        expiry_keys = keys_by_expiry.setdefault(expiry, [])
+                        last_expiry = expiry
+                    expiry_keys.append(key)
+                    added.append((key, tx_hash, expiry))
+            result = pack_result(code, height, index)
+            results.append((tx_hash, result if first is None else result + first))
 
     def _execute(self, tx: Tx, before: dict[str, int], after: dict[str, int]) -> RefusalCode | None:
         """Apply one transaction's business rule; None if applied, else why refused.
-        (Most transfers are applied inline in `_apply_txs`.)"""
+        (Transfers are applied inline in `_apply_txs`.)"""
+        assert type(tx) is not Transfer
         changes: list[tuple[str, int]] = []  # (account, amount added), all or nothing
-        if type(tx) is Transfer:
-            code = self._transfer(tx, changes)
-        elif type(tx) is Payout:
+        if type(tx) is Payout:
             code = self._payout(tx, changes)
         elif type(tx) is Issue:
             code = self._issue(tx, changes)
@@ -580,19 +560,6 @@ class Ledger:
             before.setdefault(account, balance)
             balances[account] = after[account] = balance + amount
         return code
-
-    def _transfer(self, tx: Transfer, changes: list[tuple[str, int]]) -> RefusalCode | None:
-        balances = self.balances
-        owner = self._owners.get(tx.from_account)
-        if owner is None or tx.to_account not in balances:
-            return RefusalCode.UNKNOWN_ACCOUNT
-        if owner != tx.signer:
-            return RefusalCode.NOT_AUTHORIZED
-        if balances[tx.from_account] < tx.amount:
-            return RefusalCode.INSUFFICIENT_FUNDS
-        changes.append((tx.from_account, -tx.amount))
-        changes.append((tx.to_account, tx.amount))
-        return None
 
     def _payout(self, tx: Payout, changes: list[tuple[str, int]]) -> RefusalCode | None:
         balances = self.balances
