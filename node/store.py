@@ -4,9 +4,10 @@ Theory of operation.
 - One LMDB environment, sync and metasync on: a write transaction is on disk when
   `commit` returns. `commit_block` writes everything one decided block changes in ONE
   write transaction, so after a crash the store holds the previous block or the new one.
-- Every value (but tx_index entries, below) is sealed with a 16-byte BLAKE2b tag over (database, key, value)
-  (node/checksum.py) and checked on every read. A mismatch raises `StoreCorrupted`, which
-  names the database and key: the node stops rather than serve wrong data.
+- Every value but the tx_index entries (below) is sealed with a 16-byte BLAKE2b tag over
+  (database, key, value) (node/checksum.py) and checked on every read. A mismatch raises
+  `StoreCorrupted`, which names the database and key: the node stops rather than serve
+  wrong data.
 - A sidecar marker file (`somnet.store`) is written, fsynced, after the store's first
   transaction. If the marker exists, the store must exist and be non-empty: a missing,
   truncated or emptied data.mdb is `StoreCorrupted`, never a fresh empty chain. The size
