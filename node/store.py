@@ -4,10 +4,10 @@ Theory of operation.
 - One LMDB environment, sync and metasync on: a write transaction is on disk when
   `commit` returns. `commit_block` writes everything one decided block changes in ONE
   write transaction, so after a crash the store holds the previous block or the new one.
-- Every value but the tx_index entries (below) is sealed with a 16-byte BLAKE2b tag over
-  (database, key, value) (node/checksum.py) and checked on every read. A mismatch raises
-  `StoreCorrupted`, which names the database and key: the node stops rather than serve
-  wrong data.
+- Every value but the tx_index entries (below) is sealed with a 4-byte CRC-32 over
+  (database, key, value) (node/checksum.py says why a CRC) and checked on every read.
+  A mismatch raises `StoreCorrupted`, which names the database and key: the node stops
+  rather than serve wrong data.
 - A sidecar marker file (`somnet.store`) is written, fsynced, after the store's first
   transaction. If the marker exists, the store must exist and be non-empty: a missing,
   truncated or emptied data.mdb is `StoreCorrupted`, never a fresh empty chain. The size
@@ -40,11 +40,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from zlib import crc32
 
 import lmdb
 
 from node.block import ZERO_HASH, Header, decode_header
-from node.checksum import KEY_PREFIXES, ChecksumMismatch, hasher, seal, unseal
+from node.checksum import CHECKSUM_SIZE, KEY_PREFIXES, ChecksumMismatch, crc_start, seal, unseal
 from node.effects import BlockEffects
 from node.errors import BlockError, NodeError
 from node.lmdb_header import LmdbHeaderError, read_lmdb_meta
@@ -62,7 +63,7 @@ __all__ = [
 MAP_SIZE_BYTES_DEFAULT = 64 * 1024**3
 MARKER_NAME = "somnet.store"
 DATA_NAME = "data.mdb"
-FORMAT_VERSION = 2  # 2: tx results in one record per height, unsealed tx index
+FORMAT_VERSION = 3  # 2: tx results per height, unsealed tx index; 3: CRC-32 checksums
 HASH_SIZE = 32
 HEIGHT_MAX = 2**63 - 1
 BALANCE_MAX = 2**63 - 1
@@ -201,8 +202,8 @@ def _tx_result_at(record: bytes, index: int) -> tuple[bytes, bytes] | None:
 
 def _sealed_balances(balances: Sequence[tuple[str, int]]) -> list[tuple[bytes, bytes]]:
     """[(account, sealed 8-byte balance)]: encoded and sealed in one pass (the store's
-    hottest loop; the same tags as node.checksum.seal)."""
-    copy = hasher(DB_BALANCES).copy
+    hottest loop; the same checksums as node.checksum.seal)."""
+    start = crc_start(DB_BALANCES)
     prefixes = KEY_PREFIXES
     records: list[tuple[bytes, bytes]] = []
     append = records.append
@@ -210,24 +211,22 @@ def _sealed_balances(balances: Sequence[tuple[str, int]]) -> list[tuple[bytes, b
         assert 0 <= balance <= BALANCE_MAX, (account, balance)
         key = account.encode("ascii")
         value = balance.to_bytes(8, "big")
-        h = copy()
-        h.update(prefixes[len(key)] + key + value)
-        append((key, value + h.digest()))
+        crc = crc32(prefixes[len(key)] + key + value, start)
+        append((key, value + crc.to_bytes(CHECKSUM_SIZE, "big")))
     return records
 
 
 def _sealed_references(added: Sequence[tuple[bytes, bytes, int]]) -> list[tuple[bytes, bytes]]:
     """[(reference key, sealed tx hash + 8-byte expiry)], in one pass like balances."""
-    copy = hasher(DB_REFERENCES).copy
+    start = crc_start(DB_REFERENCES)
     prefixes = KEY_PREFIXES
     records: list[tuple[bytes, bytes]] = []
     append = records.append
     for key, tx_hash, expiry in added:
         value = tx_hash + expiry.to_bytes(8, "big")
         assert len(value) == HASH_SIZE + 8
-        h = copy()
-        h.update(prefixes[len(key)] + key + value)
-        append((key, value + h.digest()))
+        crc = crc32(prefixes[len(key)] + key + value, start)
+        append((key, value + crc.to_bytes(CHECKSUM_SIZE, "big")))
     return records
 
 

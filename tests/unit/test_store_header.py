@@ -80,9 +80,34 @@ def test_checksum_round_trip_and_detection() -> None:
     for db, key, rec in [
         (b"balances", b"bank-a", flipped),
         (b"balances", b"bank-b", record),  # moved to another key
+        (b"balances", b"bank-a\x00", record),  # moved to a longer key
         (b"tx_index", b"bank-a", record),  # moved to another database
-        (b"balances", b"bank-a", record[:10]),
+        (b"balances", b"bank-a", record[:-1]),
+        (b"balances", b"bank-a", record[1:]),
+        (b"balances", b"bank-a", bytes(len(record))),  # zeroed
         (b"balances", b"bank-a", b""),
     ]:
         with pytest.raises(ChecksumMismatch):
             unseal(db, key, rec)
+
+
+def test_every_flipped_bit_and_byte_is_detected() -> None:
+    """CRC-32 detects every error within 32 consecutive bits: try them all on a balance
+    record (value and checksum), as single bits and as whole bytes."""
+    record = seal(b"balances", b"acct-0000017", (123_456_789).to_bytes(8, "big"))
+    for position in range(len(record)):
+        for mask in (*(1 << bit for bit in range(8)), 0xFF):
+            damaged = bytearray(record)
+            damaged[position] ^= mask
+            with pytest.raises(ChecksumMismatch):
+                unseal(b"balances", b"acct-0000017", bytes(damaged))
+
+
+def test_swapped_values_of_two_keys_are_detected() -> None:
+    """A misdirected write: each record is valid, but under the other key."""
+    first = seal(b"balances", b"acct-0000001", (5).to_bytes(8, "big"))
+    second = seal(b"balances", b"acct-0000002", (7).to_bytes(8, "big"))
+    with pytest.raises(ChecksumMismatch):
+        unseal(b"balances", b"acct-0000001", second)
+    with pytest.raises(ChecksumMismatch):
+        unseal(b"balances", b"acct-0000002", first)
