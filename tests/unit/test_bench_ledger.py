@@ -16,15 +16,15 @@ FIELDS = {
     "sign_seconds": float,
     "raw_verify_per_second": int,
     "raw_verify_per_cpu_second": int,
-    "verify_per_second": int,
-    "decode_per_cpu_second": int,
+    "entry_per_cpu_second": int,
     "validate_per_cpu_second": int,
     "apply_per_cpu_second": int,
     "store_per_cpu_second": int,
     "store_per_second": int,
-    "transfers_per_second": int,
-    "transfers_per_cpu_second": int,
-    "cpu_ratio_to_raw_verify": float,
+    "settle_per_cpu_second": int,
+    "settle_per_second": int,
+    "end_to_end_per_cpu_second": int,
+    "end_to_end_ratio_to_raw_verify": float,
     "store_bytes": int,
 }
 
@@ -52,8 +52,15 @@ def test_bench_ledger_json_shape() -> None:
     for name in FIELDS:
         if name.endswith("_second"):
             assert result[name] > 0, name
-    ratio = result["transfers_per_cpu_second"] / result["raw_verify_per_cpu_second"]
-    assert abs(result["cpu_ratio_to_raw_verify"] - ratio) <= 0.01
+    ratio = result["end_to_end_per_cpu_second"] / result["raw_verify_per_cpu_second"]
+    assert abs(result["end_to_end_ratio_to_raw_verify"] - ratio) <= 0.01
+    # Stages add up: per-transfer CPU times of the parts sum to the whole (rounding aside).
+    settle_us = sum(1e6 / result[f"{p}_per_cpu_second"] for p in ("validate", "apply", "store"))
+    assert abs(settle_us - 1e6 / result["settle_per_cpu_second"]) <= 0.01 * settle_us
+    whole_us = 1e6 / result["entry_per_cpu_second"] + settle_us
+    assert abs(whole_us - 1e6 / result["end_to_end_per_cpu_second"]) <= 0.01 * whole_us
+    assert "applied and stored" in done.stdout
+    assert "end to end (entry + settle)" in done.stdout
 
 
 def test_bench_ledger_refuses_bad_arguments() -> None:
