@@ -18,7 +18,8 @@ def print_second(stats: TrafficStats, elapsed_s: float) -> None:
     print(
         f"t={elapsed_s:5.0f}s height={stats.height:6d} submitted={stats.submitted:7d}"
         f" final={stats.final:7d} refused={stats.refused:5d} pending={len(stats.pending):6d}"
-        f" p50={stats.percentile_ms(0.5):7.1f}ms p99={stats.percentile_ms(0.99):7.1f}ms",
+        f" last second: p50={stats.percentile_ms(0.5, window=True):7.1f}ms"
+        f" p99={stats.percentile_ms(0.99, window=True):7.1f}ms",
         flush=True,
     )
 

@@ -46,11 +46,14 @@ class TrafficStats:
     height: int = 0
     latencies_s: list[float] = field(default_factory=list)
     pending: dict[str, float] = field(default_factory=dict)  # tx hash hex -> submit time
+    window_start: int = 0  # index into latencies_s where the current report window begins
 
-    def percentile_ms(self, fraction: float) -> float:
-        if not self.latencies_s:
+    def percentile_ms(self, fraction: float, *, window: bool = False) -> float:
+        """Latency percentile over the whole run, or over the current window only."""
+        latencies = self.latencies_s[self.window_start :] if window else self.latencies_s
+        if not latencies:
             return 0.0
-        ordered = sorted(self.latencies_s)
+        ordered = sorted(latencies)
         return 1000 * ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
@@ -167,6 +170,7 @@ async def run_traffic(
                 task.add_done_callback(tasks.discard)
                 if time.monotonic() >= next_report:
                     on_second(stats, time.monotonic() - started)
+                    stats.window_start = len(stats.latencies_s)
                     next_report += 1
             await asyncio.gather(*tasks)
             deadline = time.monotonic() + 30
