@@ -200,34 +200,38 @@ def _tx_result_at(record: bytes, index: int) -> tuple[bytes, bytes] | None:
     return tx_hash, record[values_at + start : values_at + end]
 
 
-def _sealed_balances(balances: Sequence[tuple[str, int]]) -> list[tuple[bytes, bytes]]:
-    """[(account, sealed 8-byte balance)]: encoded and sealed in one pass (the store's
+def _sealed_balances(balances: Sequence[tuple[str, int]]) -> tuple[list[bytes], list[bytes]]:
+    """(accounts, sealed 8-byte balances): encoded and sealed in one pass (the store's
     hottest loop; the same checksums as node.checksum.seal)."""
     start = crc_start(DB_BALANCES)
     prefixes = KEY_PREFIXES
-    records: list[tuple[bytes, bytes]] = []
-    append = records.append
+    keys: list[bytes] = []
+    values: list[bytes] = []
     for account, balance in balances:
         assert 0 <= balance <= BALANCE_MAX, (account, balance)
         key = account.encode("ascii")
         value = balance.to_bytes(8, "big")
+        keys.append(key)
         crc = crc32(prefixes[len(key)] + key + value, start)
-        append((key, value + crc.to_bytes(CHECKSUM_SIZE, "big")))
-    return records
+        values.append(value + crc.to_bytes(CHECKSUM_SIZE, "big"))
+    return keys, values
 
 
-def _sealed_references(added: Sequence[tuple[bytes, bytes, int]]) -> list[tuple[bytes, bytes]]:
-    """[(reference key, sealed tx hash + 8-byte expiry)], in one pass like balances."""
+def _sealed_references(
+    added: Sequence[tuple[bytes, bytes, int]],
+) -> tuple[list[bytes], list[bytes]]:
+    """(reference keys, sealed tx hash + 8-byte expiry), in key order, like balances."""
     start = crc_start(DB_REFERENCES)
     prefixes = KEY_PREFIXES
-    records: list[tuple[bytes, bytes]] = []
-    append = records.append
-    for key, tx_hash, expiry in added:
+    keys: list[bytes] = []
+    values: list[bytes] = []
+    for key, tx_hash, expiry in sorted(added):
         value = tx_hash + expiry.to_bytes(8, "big")
         assert len(value) == HASH_SIZE + 8
+        keys.append(key)
         crc = crc32(prefixes[len(key)] + key + value, start)
-        append((key, value + crc.to_bytes(CHECKSUM_SIZE, "big")))
-    return records
+        values.append(value + crc.to_bytes(CHECKSUM_SIZE, "big"))
+    return keys, values
 
 
 def _fsync_directory(path: Path) -> None:
@@ -575,27 +579,31 @@ class Store:
         count = len(effects.tx_results)
         if not count:
             return
-        positions = map(TX_POSITION.pack, itertools.repeat(effects.height, count), range(count))
-        # Sorted keys fill leaf pages in order. A hash that repeats (a transaction that
-        # expired again) keeps its last position: equal keys sort by position.
-        index = sorted(zip([h for h, _ in effects.tx_results], positions, strict=True))
+        hashes = [tx_hash for tx_hash, _ in effects.tx_results]
+        # Sorted keys fill leaf pages in order. Sorting positions by their hash compares
+        # bytes, not (hash, position) tuples. A hash that repeats (a transaction that
+        # expired again) keeps its last position: the sort is stable and the later put
+        # overwrites.
+        order = sorted(range(count), key=hashes.__getitem__)
+        positions = map(TX_POSITION.pack, itertools.repeat(effects.height), order)
+        index = zip(map(hashes.__getitem__, order), positions, strict=True)
         with txn.cursor(db=self._dbs[DB_TX_INDEX]) as cursor:
             consumed, _ = cursor.putmulti(index, overwrite=True)
         assert consumed == count, (consumed, count)
 
     def _put_ledger_state(self, txn: lmdb.Transaction, effects: BlockEffects) -> None:
         self._put_tx_results(txn, effects)
-        for db_name, records in (
+        # Sorted keys fill leaf pages in order, so LMDB touches each page once: the ledger
+        # hands balances over in account order, references are sorted above. zip() hands
+        # putmulti one reused pair at a time: no tuple per record for the GC to track.
+        for db_name, (keys, values) in (
             (DB_BALANCES, _sealed_balances(effects.balances)),
             (DB_REFERENCES, _sealed_references(effects.references_added)),
         ):
-            if records:
-                # Sorted keys fill leaf pages in order, so LMDB touches each page once.
-                # The ledger hands balances over sorted already; that sort is linear.
-                records.sort()
+            if keys:
                 with txn.cursor(db=self._dbs[db_name]) as cursor:
-                    consumed, _ = cursor.putmulti(records, overwrite=True)
-                assert consumed == len(records), (db_name, consumed, len(records))
+                    consumed, _ = cursor.putmulti(zip(keys, values, strict=True), overwrite=True)
+                assert consumed == len(keys), (db_name, consumed, len(keys))
         references_db = self._dbs[DB_REFERENCES]
         for reference in effects.references_pruned:
             txn.delete(reference, db=references_db)  # a missing key is not an error
