@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from node.config import ConfigError, load_config
+from node.config import SCHEMA, ConfigError, load_config
 
 MINIMAL = """
 [node]
@@ -68,3 +68,15 @@ def test_bad_config_is_refused_naming_the_field(
 def test_missing_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=re.escape("node.toml: file not found")):
         load_config(tmp_path, environ={})
+
+
+def test_the_example_config_is_valid_and_documents_every_key(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parents[2] / "deploy" / "node.example.toml"
+    (tmp_path / "node.toml").write_text(example.read_text())
+    config = load_config(tmp_path, environ={})
+    assert config.node_id == "bank-1"
+    text = example.read_text()
+    for section, keys in SCHEMA.items():
+        assert f"[{section}]" in text
+        for key in keys:
+            assert re.search(rf"^{key} = ", text, re.MULTILINE), f"{section}.{key} undocumented"
