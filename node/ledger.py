@@ -517,10 +517,9 @@ class Ledger:
                         code = RefusalCode.UNKNOWN_ACCOUNT
                     elif owner != signer:
                         code = RefusalCode.NOT_AUTHORIZED
-                    elif balances[from_account] < amount:
+                    elif (from_balance := balances[from_account]) < amount:
                         code = RefusalCode.INSUFFICIENT_FUNDS
                     else:
-                        from_balance = balances[from_account]
                         if from_account not in before:
                             before[from_account] = from_balance
                         if to_account not in before:
