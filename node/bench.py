@@ -21,7 +21,6 @@ store's crash test writer uses, so both run the real ledger on real signed trans
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import json
 import random
@@ -40,6 +39,7 @@ from consensus.wire import decode_certificate, encode_certificate
 from node.block import decode_block, encode_block
 from node.genesis import Genesis, parse_genesis
 from node.ledger import Ledger
+from node.runtime import long_lived_state
 from node.store import Store
 from node.tx import decode_tx, sign_transfer
 
@@ -276,11 +276,8 @@ def _settle_all(
     world: World, ledger: Ledger, txs: list[bytes], block_size: int, clock: PhaseClock
 ) -> tuple[int, int]:
     """Settle `txs` in blocks into a fresh store; (blocks, store size in bytes)."""
-    # The setup objects (genesis, signed transfers) are long-lived: freezing them keeps
-    # the cyclic GC from re-scanning them on every collection during the timed phase.
-    gc.collect()
-    gc.freeze()
-    try:
+    # Measured the way the node runs: setup objects frozen, rare collections.
+    with long_lived_state():
         with tempfile.TemporaryDirectory(prefix="somnet-bench-") as directory:
             path = Path(directory) / "store"
             with Store.open(path, chain_id=CHAIN_ID, map_size_bytes=MAP_SIZE_BYTES_BENCH) as store:
@@ -290,8 +287,6 @@ def _settle_all(
                     settle(world, ledger, store, chunk, time_ms=1_700_000_000_000, clock=clock)
                     blocks += 1
             return blocks, (path / "data.mdb").stat().st_size
-    finally:
-        gc.unfreeze()
 
 
 def run_ledger_bench(

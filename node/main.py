@@ -34,6 +34,7 @@ from node.keys import KeyFileError, load_key_file
 from node.ledger import Ledger
 from node.mempool import Admission, Mempool
 from node.protocol import ProtocolError, Txs, decode_payload, encode_payload
+from node.runtime import long_lived_state
 from node.store import Store, StoreCorrupted, StoreError, StoreFull
 from node.transport import PeerAddress, PeerNetwork, TransportLimits
 
@@ -290,7 +291,8 @@ def run_node(home: Path) -> int:
     loaded = load(home)
     logging.getLogger().setLevel(loaded.config.log_level)
     try:
-        run_until_signalled(lambda stop: serve(loaded, stop))
+        with long_lived_state():  # the ledger just loaded is frozen out of the GC's scans
+            run_until_signalled(lambda stop: serve(loaded, stop))
     except StoreFull as exc:
         fatal(FatalReason.STORE_FULL, str(exc))
     except StoreCorrupted as exc:
