@@ -75,7 +75,7 @@ from node.protocol import (
 )
 from node.store import Store
 
-__all__ = ["Driver", "DriverLimits", "Settled"]
+__all__ = ["Driver", "DriverLimits", "PeerPayload", "SendTo", "Settled"]
 
 log = logging.getLogger(__name__)
 

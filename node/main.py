@@ -26,7 +26,7 @@ from consensus.replica import Replica
 from consensus.wire import decode_durable_state
 from node.api import ApiContext, build_api
 from node.config import ConfigError, NodeConfig, load_config
-from node.driver import Driver, DriverLimits, PeerPayload
+from node.driver import Driver, DriverLimits, PeerPayload, SendTo
 from node.errors import GenesisError, TxRefused
 from node.fatal import FatalReason, fatal
 from node.genesis import Genesis, Participant, load_genesis
@@ -160,23 +160,16 @@ class TxGossip:
             self._broadcast(encode_payload(Txs(txs=chunk)))
 
 
-async def serve(loaded: Loaded, stop: asyncio.Event) -> None:
+def build_driver(
+    loaded: Loaded, replica: Replica | None, peers: list[PeerAddress], send: SendTo
+) -> Driver:
     config = loaded.config
-    ledger = loaded.ledger
-    mempool = Mempool(ledger, txs_max=config.mempool_txs_max)
-    replica = build_replica(loaded)
-    peers = peer_addresses(loaded)
     validator_ids = {v.validator_id for v in loaded.genesis.validator_set().validators}
-    network_box: list[PeerNetwork] = []
-
-    def send(peer_id: str, payload: bytes) -> None:
-        network_box[0].send(peer_id, payload)
-
-    driver = Driver(
+    return Driver(
         node_id=loaded.me.participant_id,
-        ledger=ledger,
+        ledger=loaded.ledger,
         store=loaded.store,
-        mempool=mempool,
+        mempool=Mempool(loaded.ledger, txs_max=config.mempool_txs_max),
         replica=replica,
         send=send,
         validator_peers=tuple(p.peer_id for p in peers if p.peer_id in validator_ids),
@@ -189,32 +182,56 @@ async def serve(loaded: Loaded, stop: asyncio.Event) -> None:
         ),
     )
 
-    def on_payload(peer_id: str, data: bytes) -> None:
-        try:
-            payload = decode_payload(data)
-        except ProtocolError as exc:
-            driver.counters["payload_malformed"] += 1
-            log.warning("peer=%s sent a malformed payload: %s", peer_id, exc)
-            return
-        if isinstance(payload, Txs):
-            admit_gossip(driver, payload)
-        else:
-            driver.submit_from_peer(PeerPayload(peer_id=peer_id, payload=payload))
 
-    known_keys = {p.participant_id: p.public_key for p in loaded.genesis.participants}
-    network = PeerNetwork(
+def build_network(
+    loaded: Loaded, peers: list[PeerAddress], on_payload: Callable[[str, bytes], None]
+) -> PeerNetwork:
+    return PeerNetwork(
         chain_id=loaded.genesis.chain_id,
         self_id=loaded.me.participant_id,
         signing_key=SigningKey(loaded.signer_seed),
-        known_keys=known_keys,
+        known_keys={p.participant_id: p.public_key for p in loaded.genesis.participants},
         peers=peers,
         on_payload=on_payload,
         limits=TransportLimits(
-            frame_bytes_max=config.frame_bytes_max,
-            queue_payloads_max=config.peer_queue_payloads_max,
+            frame_bytes_max=loaded.config.frame_bytes_max,
+            queue_payloads_max=loaded.config.peer_queue_payloads_max,
         ),
     )
-    network_box.append(network)
+
+
+def route_payload(driver: Driver, peer_id: str, data: bytes) -> None:
+    """Transactions go straight to the mempool; everything else to the driver's inbox."""
+    try:
+        payload = decode_payload(data)
+    except ProtocolError as exc:
+        driver.counters["payload_malformed"] += 1
+        log.warning("peer=%s sent a malformed payload: %s", peer_id, exc)
+        return
+    if isinstance(payload, Txs):
+        admit_gossip(driver, payload)
+    else:
+        driver.submit_from_peer(PeerPayload(peer_id=peer_id, payload=payload))
+
+
+async def listen(runner: web.AppRunner, address: str) -> None:
+    await runner.setup()
+    host, _, port = address.rpartition(":")
+    try:
+        await web.TCPSite(runner, host, int(port), reuse_address=True).start()
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            fatal(FatalReason.ADDRESS_IN_USE, f"{address} is in use")
+        raise
+
+
+async def serve(loaded: Loaded, stop: asyncio.Event) -> None:
+    replica = build_replica(loaded)
+    peers = peer_addresses(loaded)
+    # The network delivers to the driver and the driver sends through the network; the
+    # callback is only called after network.start(), when both exist.
+    network = build_network(loaded, peers, lambda peer, data: route_payload(driver, peer, data))
+    driver = build_driver(loaded, replica, peers, network.send)
     gossip = TxGossip(network.broadcast)
 
     def on_admitted(tx_bytes: bytes) -> None:
@@ -231,17 +248,10 @@ async def serve(loaded: Loaded, stop: asyncio.Event) -> None:
     peer_app = web.Application(client_max_size=1024)
     peer_app.router.add_routes(network.routes())
     runners = [web.AppRunner(peer_app), web.AppRunner(build_api(context), access_log=None)]
-    for runner, listen in zip(runners, (config.peer_listen, config.api_listen), strict=True):
-        await runner.setup()
-        host, _, port = listen.rpartition(":")
-        try:
-            await web.TCPSite(runner, host, int(port), reuse_address=True).start()
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                fatal(FatalReason.ADDRESS_IN_USE, f"{listen} is in use")
-            raise
+    await listen(runners[0], loaded.config.peer_listen)
+    await listen(runners[1], loaded.config.api_listen)
     await network.start()
-    log.info("node=%s height=%d role=%s ready", loaded.me.participant_id, ledger.height, role)
+    log.info("node=%s height=%d role=%s ready", driver.node_id, loaded.ledger.height, role)
     driver_task = asyncio.create_task(driver.run())
     stopped = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait({driver_task, stopped}, return_when=asyncio.FIRST_COMPLETED)
