@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 from pathlib import Path
 
 from cli.devnet import init_network, load_network, start_nodes, stop_nodes, wait_ready
@@ -19,7 +20,15 @@ from node.genesis import load_genesis
 __all__ = ["register"]
 
 
+def interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run(args: argparse.Namespace) -> int:
+    # Explicit, because a shell may start us with SIGINT ignored, and SIGTERM would
+    # otherwise end the demo without stopping its nodes (they run in their own session).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, interrupt)
     home = Path(args.home)
     if not (home / "network.json").exists():
         init_network(
