@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -168,10 +169,15 @@ def start_nodes(entries: list[NodeEntry]) -> dict[str, subprocess.Popen[bytes]]:
     return children
 
 
-def wait_ready(entries: list[NodeEntry], children: dict[str, subprocess.Popen[bytes]]) -> bool:
-    """True once every node has settled a block; False if a node exits or time runs out."""
+def wait_ready(
+    entries: list[NodeEntry],
+    children: dict[str, subprocess.Popen[bytes]],
+    stopped: Callable[[], bool] = lambda: False,
+) -> bool:
+    """True once every node has settled a block; False if a node exits, time runs out
+    or `stopped()` turns true (a signal asked the devnet to stop)."""
     deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not stopped():
         for node_id, child in children.items():
             if child.poll() is not None:
                 print(f"somnet devnet: {node_id} exited with {child.returncode}", file=sys.stderr)
@@ -220,14 +226,18 @@ def cmd_devnet(args: argparse.Namespace) -> int:
     try:
         for entry in entries:
             print(f"{entry.node_id:10} {entry.role:9} {entry.api_url}  log {entry.home}/node.log")
-        if not wait_ready(entries, children):
+        if not wait_ready(entries, children, lambda: stop["signalled"]):
+            if stop["signalled"]:
+                return 0
             print("somnet devnet: the network did not become ready", file=sys.stderr)
             return 1
         print("ready", flush=True)
+        reported: set[str] = set()
         while not stop["signalled"]:
             for node_id, child in children.items():
-                if child.poll() is not None and not stop["signalled"]:
+                if child.poll() is not None and node_id not in reported:
                     print(f"somnet devnet: {node_id} exited with {child.returncode}", flush=True)
+                    reported.add(node_id)
             time.sleep(0.2)
     finally:
         stop_nodes(children)

@@ -163,7 +163,8 @@ async def run_traffic(
                 if due > now:
                     await asyncio.sleep(due - now)
                 sender, receiver = rng.sample(banks, 2)
-                tx = _sign(sender, receiver.bank_id, chain_id, height, rng)
+                # Expiry counts from the latest height seen, so long runs stay valid.
+                tx = _sign(sender, receiver.bank_id, chain_id, max(height, stats.height), rng)
                 stats.submitted += 1
                 task = asyncio.create_task(submit_one(sender, tx))
                 tasks.add(task)

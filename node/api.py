@@ -160,8 +160,9 @@ async def get_block(request: web.Request) -> web.Response:
     except ValueError:
         return error(400, "MALFORMED", "height must be an integer")
     store = context.driver.store
-    block_bytes = store.load_block(height) if height >= 1 else None
-    certificate_bytes = store.load_certificate(height) if height >= 1 else None
+    known = 1 <= height <= context.driver.ledger.height
+    block_bytes = store.load_block(height) if known else None
+    certificate_bytes = store.load_certificate(height) if known else None
     if block_bytes is None or certificate_bytes is None:
         return error(404, "NOT_FOUND", f"no block at height {height}")
     block = decode_block(block_bytes)

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import logging
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -80,6 +82,8 @@ __all__ = ["Driver", "DriverLimits", "PeerPayload", "SendTo", "Settled"]
 log = logging.getLogger(__name__)
 
 INBOX_MAX = 10_000
+YIELD_EVERY = 100
+SYNC_BACKOFF_S = 10.0
 STATUS_INTERVAL_S = 1.0
 SYNC_TIMEOUT_S = 3.0
 
@@ -154,6 +158,7 @@ class Driver:
         self._wanted_since = 0.0  # when the current height became startable by time
         self._checked: dict[bytes, Block] = {}  # value id -> block found valid
         self._sync_asked: tuple[str, float] | None = None  # (peer, when) of the request
+        self._sync_backoff: dict[str, float] = {}  # peer -> not asked again before
         self._loop = asyncio.get_running_loop()
 
     def _load_last_certificate(self) -> CommitCertificate | None:
@@ -174,9 +179,11 @@ class Driver:
             # At boot, run a height at once: a restart may be inside one, and a new
             # network's first block tells the operator that consensus works.
             self._maybe_start_height(force=True)
-            while True:
+            for handled in itertools.count(1):
                 item = await self.inbox.get()
                 self._handle(item)
+                if handled % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)  # a full inbox must not starve the API and links
         finally:
             status.cancel()
 
@@ -255,6 +262,10 @@ class Driver:
     def _check_value(self, height: Height, value: Value) -> ValueChecked:
         valid = False
         try:
+            if len(value.payload) > self.limits.block_bytes_max:
+                # Larger blocks could be decided but never synced: a sync frame holds the
+                # block and its certificate.
+                raise BlockError(f"block of {len(value.payload)} bytes is over the limit")
             block = decode_block(value.payload)
             if block.header.hash() != value.value_id:
                 raise BlockError("value id is not the block hash")
@@ -321,7 +332,9 @@ class Driver:
         for callback in self.on_settled:
             callback(settled)
         self._announce()
-        self._maybe_start_height(force=False)
+        # Through the inbox, not inline: _settle runs inside a replica step, and the next
+        # height's actions must not interleave with what is left of this one.
+        self.wake()
 
     def _maybe_start_height(self, *, force: bool) -> None:
         """Start the replica on the next height when there is a reason to."""
@@ -385,20 +398,28 @@ class Driver:
 
     def _maybe_sync(self) -> None:
         height = self.ledger.height
-        ahead = [(h, p) for p, h in self.peer_heights.items() if h > height]
+        now = time.monotonic()
+        ahead = [
+            p
+            for p, h in self.peer_heights.items()
+            if h > height and self._sync_backoff.get(p, 0) <= now
+        ]
         if not ahead:
             return
         if self._sync_asked is not None:
             peer, when = self._sync_asked
-            if time.monotonic() - when < SYNC_TIMEOUT_S:
+            if now - when < SYNC_TIMEOUT_S:
                 return
             self.counters["sync_timeout"] += 1
-            self.peer_heights.pop(peer, None)  # ask someone else; its STATUS will return
-            ahead = [(h, p) for h, p in ahead if p != peer] or ahead
-        best_height, peer = max(ahead)
-        count = min(SYNC_BLOCKS_MAX, best_height - height)
+            self._sync_backoff[peer] = now + SYNC_BACKOFF_S
+            self._sync_asked = None
+            ahead = [p for p in ahead if p != peer] or ahead
+        # Any peer that is ahead will do; a random one, so a peer that claims a height it
+        # cannot serve is not asked again and again.
+        peer = random.choice(sorted(ahead))
+        count = min(SYNC_BLOCKS_MAX, self.peer_heights[peer] - height)
         self._send(peer, encode_payload(SyncRequest(first_height=height + 1, count=count)))
-        self._sync_asked = (peer, time.monotonic())
+        self._sync_asked = (peer, now)
 
     def _serve_sync(self, peer_id: str, request: SyncRequest) -> None:
         blocks: list[tuple[bytes, bytes]] = []
@@ -417,43 +438,53 @@ class Driver:
         self._send(peer_id, encode_payload(SyncBlocks(blocks=tuple(blocks))))
 
     def _on_sync_blocks(self, peer_id: str, payload: SyncBlocks) -> None:
-        if self._sync_asked is not None and self._sync_asked[0] == peer_id:
-            self._sync_asked = None
+        if self._sync_asked is None or self._sync_asked[0] != peer_id:
+            self.counters["sync_unsolicited"] += 1
+            return
+        self._sync_asked = None
+        height_before = self.ledger.height
         for block_bytes, certificate_bytes in payload.blocks:
-            height_before = self.ledger.height
             if not self._settle_synced(peer_id, block_bytes, certificate_bytes):
                 break
-            assert self.ledger.height == height_before + 1
+        if self.ledger.height == height_before:
+            # It claimed to be ahead and served nothing we could settle: ask others.
+            self._sync_backoff[peer_id] = time.monotonic() + SYNC_BACKOFF_S
         self._maybe_sync()
 
     def _settle_synced(self, peer_id: str, block_bytes: bytes, certificate_bytes: bytes) -> bool:
-        """Settle one block from a peer if it is the next one, valid, and certified."""
+        """Settle one block from a peer if it is the next one, certified and valid."""
         try:
             block = decode_block(block_bytes)
             certificate = decode_certificate(certificate_bytes)
+            value_id = block.header.hash()
             if block.header.height != self.ledger.height + 1:
                 return False  # stale or out of order; the next request starts from ours
-            # Validated before anything else: a certificate copied onto altered
-            # transactions must be refused as a peer fault, not crash the node.
+            # The certificate first: it is cheap, and it makes the rest worth checking.
+            certified = (
+                certificate.height == block.header.height
+                and certificate.value_id == value_id
+                and crypto.verify_certificate(
+                    self.ledger.chain_id, certificate, self.ledger.validator_set
+                )
+            )
+            if not certified:
+                raise BlockError("the certificate does not commit this block")
+            # Then the block itself: a certificate copied onto altered transactions must
+            # be refused as a peer fault, not crash the node.
             self.ledger.validate_block(block, signatures_checked=self.mempool.verified_hashes())
         except (BlockError, WireError) as exc:
             self.counters["sync_refused"] += 1
             log.warning("peer=%s sent a block that is refused in sync: %s", peer_id, exc)
             return False
-        value = Value(value_id=block.header.hash(), payload=block_bytes)
-        self._checked[value.value_id] = block
+        value = Value(value_id=value_id, payload=block_bytes)
+        self._checked[value_id] = block
         height_before = self.ledger.height
-        if self.replica is not None:
-            if not self._height_running:
-                self._height_running = True
-                self._step(HeightStarted(height=Height(height_before + 1)))
-            self._step(CommitReceived(value=value, certificate=certificate))
-        elif certificate.value_id == value.value_id and crypto.verify_certificate(
-            self.ledger.chain_id, certificate, self.ledger.validator_set
-        ):
+        if self.replica is None:
             self._settle(value, certificate)
-        if self.ledger.height == height_before:
-            self.counters["sync_bad_certificate"] += 1
-            log.warning("peer=%s sent a block whose certificate does not verify", peer_id)
-            return False
-        return True
+            return True
+        if not self._height_running:
+            self._height_running = True
+            self._step(HeightStarted(height=Height(height_before + 1)))
+        if self.ledger.height == height_before:  # the replica may have decided it already
+            self._step(CommitReceived(value=value, certificate=certificate))
+        return self.ledger.height > height_before

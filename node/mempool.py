@@ -17,7 +17,9 @@ from node.errors import RefusalCode, TxRefused
 from node.ledger import Ledger
 from node.tx import Tx, decode_tx
 
-__all__ = ["Admission", "Mempool"]
+__all__ = ["BYTES_MAX", "Admission", "Mempool"]
+
+BYTES_MAX = 256 * 1024 * 1024  # with txs_max, bounds the pool's memory
 
 
 class Admission(enum.Enum):
@@ -35,10 +37,13 @@ class Admitted:
 class Mempool:
     """Insertion-ordered, bounded, verified transactions. One owner: the node's loop."""
 
-    def __init__(self, ledger: Ledger, *, txs_max: int) -> None:
+    def __init__(self, ledger: Ledger, *, txs_max: int, bytes_max: int = BYTES_MAX) -> None:
         assert txs_max >= 1
+        assert bytes_max >= 1
         self._ledger = ledger
         self.txs_max = txs_max
+        self.bytes_max = bytes_max
+        self._bytes = 0
         self._txs: dict[bytes, Tx] = {}  # tx hash -> tx, in arrival order
         self._references: dict[bytes, bytes] = {}  # (signer, UETR) key -> tx hash
 
@@ -70,10 +75,11 @@ class Mempool:
             raise TxRefused(RefusalCode.DUPLICATE, "this UETR is already used by a pending tx")
         if tx.expiry_height <= ledger.height:
             raise TxRefused(RefusalCode.EXPIRED, f"expiry height {tx.expiry_height} has passed")
-        if len(self._txs) >= self.txs_max:
+        if len(self._txs) >= self.txs_max or self._bytes + len(tx.raw) > self.bytes_max:
             raise TxRefused(RefusalCode.MEMPOOL_FULL, "the mempool is full; retry later")
         ledger.check_signature(tx)  # the one signature check this transaction gets here
         self._txs[tx.tx_hash] = tx
+        self._bytes += len(tx.raw)
         self._references[key] = tx.tx_hash
         assert len(self._txs) == len(self._references)
         return Admitted(admission=Admission.ADDED, tx_hash=tx.tx_hash)
@@ -99,6 +105,7 @@ class Mempool:
             tx = self._txs.pop(tx_hash, None)
             if tx is not None:
                 del self._references[tx.uetr + tx.signer.encode()]
+                self._bytes -= len(tx.raw)
         height = self._ledger.height
         references = self._ledger.references
         stale = [
@@ -109,4 +116,6 @@ class Mempool:
         for tx in stale:
             del self._txs[tx.tx_hash]
             del self._references[tx.uetr + tx.signer.encode()]
+            self._bytes -= len(tx.raw)
         assert len(self._txs) == len(self._references)
+        assert self._bytes >= 0

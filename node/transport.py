@@ -51,6 +51,8 @@ class TransportLimits:
     """Largest WebSocket frame accepted or sent; a larger inbound frame closes the link."""
     queue_payloads_max: int = 10_000
     """Payloads queued per peer before the oldest is dropped."""
+    queue_bytes_max: int = 64 * 1024 * 1024
+    """Bytes queued per peer before the oldest payloads are dropped."""
     handshake_timeout_ms: int = 5_000
     backoff_ms_min: int = 100
     backoff_ms_max: int = 5_000
@@ -108,8 +110,9 @@ class PeerNetwork:
         self._on_payload = on_payload
         self.limits = limits
         self._queues: dict[str, collections.deque[bytes]] = {
-            p: collections.deque(maxlen=limits.queue_payloads_max) for p in self._peers
+            p: collections.deque() for p in self._peers
         }
+        self._queued_bytes: dict[str, int] = dict.fromkeys(self._peers, 0)
         self._wakeups: dict[str, asyncio.Event] = {p: asyncio.Event() for p in self._peers}
         self._outbound: set[str] = set()
         self._inbound: dict[str, web.WebSocketResponse] = {}
@@ -147,9 +150,14 @@ class PeerNetwork:
         if queue is None:
             self.counters["send_unknown_peer"] += 1
             return
-        if len(queue) == queue.maxlen:
-            self.counters["send_dropped_queue_full"] += 1
+        self._queued_bytes[peer_id] += len(payload)
         queue.append(payload)
+        # Bounded by count and by bytes: a peer that stops reading costs at most this.
+        while len(queue) > self.limits.queue_payloads_max or (
+            self._queued_bytes[peer_id] > self.limits.queue_bytes_max and len(queue) > 1
+        ):
+            self._queued_bytes[peer_id] -= len(queue.popleft())
+            self.counters["send_dropped_queue_full"] += 1
         self._wakeups[peer_id].set()
 
     def broadcast(self, payload: bytes) -> None:
@@ -170,26 +178,33 @@ class PeerNetwork:
             size += len(payload) + 8
         if not batch and queue:
             # A payload that cannot fit any frame would block the queue forever.
-            queue.popleft()
+            self._queued_bytes[peer_id] -= len(queue.popleft())
             self.counters["send_dropped_oversized"] += 1
+        self._queued_bytes[peer_id] -= sum(len(p) for p in batch)
+        assert self._queued_bytes[peer_id] >= 0
         return _pack(batch) if batch else b""
 
     async def _dial_forever(self, peer_id: str) -> None:
         backoff_ms = self.limits.backoff_ms_min
         while True:
             try:
-                await self._dial_once(peer_id)
-                backoff_ms = self.limits.backoff_ms_min
+                if await self._dial_once(peer_id):
+                    backoff_ms = self.limits.backoff_ms_min  # only after a real link
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 self.counters["dial_failed"] += 1
                 log.debug("peer=%s dial failed: %s", peer_id, exc)
+            except Exception:
+                # A bug here must not silently end all sending to this peer.
+                self.counters["dial_error"] += 1
+                log.exception("peer=%s link failed unexpectedly; redialling", peer_id)
             finally:
                 self._outbound.discard(peer_id)
             jitter = random.uniform(0.5, 1.0)  # desynchronise reconnect storms
             await asyncio.sleep(backoff_ms * jitter / 1000)
             backoff_ms = min(backoff_ms * 2, self.limits.backoff_ms_max)
 
-    async def _dial_once(self, peer_id: str) -> None:
+    async def _dial_once(self, peer_id: str) -> bool:
+        """One link to `peer_id`, until it breaks. True if the handshake succeeded."""
         assert self._session is not None
         url = self._peers[peer_id].url.rstrip("/") + PEER_PATH
         async with self._session.ws_connect(
@@ -201,7 +216,7 @@ class PeerNetwork:
             timeout_s = self.limits.handshake_timeout_ms / 1000
             async with asyncio.timeout(timeout_s):
                 if not await self._dialer_handshake(ws, peer_id):
-                    return
+                    return False
             self._outbound.add(peer_id)
             log.info("peer=%s link up (outbound)", peer_id)
             # The listener never sends data, but its close and pong frames must be read
@@ -211,6 +226,7 @@ class PeerNetwork:
                 await self._send_loop(ws, peer_id, reader)
             finally:
                 reader.cancel()
+        return True
 
     async def _read_until_closed(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         async for _ in ws:

@@ -182,3 +182,20 @@ async def test_full_queue_drops_oldest_and_never_blocks() -> None:
         network.send("b", bytes([i]))
     assert network.counters["send_dropped_queue_full"] == 2
     assert msgpack.unpackb(network._next_frame("b")) == [b"\2", b"\3", b"\4"]
+
+
+async def test_queue_is_bounded_in_bytes_too() -> None:
+    network = PeerNetwork(
+        chain_id=CHAIN,
+        self_id="a",
+        signing_key=key("a"),
+        known_keys={"a": bytes(key("a").verify_key), "b": bytes(key("b").verify_key)},
+        peers=[PeerAddress(peer_id="b", url="http://127.0.0.1:9")],
+        on_payload=lambda peer, payload: None,
+        limits=TransportLimits(queue_bytes_max=1000),
+    )
+    for i in range(10):
+        network.send("b", bytes([i]) * 300)
+    assert network.counters["send_dropped_queue_full"] == 7  # three of 300 bytes fit
+    assert [p[0] for p in msgpack.unpackb(network._next_frame("b"))] == [7, 8, 9]
+    assert network._next_frame("b") == b""

@@ -84,3 +84,12 @@ def test_take_is_bounded_and_settlement_drops_stale() -> None:
     chain.settle([])
     mempool.remove_settled([])
     assert len(mempool) == 0  # settled one and four that expired at height 2
+
+
+def test_the_pool_is_bounded_in_bytes() -> None:
+    ledger = Ledger(make_genesis(START))
+    first = transfer("bank-e", "bank-e", "bank-f", 1)
+    mempool = Mempool(ledger, txs_max=100, bytes_max=len(first) * 2)
+    mempool.add(first)
+    mempool.add(transfer("bank-e", "bank-e", "bank-f", 2))
+    assert code_of(mempool, transfer("bank-e", "bank-e", "bank-f", 3)) == RefusalCode.MEMPOOL_FULL
