@@ -54,6 +54,8 @@ class TransportLimits:
     queue_bytes_max: int = 64 * 1024 * 1024
     """Bytes queued per peer before the oldest payloads are dropped."""
     handshake_timeout_ms: int = 5_000
+    handshakes_max: int = 64
+    """Unauthenticated connections in their handshake at once; more are closed."""
     backoff_ms_min: int = 100
     backoff_ms_max: int = 5_000
 
@@ -115,6 +117,7 @@ class PeerNetwork:
         self._queued_bytes: dict[str, int] = dict.fromkeys(self._peers, 0)
         self._wakeups: dict[str, asyncio.Event] = {p: asyncio.Event() for p in self._peers}
         self._outbound: set[str] = set()
+        self._handshaking = 0
         self._inbound: dict[str, web.WebSocketResponse] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._session: aiohttp.ClientSession | None = None
@@ -272,12 +275,19 @@ class PeerNetwork:
     async def _accept(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(max_msg_size=self.limits.frame_bytes_max, heartbeat=10.0)
         await ws.prepare(request)
-        try:
-            async with asyncio.timeout(self.limits.handshake_timeout_ms / 1000):
-                peer_id = await self._listener_handshake(ws, request.remote)
-        except TimeoutError:
-            self.counters["handshake_timeout"] += 1
-            peer_id = None
+        peer_id: str | None = None
+        if self._handshaking >= self.limits.handshakes_max:
+            # Unauthenticated connections cost a socket each: bound them.
+            self.counters["handshake_busy"] += 1
+        else:
+            self._handshaking += 1
+            try:
+                async with asyncio.timeout(self.limits.handshake_timeout_ms / 1000):
+                    peer_id = await self._listener_handshake(ws, request.remote)
+            except TimeoutError:
+                self.counters["handshake_timeout"] += 1
+            finally:
+                self._handshaking -= 1
         if peer_id is None:
             await ws.close(code=aiohttp.WSCloseCode.POLICY_VIOLATION)
             return ws

@@ -199,3 +199,22 @@ async def test_queue_is_bounded_in_bytes_too() -> None:
     assert network.counters["send_dropped_queue_full"] == 7  # three of 300 bytes fit
     assert [p[0] for p in msgpack.unpackb(network._next_frame("b"))] == [7, 8, 9]
     assert network._next_frame("b") == b""
+
+
+async def test_unauthenticated_connections_are_bounded(trio: dict[str, Host]) -> None:
+    a = trio["a"]
+    limit = host_network(a).limits.handshakes_max
+    session = aiohttp.ClientSession()
+    try:
+        # Connections that never say hello hold a handshake slot until their timeout.
+        idle = [await session.ws_connect(a.url + PEER_PATH) for _ in range(limit)]
+        extra = await session.ws_connect(a.url + PEER_PATH)
+        assert (await extra.receive()).type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        assert host_network(a).counters["handshake_busy"] == 1
+        for ws in idle:
+            await ws.close()
+    finally:
+        await session.close()
+    # Real peers still get in once the slots are free.
+    host_network(trio["b"]).send("a", b"after the flood")
+    await wait_until(lambda: ("b", b"after the flood") in a.received)
