@@ -38,7 +38,9 @@ def free_port_range(count: int) -> int:
     """A base port with `count` consecutive ports free right now."""
     rng = random.Random()
     for _ in range(100):
-        base = rng.randrange(20_000, 60_000, 2)
+        # Below Linux's ephemeral range (32768-60999): a port there can be taken by any
+        # outbound connection between this check and a node (re)starting on it.
+        base = rng.randrange(20_000, 32_000, 2)
         try:
             sockets = []
             for port in range(base, base + count):
