@@ -49,7 +49,6 @@ __all__ = [
     "World",
     "certify",
     "make_world",
-    "open_ledger",
     "run_ledger_bench",
     "settle",
     "sign_transfer_batch",
@@ -149,20 +148,6 @@ def certify(world: World, height: int, block_hash: bytes) -> CommitCertificate:
     )
     return CommitCertificate(
         height=Height(height), round=Round(0), value_id=block_hash, precommits=votes
-    )
-
-
-def open_ledger(world: World, store: Store) -> Ledger:
-    """The ledger after the store's last block (the node's restore path)."""
-    tip = store.tip
-    return Ledger.restore(
-        world.genesis,
-        last_block_bytes=store.load_block(tip.height) if tip.height else None,
-        app_hash=tip.app_hash,
-        balances=store.load_balances(),
-        references=store.load_references(),
-        issued_total=tip.issued_total,
-        redeemed_total=tip.redeemed_total,
     )
 
 

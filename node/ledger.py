@@ -55,6 +55,7 @@ from node.effects import BlockEffects
 from node.errors import BlockError, NodeError, RefusalCode, TxRefused
 from node.genesis import Genesis
 from node.merkle import merkle_root
+from node.store import Store
 from node.tx import AMOUNT_MAX, SIGNATURE_SIZE, Issue, Payout, Redeem, Transfer, Tx, decode_tx
 
 __all__ = [
@@ -63,6 +64,7 @@ __all__ = [
     "TxResult",
     "decode_tx_result",
     "genesis_app_hash",
+    "open_ledger",
 ]
 
 EXPIRY_HEIGHTS_MAX = 10_000
@@ -608,3 +610,17 @@ class Ledger:
                 pruned.append(key)
         self._prune_from = height
         return pruned
+
+
+def open_ledger(genesis: Genesis, store: Store) -> Ledger:
+    """The ledger after the store's last block: the node's (and the bench's) restore path."""
+    tip = store.tip
+    return Ledger.restore(
+        genesis,
+        last_block_bytes=store.load_block(tip.height) if tip.height else None,
+        app_hash=tip.app_hash,
+        balances=store.load_balances(),
+        references=store.load_references(),
+        issued_total=tip.issued_total,
+        redeemed_total=tip.redeemed_total,
+    )

@@ -31,14 +31,14 @@ from node.errors import GenesisError, TxRefused
 from node.fatal import FatalReason, fatal
 from node.genesis import Genesis, Participant, load_genesis
 from node.keys import KeyFileError, load_key_file
-from node.ledger import Ledger
+from node.ledger import Ledger, open_ledger
 from node.mempool import Admission, Mempool
 from node.protocol import ProtocolError, Txs, decode_payload, encode_payload
 from node.runtime import long_lived_state
 from node.store import Store, StoreCorrupted, StoreError, StoreFull
 from node.transport import PeerAddress, PeerNetwork, TransportLimits
 
-__all__ = ["open_ledger", "run_node"]
+__all__ = ["run_node"]
 
 log = logging.getLogger(__name__)
 
@@ -53,20 +53,6 @@ class Loaded:
     signer_seed: bytes
     store: Store
     ledger: Ledger
-
-
-def open_ledger(genesis: Genesis, store: Store) -> Ledger:
-    """The ledger after the store's last block."""
-    tip = store.tip
-    return Ledger.restore(
-        genesis,
-        last_block_bytes=store.load_block(tip.height) if tip.height else None,
-        app_hash=tip.app_hash,
-        balances=store.load_balances(),
-        references=store.load_references(),
-        issued_total=tip.issued_total,
-        redeemed_total=tip.redeemed_total,
-    )
 
 
 def load(home: Path) -> Loaded:

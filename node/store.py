@@ -44,7 +44,7 @@ from zlib import crc32
 
 import lmdb
 
-from node.block import ZERO_HASH, Header, decode_header
+from node.block import ZERO_HASH, decode_block_header
 from node.checksum import CHECKSUM_SIZE, KEY_PREFIXES, ChecksumMismatch, crc_start, seal, unseal
 from node.effects import BlockEffects
 from node.errors import BlockError, NodeError
@@ -240,24 +240,6 @@ def _fsync_directory(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def block_header(block_bytes: bytes) -> Header:
-    """The header of an encoded block, read without decoding its transactions.
-
-    node.block encodes a block as the msgpack array [header bytes, txs, certificate]; the
-    header is its first element, a bin8 or bin16 (a header is at most 1024 bytes).
-
-    Raises:
-        BlockError: the bytes do not start with a well-formed header.
-    """
-    if block_bytes[:2] == b"\x93\xc4":
-        start, size = 3, block_bytes[2]
-    elif block_bytes[:2] == b"\x93\xc5":
-        start, size = 4, int.from_bytes(block_bytes[2:4], "big")
-    else:
-        raise BlockError("block: expected a 3-array that starts with the header bytes")
-    return decode_header(block_bytes[start : start + size])
 
 
 def _write_marker(path: Path, chain_id: str) -> None:
@@ -537,7 +519,7 @@ class Store:
         assert effects.height == tip.height + 1, (effects.height, tip.height)
         assert len(effects.block_hash) == HASH_SIZE
         assert len(effects.app_hash) == HASH_SIZE
-        header = block_header(effects.block_bytes)
+        header = decode_block_header(effects.block_bytes)
         assert header.height == effects.height
         assert header.hash() == effects.block_hash
         previous_hash = header.prev_block_hash
@@ -755,7 +737,7 @@ class Store:
         if self._require(txn, DB_BLOCK_HASHES, chain[:HASH_SIZE]) != key:
             raise StoreCorrupted(f"store at {self.path}: block hash index wrong at {height}")
         try:
-            header = block_header(block)
+            header = decode_block_header(block)
         except BlockError as exc:
             raise StoreCorrupted(f"store at {self.path}: block {height}: {exc}") from exc
         if header.hash() != chain[:HASH_SIZE] or header.prev_block_hash != chain[HASH_SIZE:]:

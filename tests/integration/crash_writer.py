@@ -14,7 +14,8 @@ import random
 import sys
 from pathlib import Path
 
-from node.bench import CHAIN_ID, make_world, open_ledger, settle, sign_transfer_batch
+from node.bench import CHAIN_ID, make_world, settle, sign_transfer_batch
+from node.ledger import open_ledger
 from node.store import Store
 
 ACCOUNTS = 200
@@ -30,7 +31,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     world = make_world(ACCOUNTS, seed=7)
     with Store.open(args.store, chain_id=CHAIN_ID, map_size_bytes=MAP_SIZE_BYTES) as store:
-        ledger = open_ledger(world, store)
+        ledger = open_ledger(world.genesis, store)
         for _ in range(args.blocks):
             height = ledger.height + 1
             txs = sign_transfer_batch(

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from node.bench import CHAIN_ID, make_world, open_ledger
+from node.bench import CHAIN_ID, make_world
+from node.ledger import open_ledger
 from node.store import Store
 from tests.integration import crash_writer
 
@@ -56,7 +57,7 @@ def check_store(store_path: Path, reported: int) -> int:
         assert reported <= tip <= reported + 1, (reported, tip)
         store.verify(full=True)
         assert store.entry_counts()["tx_index"] == tip * crash_writer.BLOCK_SIZE
-        ledger = open_ledger(world, store)  # asserts conservation itself; check it here too
+        ledger = open_ledger(world.genesis, store)  # asserts conservation itself; check it here too
         assert ledger.height == tip
         assert sum(ledger.balances.values()) == ledger.issued_total - ledger.redeemed_total
         assert ledger.issued_total == crash_writer.ACCOUNTS * 1_000_000_00
