@@ -4,11 +4,17 @@ JSON over HTTP. Errors are JSON objects `{"code": ..., "message": ...}` with a s
 code: a transaction refusal carries its RefusalCode name as it is.
 
     POST /v1/transactions           body: raw tx bytes (application/octet-stream),
-                                    or JSON {"tx": "<hex>"}
+                                    or JSON {"tx": "<hex>"}; 202 once kept in the store
     GET  /v1/transactions/{hash}    ?wait_ms=N waits up to N ms for a final answer
     GET  /v1/accounts/{id}          balance in tyiyn
     GET  /v1/blocks/{height}        header, transaction hashes, certificate signers
-    GET  /v1/status                 height, hashes, role, peers
+    GET  /v1/status                 height, hashes, role, peers, caught_up
+
+A transaction's status is one of: pending (kept, waiting for a block), final (applied),
+refused (its block recorded a refusal code, or another transaction consumed its UETR),
+expired (never settled and never will: safe to send again with a new UETR).
+While the node is catching up with the network it answers CATCHING_UP (503) where it
+cannot judge: a new submission, or a transaction it does not know.
 """
 
 from __future__ import annotations
@@ -24,8 +30,9 @@ from consensus.wire import decode_certificate
 from node.block import decode_block
 from node.driver import Driver, Settled
 from node.errors import NodeError, RefusalCode, TxRefused
+from node.intake import Intake
 from node.ledger import decode_tx_result
-from node.mempool import Admission
+from node.mempool import decode_dropped
 from node.tx import TX_SIZE_MAX, decode_tx
 
 __all__ = ["ApiContext", "build_api"]
@@ -33,6 +40,7 @@ __all__ = ["ApiContext", "build_api"]
 WAIT_MS_MAX = 60_000
 STATUS_BY_CODE = {
     RefusalCode.MEMPOOL_FULL: 503,
+    RefusalCode.CATCHING_UP: 503,
     RefusalCode.DUPLICATE: 409,
 }
 
@@ -44,14 +52,14 @@ class ApiContext:
         self,
         *,
         driver: Driver,
+        intake: Intake,
         role: str,
         connected_peers: Callable[[], list[str]],
-        on_admitted: Callable[[bytes], None],
     ) -> None:
         self.driver = driver
+        self.intake = intake
         self.role = role
         self.connected_peers = connected_peers
-        self.on_admitted = on_admitted
         self._settled = asyncio.Event()
         driver.on_settled.append(self._notify)
 
@@ -92,14 +100,13 @@ async def submit_transaction(request: web.Request) -> web.Response:
     context = request.app[CONTEXT]
     try:
         tx_bytes = await read_tx(request)
-        admitted = context.driver.mempool.add(tx_bytes)
+        tx_hash = await context.intake.submit(tx_bytes)
     except TxRefused as exc:
         status = STATUS_BY_CODE.get(exc.code, 400)
         return error(status, exc.code.name, exc.message)
-    if admitted.admission is Admission.ADDED:
-        context.on_admitted(tx_bytes)
-    body = transaction_status(context, admitted.tx_hash)
-    return web.json_response(body, status=200 if body["status"] != "pending" else 202)
+    body = transaction_status(context, tx_hash)
+    assert body["status"] != "unknown"  # kept, settled or dropped: the store knows it
+    return web.json_response(body, status=202 if body["status"] == "pending" else 200)
 
 
 def transaction_status(context: ApiContext, tx_hash: bytes) -> dict[str, Any]:
@@ -108,7 +115,7 @@ def transaction_status(context: ApiContext, tx_hash: bytes) -> dict[str, Any]:
         return {"tx_hash": tx_hash.hex(), "status": "pending"}
     data = driver.store.load_tx_result(tx_hash)
     if data is None:
-        return {"tx_hash": tx_hash.hex(), "status": "unknown"}
+        return dropped_status(context, tx_hash)
     result = decode_tx_result(data)
     body: dict[str, Any] = {
         "tx_hash": tx_hash.hex(),
@@ -119,9 +126,24 @@ def transaction_status(context: ApiContext, tx_hash: bytes) -> dict[str, Any]:
         body["status"] = "final"
     else:
         body |= {"status": "refused", "code": result.code.name}
-        if result.first_tx_hash is not None:
-            body["first_tx_hash"] = result.first_tx_hash.hex()
     return body
+
+
+def dropped_status(context: ApiContext, tx_hash: bytes) -> dict[str, Any]:
+    """The fate of a kept transaction that will never settle, else unknown."""
+    data = context.driver.store.load_dropped(tx_hash)
+    if data is None:
+        return {"tx_hash": tx_hash.hex(), "status": "unknown"}
+    dropped = decode_dropped(data)
+    body: dict[str, Any] = {"tx_hash": tx_hash.hex(), "height": dropped.height}
+    if dropped.code is RefusalCode.EXPIRED:
+        return body | {"status": "expired", "code": dropped.code.name}
+    assert dropped.first_tx_hash is not None
+    return body | {
+        "status": "refused",
+        "code": dropped.code.name,
+        "first_tx_hash": dropped.first_tx_hash.hex(),
+    }
 
 
 async def get_transaction(request: web.Request) -> web.Response:
@@ -140,6 +162,9 @@ async def get_transaction(request: web.Request) -> web.Response:
         await context.settled_once(deadline - loop.time())
         body = transaction_status(context, tx_hash)
     if body["status"] == "unknown":
+        if not context.driver.caught_up():
+            message = "this node is catching up with the network and does not know it yet"
+            return error(503, RefusalCode.CATCHING_UP.name, message)
         return error(404, "NOT_FOUND", "no such transaction in the mempool or the chain")
     return web.json_response(body)
 
@@ -196,6 +221,8 @@ async def get_status(request: web.Request) -> web.Response:
             "chain_id": ledger.chain_id,
             "role": context.role,
             "height": ledger.height,
+            "caught_up": driver.caught_up(),
+            "peer_height_max": max(driver.peer_heights.values(), default=0),
             "last_block_hash": ledger.block_hash.hex(),
             "app_hash": ledger.app_hash.hex(),
             "peers": context.connected_peers(),

@@ -86,6 +86,10 @@ YIELD_EVERY = 100
 SYNC_BACKOFF_S = 10.0
 STATUS_INTERVAL_S = 1.0
 SYNC_TIMEOUT_S = 3.0
+# A node this many blocks behind the highest height a peer announced is still current: a
+# bank node learns of each block from a STATUS and then fetches it, so it is routinely
+# one or two behind. Further behind, it refuses to judge new transactions.
+CATCH_UP_LAG_BLOCKS_MAX = 2
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -152,6 +156,7 @@ class Driver:
         self._wake_pending = False
         self.counters: collections.Counter[str] = collections.Counter()
         self.peer_heights: dict[str, int] = {}
+        self._heard_validator = False  # a validator peer told us its height since start
         self.last_certificate: CommitCertificate | None = self._load_last_certificate()
         self.on_settled: list[Callable[[Settled], None]] = []
         self._height_running = False  # the replica runs the height after the ledger's
@@ -313,9 +318,8 @@ class Driver:
             verified=verified,
             block_bytes=value.payload,
         )
-        self.store.commit_block(effects)
+        self.store.commit_block(effects, self.mempool.remove_settled(effects.references_added))
         tx_hashes = tuple(tx_hash for tx_hash, _ in effects.tx_results)
-        self.mempool.remove_settled(tx_hashes)
         self.last_certificate = certificate
         self._checked.clear()
         self._height_running = False
@@ -347,6 +351,17 @@ class Driver:
             self._height_running = True
             self._step(HeightStarted(height=Height(self.ledger.height + 1)))
 
+    def caught_up(self) -> bool:
+        """Whether this node may judge new transactions: it has heard a validator's height
+        since it started (unless it has no peers at all), and no peer announced a height
+        more than CATCH_UP_LAG_BLOCKS_MAX beyond its own."""
+        if not self._all_peers:
+            return True
+        if not self._heard_validator and self._validator_peers:
+            return False
+        highest = max(self.peer_heights.values(), default=0)
+        return highest <= self.ledger.height + CATCH_UP_LAG_BLOCKS_MAX
+
     def note_transactions(self) -> None:
         """Called when the mempool gains work: the next height may start now."""
         if not self._height_running and self.replica is not None:
@@ -360,6 +375,7 @@ class Driver:
                 self._on_consensus(peer_id, payload.message)
             case Status():
                 self.peer_heights[peer_id] = payload.height
+                self._heard_validator |= peer_id in self._validator_peers
                 self._maybe_sync()
             case SyncRequest():
                 self._serve_sync(peer_id, payload)

@@ -6,7 +6,7 @@ transaction, so a crash leaves either the previous block or this one, never half
 
 from dataclasses import dataclass
 
-__all__ = ["BlockEffects"]
+__all__ = ["NO_POOL_CHANGES", "BlockEffects", "PoolChanges"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -25,7 +25,18 @@ class BlockEffects:
     app_hash: bytes  # 32 bytes: application hash after this block
     balances: tuple[tuple[str, int], ...]  # (account id, new balance) for changed accounts only
     tx_results: tuple[tuple[bytes, bytes], ...]  # (tx hash, encoded TxResult) for every tx
-    references_added: tuple[tuple[bytes, bytes, int], ...]  # (reference key, tx hash, expiry)
-    references_pruned: tuple[bytes, ...]  # reference keys whose expiry has passed
+    references_added: tuple[tuple[bytes, bytes], ...]  # (reference key, tx hash), one per tx
     issued_total: int  # cumulative issued after this block
     redeemed_total: int  # cumulative redeemed after this block
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PoolChanges:
+    """What a settled block changes among the transactions this node promised to keep
+    (accepted through its API): written in the same write transaction as the block."""
+
+    removed: tuple[bytes, ...] = ()  # tx hashes that left the durable pool
+    dropped: tuple[tuple[bytes, bytes], ...] = ()  # (tx hash, encoded fate) never to settle
+
+
+NO_POOL_CHANGES = PoolChanges()

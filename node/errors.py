@@ -32,6 +32,7 @@ class RefusalCode(enum.IntEnum):
     SELF_TRANSFER = 12  # credit and debit on the same account
     SUPPLY_LIMIT = 13  # an issue would push outstanding som beyond 2**63-1 tyiyn
     MEMPOOL_FULL = 14  # the node holds as many pending transactions as it may; retry later
+    CATCHING_UP = 15  # the node is behind the network and cannot judge it yet; retry later
 
 
 class TxRefused(NodeError):

@@ -9,16 +9,17 @@ Theory of operation.
   proposer, time, tx root) and every transaction decodes and carries a valid signature of
   a genesis participant. A block with a malformed or badly signed transaction is invalid.
 - Business rules are applied deterministically instead: a transaction refused for
-  INSUFFICIENT_FUNDS, UNKNOWN_ACCOUNT, NOT_AUTHORIZED, DUPLICATE, EXPIRED, EXPIRY_TOO_FAR
-  or SUPPLY_LIMIT is recorded as a refused `TxResult` and changes no balance; the block
-  stays valid, because every honest node reaches the same refusal.
-- Replay: (signer, UETR) maps to the first transaction's hash until its expiry passes.
-  A transaction whose hash is already recorded there is a resubmission: it is skipped and
-  the first result stands (no second debit, no new result). A different transaction with
-  the same (signer, UETR) is refused as DUPLICATE, pointing to the first. A reference is
-  forgotten once its expiry height is below the block height, since the transaction it
-  names can never apply again; expiry is at most EXPIRY_HEIGHTS_MAX ahead, so the set is
-  bounded. A bank never reuses a UETR (ISO 20022 UETRs are UUIDv4).
+  INSUFFICIENT_FUNDS, UNKNOWN_ACCOUNT, NOT_AUTHORIZED or SUPPLY_LIMIT is recorded as a
+  refused `TxResult`, consumes its (signer, UETR) and changes no balance; the block stays
+  valid, because every honest node reaches the same refusal.
+- Exactly once: an ISO 20022 UETR names one payment for ever, so every (signer, UETR)
+  a block consumed stays consumed for as long as the chain exists (`References`; the
+  node keeps them in LMDB, not in memory). A block is invalid (not merely refused) if
+  a transaction in it is expired at the block's height, expires more than
+  EXPIRY_HEIGHTS_MAX after it, reuses a consumed (signer, UETR) or shares one with
+  another transaction of the block. So every transaction appears in at most one block,
+  gets exactly one result, and a stored result is never rewritten. The proposer builds
+  only from the mempool, which applies the same rules (`check_admission`).
 - Money is integer tyiyn; balances never go negative; outstanding som (issued minus
   redeemed) stays <= 2**63-1, so no balance can overflow; after every block the sum of
   all balances equals issued minus redeemed (asserted).
@@ -34,6 +35,7 @@ import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Protocol
 
 import msgpack
 from nacl.bindings import crypto_sign_open
@@ -61,6 +63,9 @@ from node.tx import AMOUNT_MAX, SIGNATURE_SIZE, Issue, Payout, Redeem, Transfer,
 __all__ = [
     "EXPIRY_HEIGHTS_MAX",
     "Ledger",
+    "MemoryReferences",
+    "References",
+    "StoredReferences",
     "TxResult",
     "decode_tx_result",
     "genesis_app_hash",
@@ -72,7 +77,6 @@ TIME_DRIFT_MS_MAX = 30_000  # how far ahead of our clock a proposer's time_ms ma
 TAG_APP_HASH = b"somnet/app-hash/v1"
 TAG_GENESIS_APP_HASH = b"somnet/genesis-app-hash/v1"
 APPLIED = 0  # TxResult code of an applied transaction
-HASH_SIZE = 32
 _RESULT = struct.Struct(">BQI")
 _NOTHING_CHECKED: Mapping[bytes, Tx] = MappingProxyType({})
 
@@ -82,35 +86,77 @@ class TxResult:
     """The outcome of one transaction, stored under its hash.
 
     Encoding (fixed layout, cheap on the hot path): code (1 byte, 0 = applied), height
-    (8 bytes), index (4 bytes), big-endian, then the first tx hash (32 bytes) or nothing.
+    (8 bytes), index (4 bytes), big-endian.
     """
 
     code: RefusalCode | None  # None: applied
     height: int  # the block that carries it
     index: int  # its position in that block
-    first_tx_hash: bytes | None  # DUPLICATE: the transaction holding (signer, UETR)
 
     def encode(self) -> bytes:
         code = APPLIED if self.code is None else int(self.code)
-        encoded = _RESULT.pack(code, self.height, self.index)
-        return encoded if self.first_tx_hash is None else encoded + self.first_tx_hash
+        return _RESULT.pack(code, self.height, self.index)
 
 
 def decode_tx_result(data: bytes) -> TxResult:
     """Decode a stored result. Raises NodeError if the record is corrupt."""
-    if len(data) not in (_RESULT.size, _RESULT.size + HASH_SIZE):
+    if len(data) != _RESULT.size:
         raise NodeError(f"corrupt tx result: {len(data)} bytes")
-    code, height, index = _RESULT.unpack_from(data)
+    code, height, index = _RESULT.unpack(data)
     try:
         refusal = None if code == APPLIED else RefusalCode(code)
     except ValueError as exc:
         raise NodeError(f"corrupt tx result: unknown code {code}") from exc
-    first = data[_RESULT.size :] or None
-    return TxResult(code=refusal, height=height, index=index, first_tx_hash=first)
+    return TxResult(code=refusal, height=height, index=index)
 
 
 def genesis_app_hash(genesis: Genesis) -> bytes:
     return hashlib.sha256(TAG_GENESIS_APP_HASH + genesis.hash()).digest()
+
+
+class References(Protocol):
+    """The consumed (signer, UETR) references: reference key -> the tx hash that holds it."""
+
+    def lookup(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        """The holding tx hash of each key, None where the key is not consumed."""
+        ...
+
+    def record(self, added: Sequence[tuple[bytes, bytes]]) -> None:
+        """Remember (key, tx hash) pairs a settled block consumed."""
+        ...
+
+
+class MemoryReferences:
+    """References in a dict: for a ledger without a store (tests, `somnet check`)."""
+
+    def __init__(self) -> None:
+        self.consumed: dict[bytes, bytes] = {}
+
+    def lookup(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        get = self.consumed.get
+        return [get(key) for key in keys]
+
+    def record(self, added: Sequence[tuple[bytes, bytes]]) -> None:
+        for key, tx_hash in added:
+            assert key not in self.consumed
+            self.consumed[key] = tx_hash
+
+
+class StoredReferences:
+    """References read from the store, which holds every one ever consumed.
+
+    `record` has nothing to do: the store writes a block's references in the block's own
+    write transaction (`Store.commit_block`), which the node runs right after settling,
+    before anything looks up a reference again."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def lookup(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        return self._store.load_references(keys)
+
+    def record(self, added: Sequence[tuple[bytes, bytes]]) -> None:
+        pass
 
 
 _PACKER = msgpack.Packer(use_bin_type=True)  # reused; pack() runs in C under the GIL
@@ -125,8 +171,11 @@ def _pack(obj: object) -> bytes:
 class Ledger:
     """In-memory ledger state after the last settled block. Single owner, not thread-safe."""
 
-    def __init__(self, genesis: Genesis) -> None:
-        """The state at genesis (height 0). Use `restore` to continue from a store."""
+    def __init__(self, genesis: Genesis, references: References | None = None) -> None:
+        """The state at genesis (height 0). Use `restore` to continue from a store.
+
+        Args:
+            references: where consumed references live; a fresh dict by default."""
         self.genesis = genesis
         self.chain_id = genesis.chain_id
         self.validator_set = genesis.validator_set()
@@ -143,17 +192,11 @@ class Ledger:
         self.block_hash = ZERO_HASH  # hash of the last settled block
         self.time_ms = 0  # time of the last settled block
         self.app_hash = genesis_app_hash(genesis)
-        self.references: dict[bytes, tuple[bytes, int]] = {}
-        self._keys_by_expiry: dict[int, list[bytes]] = {}
-        self._prune_from = 0  # every reference with a smaller expiry is already forgotten
+        self.references: References = MemoryReferences() if references is None else references
         # The last block that passed validate_block: (its hash, its decoded transactions).
         self._decoded: tuple[bytes, tuple[Tx, ...]] | None = None
         self._changes_since_full_check = 0  # balance changes since the last full sum
         self.check_conservation()
-
-    @classmethod
-    def from_genesis(cls, genesis: Genesis) -> Ledger:
-        return cls(genesis)
 
     @classmethod
     def restore(
@@ -163,7 +206,7 @@ class Ledger:
         last_block_bytes: bytes | None,
         app_hash: bytes,
         balances: dict[str, int],
-        references: dict[bytes, tuple[bytes, int]],
+        references: References,
         issued_total: int,
         redeemed_total: int,
     ) -> Ledger:
@@ -173,11 +216,11 @@ class Ledger:
             last_block_bytes: the highest stored block, None if no block was settled.
             app_hash: the app hash stored with that block.
             balances: every balance the store holds (accounts it lacks keep genesis values).
-            references: every stored (signer, UETR) reference: key -> (tx hash, expiry).
+            references: the consumed (signer, UETR) references, as stored.
         Raises:
             NodeError: the stored state does not fit the genesis (another network's store).
         """
-        ledger = cls(genesis)
+        ledger = cls(genesis, references)
         if last_block_bytes is None:
             return ledger
         header = decode_block_header(last_block_bytes)
@@ -193,11 +236,6 @@ class Ledger:
         ledger.block_hash = header.hash()
         ledger.time_ms = header.time_ms
         ledger.app_hash = app_hash
-        ledger.references = dict(references)
-        ledger._prune_from = header.height
-        for key, (_, expiry) in references.items():
-            assert expiry >= header.height  # the store pruned every expired reference
-            ledger._keys_by_expiry.setdefault(expiry, []).append(key)
         ledger.check_conservation()
         return ledger
 
@@ -211,9 +249,51 @@ class Ledger:
     def owner_of(self, account_id: str) -> str | None:
         return self._owners.get(account_id)
 
-    def lookup_reference(self, signer: str, uetr: bytes) -> tuple[bytes, int] | None:
-        """(first tx hash, expiry height) holding (signer, UETR), if still remembered."""
-        return self.references.get(uetr + signer.encode())
+    def lookup_reference(self, tx: Tx) -> bytes | None:
+        """The hash of the transaction that consumed tx's (signer, UETR), if any."""
+        return self.references.lookup([tx.uetr + tx.signer.encode()])[0]
+
+    def check_admission(self, tx: Tx) -> None:
+        """Every rule the next block applies to `tx` that no other transaction can change:
+        expiry (the block validity rule), accounts, owner and issuer. The mempool applies
+        it, so a transaction refused here can never settle later. Balances and supply are
+        left to the block, where the result is recorded.
+
+        Raises:
+            TxRefused: EXPIRED, EXPIRY_TOO_FAR, UNKNOWN_ACCOUNT or NOT_AUTHORIZED.
+        """
+        next_height = self.height + 1
+        if tx.expiry_height < next_height:
+            raise TxRefused(RefusalCode.EXPIRED, f"expiry height {tx.expiry_height} has passed")
+        if tx.expiry_height > next_height + EXPIRY_HEIGHTS_MAX:
+            raise TxRefused(
+                RefusalCode.EXPIRY_TOO_FAR,
+                f"expiry height {tx.expiry_height} is more than {EXPIRY_HEIGHTS_MAX} "
+                f"after the next block {next_height}",
+            )
+        code = self._static_refusal(tx)
+        if code is not None:
+            raise TxRefused(code, f"{tx.signer!r} may not send this transaction")
+
+    def _static_refusal(self, tx: Tx) -> RefusalCode | None:
+        """The refusal that depends only on genesis (accounts, owners, the issuer)."""
+        balances = self.balances
+        if type(tx) is Transfer:
+            owner = self._owners.get(tx.from_account)
+            if owner is None or tx.to_account not in balances:
+                return RefusalCode.UNKNOWN_ACCOUNT
+            return None if owner == tx.signer else RefusalCode.NOT_AUTHORIZED
+        if type(tx) is Payout:
+            owner = self._owners.get(tx.from_account)
+            if owner is None or any(to not in balances for to, _ in tx.legs):
+                return RefusalCode.UNKNOWN_ACCOUNT
+            return None if owner == tx.signer else RefusalCode.NOT_AUTHORIZED
+        if tx.signer != self.issuer_id:
+            return RefusalCode.NOT_AUTHORIZED
+        if type(tx) is Issue:
+            return None if tx.to_account in balances else RefusalCode.UNKNOWN_ACCOUNT
+        assert type(tx) is Redeem
+        return None if tx.from_account in balances else RefusalCode.UNKNOWN_ACCOUNT
 
     # -----------------------------------------------------------------------------------
     # Signatures: checked once, before a transaction enters the mempool or a block.
@@ -293,7 +373,31 @@ class Ledger:
         cached = self._decoded
         if cached is None or cached[0] != block_hash:
             txs = self._decode_and_verify(block.txs, signatures_checked)
+            self._check_consumable(txs, block.header.height)
             self._decoded = (block_hash, txs)
+
+    def _check_consumable(self, txs: Sequence[Tx], height: int) -> None:
+        """Raises BlockError unless every transaction may be settled at `height`: not
+        expired, not too far, and its (signer, UETR) consumed neither before nor twice in
+        this block. These make a block invalid, not a transaction refused, so a
+        transaction is never settled twice and its stored result never rewritten."""
+        expiry_max = height + EXPIRY_HEIGHTS_MAX
+        keys: list[bytes] = []
+        for index, tx in enumerate(txs):
+            if tx.expiry_height < height:
+                raise BlockError(f"transaction {index}: expired at height {tx.expiry_height}")
+            if tx.expiry_height > expiry_max:
+                raise BlockError(
+                    f"transaction {index}: expiry more than {EXPIRY_HEIGHTS_MAX} ahead"
+                )
+            keys.append(tx.uetr + tx.signer.encode())
+        if len(set(keys)) != len(keys):
+            raise BlockError("two transactions of the block share a (signer, UETR)")
+        for index, holder in enumerate(self.references.lookup(keys)):
+            if holder is not None:
+                raise BlockError(
+                    f"transaction {index}: its (signer, UETR) is consumed by tx {holder.hex()}"
+                )
 
     def _decode_and_verify(
         self, txs: Sequence[bytes], signatures_checked: Mapping[bytes, Tx]
@@ -387,6 +491,7 @@ class Ledger:
             # The caller vouches for the signatures; everything else is checked here.
             self._check_header(block)
             txs = self._decode_txs(block.txs)
+            self._check_consumable(txs, block.header.height)
         effects = self._settle(block, txs, block_hash, certificate_bytes, block_bytes)
         self._decoded = None
         return effects
@@ -425,10 +530,11 @@ class Ledger:
         before: dict[str, int] = {}
         after: dict[str, int] = {}
         results: list[tuple[bytes, bytes]] = []
-        added: list[tuple[bytes, bytes, int]] = []
+        added: list[tuple[bytes, bytes]] = []
         supply_before = self.issued_total - self.redeemed_total
         self._apply_txs(txs, height, before, after, results, added)
-        pruned = self._prune_references(height)
+        assert len(results) == len(txs) == len(added)  # one result and one reference per tx
+        self.references.record(added)
         self._check_block_conservation(before, after, supply_before)
         # Account order makes the encoding canonical; the store writes in this order too.
         accounts = sorted(after)
@@ -451,7 +557,6 @@ class Ledger:
             balances=balances,
             tx_results=tuple(results),
             references_added=tuple(added),
-            references_pruned=tuple(pruned),
             issued_total=self.issued_total,
             redeemed_total=self.redeemed_total,
         )
@@ -482,134 +587,71 @@ class Ledger:
         before: dict[str, int],
         after: dict[str, int],
         results: list[tuple[bytes, bytes]],
-        added: list[tuple[bytes, bytes, int]],
+        added: list[tuple[bytes, bytes]],
     ) -> None:
-        """The hot path: one dict lookup for the reference, one rule, one small encoding.
-        A transfer is applied inline (the common case, without a call per rule)."""
-        references = self.references
+        """The hot path: one rule, one small encoding per transaction; `_check_consumable`
+        already passed. A transfer is applied inline (the common case, without a call per
+        rule)."""
         balances = self.balances
         owners = self._owners
         pack_result = _RESULT.pack
-        keys_by_expiry = self._keys_by_expiry
-        expiry_max = height + EXPIRY_HEIGHTS_MAX
-        expiry_keys: list[bytes] = []  # keys_by_expiry[last_expiry], kept across txs
-        last_expiry = -1  # no transaction has it
         for index, tx in enumerate(txs):
-            if type(tx) is Transfer:  # one unpacking instead of an attribute load each
-                _, tx_hash, signer, uetr, expiry, from_account, to_account, amount, _ = tx
-            else:
-                tx_hash, signer, uetr, expiry = tx.tx_hash, tx.signer, tx.uetr, tx.expiry_height
-            first: bytes | None = None
             code: int
-            if expiry < height:
-                code = RefusalCode.EXPIRED
-            elif expiry > expiry_max:
-                code = RefusalCode.EXPIRY_TOO_FAR
-            else:
-                key = uetr + signer.encode()
-                reference = references.get(key)
-                if reference is not None:
-                    if reference[0] == tx_hash:
-                        continue  # a resubmission: the first result stands
-                    code, first = RefusalCode.DUPLICATE, reference[0]
-                elif type(tx) is Transfer:
-                    owner = owners.get(from_account)
-                    to_balance = balances.get(to_account)
-                    if owner is None or to_balance is None:
-                        code = RefusalCode.UNKNOWN_ACCOUNT
-                    elif owner != signer:
-                        code = RefusalCode.NOT_AUTHORIZED
-                    elif (from_balance := balances[from_account]) < amount:
-                        code = RefusalCode.INSUFFICIENT_FUNDS
-                    else:
-                        if from_account not in before:
-                            before[from_account] = from_balance
-                        if to_account not in before:
-                            before[to_account] = to_balance
-                        balances[from_account] = after[from_account] = from_balance - amount
-                        balances[to_account] = after[to_account] = to_balance + amount
-                        code = APPLIED
+            if type(tx) is Transfer:  # one unpacking instead of an attribute load each
+                _, tx_hash, signer, uetr, _, from_account, to_account, amount, _ = tx
+                owner = owners.get(from_account)
+                to_balance = balances.get(to_account)
+                if owner is None or to_balance is None:
+                    code = RefusalCode.UNKNOWN_ACCOUNT
+                elif owner != signer:
+                    code = RefusalCode.NOT_AUTHORIZED
+                elif (from_balance := balances[from_account]) < amount:
+                    code = RefusalCode.INSUFFICIENT_FUNDS
                 else:
-                    refusal = self._execute(tx, before, after)
-                    code = APPLIED if refusal is None else refusal
-                if reference is None:
-                    references[key] = (tx_hash, expiry)
-                    if expiry != last_expiry:
-                        expiry_keys = keys_by_expiry.setdefault(expiry, [])
-                        last_expiry = expiry
-                    expiry_keys.append(key)
-                    added.append((key, tx_hash, expiry))
-            result = pack_result(code, height, index)
-            results.append((tx_hash, result if first is None else result + first))
+                    if from_account not in before:
+                        before[from_account] = from_balance
+                    if to_account not in before:
+                        before[to_account] = to_balance
+                    balances[from_account] = after[from_account] = from_balance - amount
+                    balances[to_account] = after[to_account] = to_balance + amount
+                    code = APPLIED
+            else:
+                tx_hash, signer, uetr = tx.tx_hash, tx.signer, tx.uetr
+                refusal = self._execute(tx, before, after)
+                code = APPLIED if refusal is None else refusal
+            added.append((uetr + signer.encode(), tx_hash))
+            results.append((tx_hash, pack_result(code, height, index)))
 
     def _execute(self, tx: Tx, before: dict[str, int], after: dict[str, int]) -> RefusalCode | None:
         """Apply one transaction's business rule; None if applied, else why refused.
         (Transfers are applied inline in `_apply_txs`.)"""
         assert type(tx) is not Transfer
+        refusal = self._static_refusal(tx)
+        if refusal is not None:
+            return refusal
+        balances = self.balances
         changes: list[tuple[str, int]] = []  # (account, amount added), all or nothing
         if type(tx) is Payout:
-            code = self._payout(tx, changes)
+            if balances[tx.from_account] < tx.total:
+                return RefusalCode.INSUFFICIENT_FUNDS
+            changes.append((tx.from_account, -tx.total))
+            changes.extend(tx.legs)
         elif type(tx) is Issue:
-            code = self._issue(tx, changes)
+            if self.issued_total - self.redeemed_total + tx.amount > AMOUNT_MAX:
+                return RefusalCode.SUPPLY_LIMIT
+            changes.append((tx.to_account, tx.amount))
+            self.issued_total += tx.amount
         else:
             assert type(tx) is Redeem
-            code = self._redeem(tx, changes)
-        assert code is None or not changes
-        balances = self.balances
+            if balances[tx.from_account] < tx.amount:
+                return RefusalCode.INSUFFICIENT_FUNDS
+            changes.append((tx.from_account, -tx.amount))
+            self.redeemed_total += tx.amount
         for account, amount in changes:
             balance = balances[account]
             before.setdefault(account, balance)
             balances[account] = after[account] = balance + amount
-        return code
-
-    def _payout(self, tx: Payout, changes: list[tuple[str, int]]) -> RefusalCode | None:
-        balances = self.balances
-        owner = self._owners.get(tx.from_account)
-        if owner is None or any(to not in balances for to, _ in tx.legs):
-            return RefusalCode.UNKNOWN_ACCOUNT
-        if owner != tx.signer:
-            return RefusalCode.NOT_AUTHORIZED
-        if balances[tx.from_account] < tx.total:
-            return RefusalCode.INSUFFICIENT_FUNDS
-        changes.append((tx.from_account, -tx.total))
-        changes.extend(tx.legs)
         return None
-
-    def _issue(self, tx: Issue, changes: list[tuple[str, int]]) -> RefusalCode | None:
-        if tx.signer != self.issuer_id:
-            return RefusalCode.NOT_AUTHORIZED
-        if tx.to_account not in self.balances:
-            return RefusalCode.UNKNOWN_ACCOUNT
-        if self.issued_total - self.redeemed_total + tx.amount > AMOUNT_MAX:
-            return RefusalCode.SUPPLY_LIMIT
-        changes.append((tx.to_account, tx.amount))
-        self.issued_total += tx.amount
-        return None
-
-    def _redeem(self, tx: Redeem, changes: list[tuple[str, int]]) -> RefusalCode | None:
-        if tx.signer != self.issuer_id:
-            return RefusalCode.NOT_AUTHORIZED
-        balance = self.balances.get(tx.from_account)
-        if balance is None:
-            return RefusalCode.UNKNOWN_ACCOUNT
-        if balance < tx.amount:
-            return RefusalCode.INSUFFICIENT_FUNDS
-        changes.append((tx.from_account, -tx.amount))
-        self.redeemed_total += tx.amount
-        return None
-
-    def _prune_references(self, height: int) -> list[bytes]:
-        """Forget references whose expiry is below `height`: their transactions can never
-        apply again. Runs after the block's transactions, so no key is both added and
-        pruned by one block."""
-        pruned: list[bytes] = []
-        for expiry in range(self._prune_from, height):
-            for key in self._keys_by_expiry.pop(expiry, ()):
-                assert self.references[key][1] == expiry
-                del self.references[key]
-                pruned.append(key)
-        self._prune_from = height
-        return pruned
 
 
 def open_ledger(genesis: Genesis, store: Store) -> Ledger:
@@ -620,7 +662,7 @@ def open_ledger(genesis: Genesis, store: Store) -> Ledger:
         last_block_bytes=store.load_block(tip.height) if tip.height else None,
         app_hash=tip.app_hash,
         balances=store.load_balances(),
-        references=store.load_references(),
+        references=StoredReferences(store),
         issued_total=tip.issued_total,
         redeemed_total=tip.redeemed_total,
     )

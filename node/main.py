@@ -27,13 +27,14 @@ from consensus.wire import decode_durable_state
 from node.api import ApiContext, build_api
 from node.config import ConfigError, NodeConfig, load_config
 from node.driver import Driver, DriverLimits, PeerPayload, SendTo
-from node.errors import GenesisError, TxRefused
+from node.errors import GenesisError
 from node.fatal import FatalReason, fatal
 from node.genesis import Genesis, Participant, load_genesis
+from node.intake import Intake
 from node.keys import KeyFileError, load_key_file
 from node.ledger import Ledger, open_ledger
-from node.mempool import Admission, Mempool
-from node.protocol import ProtocolError, Txs, decode_payload, encode_payload
+from node.mempool import Mempool
+from node.protocol import ProtocolError, Txs, decode_payload
 from node.runtime import long_lived_state
 from node.store import Store, StoreCorrupted, StoreError, StoreFull
 from node.transport import PeerAddress, PeerNetwork, TransportLimits
@@ -41,8 +42,6 @@ from node.transport import PeerAddress, PeerNetwork, TransportLimits
 __all__ = ["run_node"]
 
 log = logging.getLogger(__name__)
-
-GOSSIP_TXS_MAX = 1000  # transactions per gossip payload
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -126,26 +125,6 @@ def build_replica(loaded: Loaded) -> Replica | None:
     return Replica(replica_config, validators, signer, durable)
 
 
-class TxGossip:
-    """Collects admitted transactions and sends them to peers in batches, once per loop
-    turn, so a burst of submissions costs a few payloads, not one each."""
-
-    def __init__(self, broadcast: Callable[[bytes], None]) -> None:
-        self._broadcast = broadcast
-        self._pending: list[bytes] = []
-
-    def add(self, tx_bytes: bytes) -> None:
-        if not self._pending:
-            asyncio.get_running_loop().call_soon(self.flush)
-        self._pending.append(tx_bytes)
-
-    def flush(self) -> None:
-        pending, self._pending = self._pending, []
-        for start in range(0, len(pending), GOSSIP_TXS_MAX):
-            chunk = tuple(pending[start : start + GOSSIP_TXS_MAX])
-            self._broadcast(encode_payload(Txs(txs=chunk)))
-
-
 def build_driver(
     loaded: Loaded, replica: Replica | None, peers: list[PeerAddress], send: SendTo
 ) -> Driver:
@@ -186,8 +165,8 @@ def build_network(
     )
 
 
-def route_payload(driver: Driver, peer_id: str, data: bytes) -> None:
-    """Transactions go straight to the mempool; everything else to the driver's inbox."""
+def route_payload(driver: Driver, intake: Intake, peer_id: str, data: bytes) -> None:
+    """Transactions go straight to the intake; everything else to the driver's inbox."""
     try:
         payload = decode_payload(data)
     except ProtocolError as exc:
@@ -195,7 +174,7 @@ def route_payload(driver: Driver, peer_id: str, data: bytes) -> None:
         log.warning("peer=%s sent a malformed payload: %s", peer_id, exc)
         return
     if isinstance(payload, Txs):
-        admit_gossip(driver, payload)
+        driver.counters["gossip_tx_refused"] += intake.from_peer(payload.txs)
     else:
         driver.submit_from_peer(PeerPayload(peer_id=peer_id, payload=payload))
 
@@ -216,20 +195,21 @@ async def serve(loaded: Loaded, stop: asyncio.Event) -> None:
     peers = peer_addresses(loaded)
     # The network delivers to the driver and the driver sends through the network; the
     # callback is only called after network.start(), when both exist.
-    network = build_network(loaded, peers, lambda peer, data: route_payload(driver, peer, data))
+    network = build_network(
+        loaded, peers, lambda peer, data: route_payload(driver, intake, peer, data)
+    )
     driver = build_driver(loaded, replica, peers, network.send)
-    gossip = TxGossip(network.broadcast)
-
-    def on_admitted(tx_bytes: bytes) -> None:
-        gossip.add(tx_bytes)
-        driver.note_transactions()
-
+    intake = Intake(
+        mempool=driver.mempool,
+        store=loaded.store,
+        broadcast=network.broadcast,
+        wake=driver.note_transactions,
+        caught_up=driver.caught_up,
+    )
+    restored = intake.restore()
     role = loaded.me.role if replica is None else f"validator ({loaded.me.role})"
     context = ApiContext(
-        driver=driver,
-        role=role,
-        connected_peers=network.connected_peers,
-        on_admitted=on_admitted,
+        driver=driver, intake=intake, role=role, connected_peers=network.connected_peers
     )
     peer_app = web.Application(client_max_size=1024)
     peer_app.router.add_routes(network.routes())
@@ -237,7 +217,8 @@ async def serve(loaded: Loaded, stop: asyncio.Event) -> None:
     await listen(runners[0], loaded.config.peer_listen)
     await listen(runners[1], loaded.config.api_listen)
     await network.start()
-    log.info("node=%s height=%d role=%s ready", driver.node_id, loaded.ledger.height, role)
+    log.info("node=%s height=%d role=%s pending=%d ready", driver.node_id,
+             loaded.ledger.height, role, restored)  # fmt: skip
     driver_task = asyncio.create_task(driver.run())
     stopped = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait({driver_task, stopped}, return_when=asyncio.FIRST_COMPLETED)
@@ -249,17 +230,6 @@ async def serve(loaded: Loaded, stop: asyncio.Event) -> None:
         await runner.cleanup()
     if driver_task in done and driver_task.exception() is not None:
         raise driver_task.exception()  # type: ignore[misc]
-
-
-def admit_gossip(driver: Driver, payload: Txs) -> None:
-    added = False
-    for tx_bytes in payload.txs:
-        try:
-            added |= driver.mempool.add(tx_bytes).admission is Admission.ADDED
-        except TxRefused:
-            driver.counters["gossip_tx_refused"] += 1
-    if added:
-        driver.note_transactions()
 
 
 def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -1,25 +1,38 @@
 """The mempool: verified transactions waiting for a block.
 
 A transaction's signature is checked once, when it enters; from then on it is known by
-its hash (sha256 of the signed content). The pool refuses what the ledger would refuse
-for certain (bad signature, unknown signer, a (signer, UETR) already used by another
-transaction, already expired); business rules that depend on balances are left to the
-block, where the result is recorded deterministically.
+its hash (sha256 of the signed content). The pool admits only what the next block may
+carry: it applies every rule of the ledger that no other transaction can change
+(`Ledger.check_admission`: expiry, accounts, owner, issuer), refuses a (signer, UETR)
+that is consumed or already waiting, and leaves balances to the block, where the result
+is recorded deterministically. So a proposer building from the pool never builds a block
+that it or anyone else would refuse for its transactions.
+
+After each settled block the pool drops what can no longer settle: the block's own
+transactions, a waiting transaction whose (signer, UETR) the block consumed with another
+transaction, and those whose expiry height the chain has reached. Each costs O(its
+count), never a scan of the pool. `kept` names the transactions this node accepted
+through its API and keeps in its store until they settle or are dropped; for those, a
+drop is a `Dropped` fate the API reports for ever.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from node.errors import RefusalCode, TxRefused
+from node.effects import PoolChanges
+from node.errors import NodeError, RefusalCode, TxRefused
 from node.ledger import Ledger
 from node.tx import Tx, decode_tx
 
-__all__ = ["BYTES_MAX", "Admission", "Mempool"]
+__all__ = ["BYTES_MAX", "Admission", "Admitted", "Dropped", "Mempool", "decode_dropped"]
 
 BYTES_MAX = 256 * 1024 * 1024  # with txs_max, bounds the pool's memory
+HASH_SIZE = 32
+_DROPPED = struct.Struct(">BQ")
 
 
 class Admission(enum.Enum):
@@ -31,7 +44,40 @@ class Admission(enum.Enum):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Admitted:
     admission: Admission
-    tx_hash: bytes
+    tx: Tx
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Dropped:
+    """Why an accepted transaction left the pool without a block, for ever: EXPIRED (the
+    chain reached its expiry height; it never settled and is safe to send again with a
+    new UETR) or DUPLICATE (another transaction consumed its (signer, UETR)).
+
+    Encoding: code (1 byte), height (8 bytes, the chain height when it was dropped),
+    then for DUPLICATE the 32-byte hash of the transaction holding the UETR."""
+
+    code: RefusalCode
+    height: int
+    first_tx_hash: bytes | None
+
+    def encode(self) -> bytes:
+        assert self.code in (RefusalCode.EXPIRED, RefusalCode.DUPLICATE)
+        assert (self.first_tx_hash is None) == (self.code is RefusalCode.EXPIRED)
+        encoded = _DROPPED.pack(int(self.code), self.height)
+        return encoded if self.first_tx_hash is None else encoded + self.first_tx_hash
+
+
+def decode_dropped(data: bytes) -> Dropped:
+    """Decode a stored fate. Raises NodeError if the record is corrupt."""
+    if len(data) not in (_DROPPED.size, _DROPPED.size + HASH_SIZE):
+        raise NodeError(f"corrupt dropped record: {len(data)} bytes")
+    code, height = _DROPPED.unpack_from(data)
+    if code not in (RefusalCode.EXPIRED, RefusalCode.DUPLICATE):
+        raise NodeError(f"corrupt dropped record: code {code}")
+    first = data[_DROPPED.size :] or None
+    if (first is None) != (code == RefusalCode.EXPIRED):
+        raise NodeError("corrupt dropped record: first tx hash does not fit its code")
+    return Dropped(code=RefusalCode(code), height=height, first_tx_hash=first)
 
 
 class Mempool:
@@ -45,7 +91,10 @@ class Mempool:
         self.bytes_max = bytes_max
         self._bytes = 0
         self._txs: dict[bytes, Tx] = {}  # tx hash -> tx, in arrival order
-        self._references: dict[bytes, bytes] = {}  # (signer, UETR) key -> tx hash
+        self._keys: dict[bytes, bytes] = {}  # (signer, UETR) key -> tx hash
+        self._by_expiry: dict[int, list[bytes]] = {}  # expiry height -> tx hashes (lazy)
+        self._expired_below = ledger.height + 1  # every smaller expiry was dropped
+        self.kept: set[bytes] = set()  # accepted through this node's API, in the store
 
     def __len__(self) -> int:
         return len(self._txs)
@@ -53,36 +102,60 @@ class Mempool:
     def __contains__(self, tx_hash: bytes) -> bool:
         return tx_hash in self._txs
 
-    def add(self, tx_bytes: bytes) -> Admitted:
+    @property
+    def chain_id(self) -> str:
+        return self._ledger.chain_id
+
+    @property
+    def height(self) -> int:
+        """The height of the last settled block, the one admission judges against."""
+        return self._ledger.height
+
+    def holder_of(self, tx: Tx) -> bytes | None:
+        """The hash of the settled transaction that consumed tx's (signer, UETR)."""
+        return self._ledger.lookup_reference(tx)
+
+    def add(self, tx_bytes: bytes, *, catching_up: bool = False) -> Admitted:
         """Admit a transaction from a client or a peer.
 
+        Args:
+            catching_up: this node is behind the network and cannot judge a new
+                transaction yet; what it knows for certain (pending here, or settled)
+                is still answered.
         Raises:
             TxRefused: with the code a bank sees (MALFORMED, WRONG_CHAIN, BAD_SIGNATURE,
-                NOT_AUTHORIZED, DUPLICATE, EXPIRED, MEMPOOL_FULL, ...).
+                NOT_AUTHORIZED, UNKNOWN_ACCOUNT, DUPLICATE, EXPIRED, EXPIRY_TOO_FAR,
+                MEMPOOL_FULL, CATCHING_UP, ...).
         """
         ledger = self._ledger
         tx = decode_tx(tx_bytes, ledger.chain_id)  # cheap; raises MALFORMED / WRONG_CHAIN
         if tx.tx_hash in self._txs:
-            return Admitted(admission=Admission.PENDING, tx_hash=tx.tx_hash)
-        key = tx.uetr + tx.signer.encode()
-        settled = ledger.references.get(key)
-        if settled is not None:
-            if settled[0] == tx.tx_hash:
-                return Admitted(admission=Admission.SETTLED, tx_hash=tx.tx_hash)
+            return Admitted(admission=Admission.PENDING, tx=tx)
+        # Before expiry: the same bytes always get their first result, even once expired.
+        holder = ledger.lookup_reference(tx)
+        if holder is not None:
+            if holder == tx.tx_hash:
+                return Admitted(admission=Admission.SETTLED, tx=tx)
             raise TxRefused(RefusalCode.DUPLICATE, "this UETR was already used by the signer")
-        waiting = self._references.get(key)
-        if waiting is not None:
+        key = tx.uetr + tx.signer.encode()
+        if key in self._keys:
             raise TxRefused(RefusalCode.DUPLICATE, "this UETR is already used by a pending tx")
-        if tx.expiry_height <= ledger.height:
-            raise TxRefused(RefusalCode.EXPIRED, f"expiry height {tx.expiry_height} has passed")
+        if catching_up:
+            raise TxRefused(
+                RefusalCode.CATCHING_UP,
+                f"this node is at height {ledger.height} and catching up with the network; "
+                "it cannot judge a new transaction yet: retry shortly or use another node",
+            )
+        ledger.check_admission(tx)
         if len(self._txs) >= self.txs_max or self._bytes + len(tx.raw) > self.bytes_max:
             raise TxRefused(RefusalCode.MEMPOOL_FULL, "the mempool is full; retry later")
         ledger.check_signature(tx)  # the one signature check this transaction gets here
         self._txs[tx.tx_hash] = tx
         self._bytes += len(tx.raw)
-        self._references[key] = tx.tx_hash
-        assert len(self._txs) == len(self._references)
-        return Admitted(admission=Admission.ADDED, tx_hash=tx.tx_hash)
+        self._keys[key] = tx.tx_hash
+        self._by_expiry.setdefault(tx.expiry_height, []).append(tx.tx_hash)
+        assert len(self._txs) == len(self._keys)
+        return Admitted(admission=Admission.ADDED, tx=tx)
 
     def verified_hashes(self) -> dict[bytes, Tx]:
         """Hashes whose signatures this pool has checked (for block validation)."""
@@ -99,23 +172,42 @@ class Mempool:
             size += len(tx.raw)
         return taken
 
-    def remove_settled(self, tx_hashes: Iterable[bytes]) -> None:
-        """Forget the transactions of a settled block, and any that can no longer apply."""
-        for tx_hash in tx_hashes:
-            tx = self._txs.pop(tx_hash, None)
-            if tx is not None:
-                del self._references[tx.uetr + tx.signer.encode()]
-                self._bytes -= len(tx.raw)
+    def remove_settled(self, consumed: Sequence[tuple[bytes, bytes]]) -> PoolChanges:
+        """Forget what the block just settled and what can no longer settle.
+
+        Args:
+            consumed: the block's (reference key, tx hash) pairs (`references_added`);
+                the ledger has already settled it.
+        Returns:
+            What the store must change for the kept transactions, in the block's write.
+        """
         height = self._ledger.height
-        references = self._ledger.references
-        stale = [
-            tx
-            for tx in self._txs.values()
-            if tx.expiry_height <= height or (tx.uetr + tx.signer.encode()) in references
-        ]
-        for tx in stale:
-            del self._txs[tx.tx_hash]
-            del self._references[tx.uetr + tx.signer.encode()]
-            self._bytes -= len(tx.raw)
-        assert len(self._txs) == len(self._references)
+        removed: list[bytes] = []
+        dropped: list[tuple[bytes, bytes]] = []
+        for key, tx_hash in consumed:
+            waiting = self._keys.get(key)
+            if waiting is None:
+                continue
+            if self._remove(waiting, removed) and waiting != tx_hash:
+                fate = Dropped(code=RefusalCode.DUPLICATE, height=height, first_tx_hash=tx_hash)
+                dropped.append((waiting, fate.encode()))
+        for expiry in range(self._expired_below, height + 1):
+            for waiting in self._by_expiry.pop(expiry, ()):
+                if waiting in self._txs and self._remove(waiting, removed):
+                    fate = Dropped(code=RefusalCode.EXPIRED, height=height, first_tx_hash=None)
+                    dropped.append((waiting, fate.encode()))
+        self._expired_below = max(self._expired_below, height + 1)
+        assert len(self._txs) == len(self._keys)
         assert self._bytes >= 0
+        return PoolChanges(removed=tuple(removed), dropped=tuple(dropped))
+
+    def _remove(self, tx_hash: bytes, removed: list[bytes]) -> bool:
+        """Forget one transaction; if it was kept, note it in `removed` and say so."""
+        tx = self._txs.pop(tx_hash)
+        del self._keys[tx.uetr + tx.signer.encode()]
+        self._bytes -= len(tx.raw)
+        if tx_hash not in self.kept:
+            return False
+        self.kept.discard(tx_hash)
+        removed.append(tx_hash)
+        return True

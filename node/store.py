@@ -46,7 +46,7 @@ import lmdb
 
 from node.block import ZERO_HASH, decode_block_header
 from node.checksum import CHECKSUM_SIZE, KEY_PREFIXES, ChecksumMismatch, crc_start, seal, unseal
-from node.effects import BlockEffects
+from node.effects import NO_POOL_CHANGES, BlockEffects, PoolChanges
 from node.errors import BlockError, NodeError
 from node.lmdb_header import LmdbHeaderError, read_lmdb_meta
 
@@ -63,7 +63,9 @@ __all__ = [
 MAP_SIZE_BYTES_DEFAULT = 64 * 1024**3
 MARKER_NAME = "somnet.store"
 DATA_NAME = "data.mdb"
-FORMAT_VERSION = 3  # 2: tx results per height, unsealed tx index; 3: CRC-32 checksums
+# 2: tx results per height, unsealed tx index; 3: CRC-32 checksums; 4: references kept for
+# ever, the durable pool and the fates of dropped transactions.
+FORMAT_VERSION = 4
 HASH_SIZE = 32
 HEIGHT_MAX = 2**63 - 1
 BALANCE_MAX = 2**63 - 1
@@ -82,6 +84,8 @@ DB_TX_RESULTS = b"tx_results"
 DB_BALANCES = b"balances"
 DB_REFERENCES = b"references"
 DB_CONSENSUS = b"consensus"
+DB_POOL = b"pool"
+DB_DROPPED = b"dropped"
 DB_NAMES = (
     DB_META,
     DB_BLOCKS,
@@ -93,6 +97,8 @@ DB_NAMES = (
     DB_BALANCES,
     DB_REFERENCES,
     DB_CONSENSUS,
+    DB_POOL,
+    DB_DROPPED,
 )
 assert len(DB_NAMES) < MAX_DBS
 
@@ -217,20 +223,17 @@ def _sealed_balances(balances: Sequence[tuple[str, int]]) -> tuple[list[bytes], 
     return keys, values
 
 
-def _sealed_references(
-    added: Sequence[tuple[bytes, bytes, int]],
-) -> tuple[list[bytes], list[bytes]]:
-    """(reference keys, sealed tx hash + 8-byte expiry), in key order, like balances."""
+def _sealed_references(added: Sequence[tuple[bytes, bytes]]) -> tuple[list[bytes], list[bytes]]:
+    """(reference keys, sealed tx hashes), in key order, like balances."""
     start = crc_start(DB_REFERENCES)
     prefixes = KEY_PREFIXES
     keys: list[bytes] = []
     values: list[bytes] = []
-    for key, tx_hash, expiry in sorted(added):
-        value = tx_hash + expiry.to_bytes(8, "big")
-        assert len(value) == HASH_SIZE + 8
+    for key, tx_hash in sorted(added):
+        assert len(tx_hash) == HASH_SIZE
         keys.append(key)
-        crc = crc32(prefixes[len(key)] + key + value, start)
-        values.append(value + crc.to_bytes(CHECKSUM_SIZE, "big"))
+        crc = crc32(prefixes[len(key)] + key + tx_hash, start)
+        values.append(tx_hash + crc.to_bytes(CHECKSUM_SIZE, "big"))
     return keys, values
 
 
@@ -509,8 +512,9 @@ class Store:
 
     # -- writes ---------------------------------------------------------------------------
 
-    def commit_block(self, effects: BlockEffects) -> None:
-        """Write everything one decided block changes in one synced write transaction.
+    def commit_block(self, effects: BlockEffects, pool: PoolChanges = NO_POOL_CHANGES) -> None:
+        """Write everything one decided block changes in one synced write transaction,
+        with what it changes in this node's durable pool.
 
         Returns once the transaction is on disk. Raises StoreFull (nothing written) when
         the map size is reached, StoreError on other LMDB failures.
@@ -534,6 +538,7 @@ class Store:
         with self._write(f"block {effects.height}") as txn:
             self._put_block(txn, effects, previous_hash)
             self._put_ledger_state(txn, effects)
+            self._put_pool_changes(txn, pool)
             txn.put(KEY_TIP, seal(DB_META, KEY_TIP, _encode_tip(new_tip)), db=self._dbs[DB_META])
         self._tip = new_tip
 
@@ -563,32 +568,58 @@ class Store:
             return
         hashes = [tx_hash for tx_hash, _ in effects.tx_results]
         # Sorted keys fill leaf pages in order. Sorting positions by their hash compares
-        # bytes, not (hash, position) tuples. A hash that repeats (a transaction that
-        # expired again) keeps its last position: the sort is stable and the later put
-        # overwrites.
+        # bytes, not (hash, position) tuples.
         order = sorted(range(count), key=hashes.__getitem__)
         positions = map(TX_POSITION.pack, itertools.repeat(effects.height), order)
         index = zip(map(hashes.__getitem__, order), positions, strict=True)
         with txn.cursor(db=self._dbs[DB_TX_INDEX]) as cursor:
-            consumed, _ = cursor.putmulti(index, overwrite=True)
-        assert consumed == count, (consumed, count)
+            _, indexed = cursor.putmulti(index, overwrite=False)
+        # A transaction settles at most once (the ledger's block validity rule), so a
+        # stored result is never overwritten; a repeat here is our own bug.
+        assert indexed == count, ("a tx result is stored twice", indexed, count)
 
     def _put_ledger_state(self, txn: lmdb.Transaction, effects: BlockEffects) -> None:
         self._put_tx_results(txn, effects)
         # Sorted keys fill leaf pages in order, so LMDB touches each page once: the ledger
         # hands balances over in account order, references are sorted above. zip() hands
         # putmulti one reused pair at a time: no tuple per record for the GC to track.
-        for db_name, (keys, values) in (
-            (DB_BALANCES, _sealed_balances(effects.balances)),
-            (DB_REFERENCES, _sealed_references(effects.references_added)),
+        # Balances are overwritten; a reference is consumed once and never overwritten.
+        for db_name, (keys, values), overwrite in (
+            (DB_BALANCES, _sealed_balances(effects.balances), True),
+            (DB_REFERENCES, _sealed_references(effects.references_added), False),
         ):
             if keys:
                 with txn.cursor(db=self._dbs[db_name]) as cursor:
-                    consumed, _ = cursor.putmulti(zip(keys, values, strict=True), overwrite=True)
+                    pairs = zip(keys, values, strict=True)
+                    consumed, stored = cursor.putmulti(pairs, overwrite=overwrite)
                 assert consumed == len(keys), (db_name, consumed, len(keys))
-        references_db = self._dbs[DB_REFERENCES]
-        for reference in effects.references_pruned:
-            txn.delete(reference, db=references_db)  # a missing key is not an error
+                assert overwrite or stored == len(keys), (db_name, "stored twice")
+
+    def _put_pool_changes(self, txn: lmdb.Transaction, pool: PoolChanges) -> None:
+        pool_db = self._dbs[DB_POOL]
+        for tx_hash in pool.removed:
+            txn.delete(tx_hash, db=pool_db)  # a missing key is not an error
+        dropped_db = self._dbs[DB_DROPPED]
+        for tx_hash, fate in pool.dropped:
+            added = txn.put(
+                tx_hash, seal(DB_DROPPED, tx_hash, fate), db=dropped_db, overwrite=False
+            )
+            assert added, "a dropped transaction's fate is stored twice"
+
+    def save_pool_changes(self, pool: PoolChanges) -> None:
+        """Apply pool changes outside a block (after a restart); on disk when this returns."""
+        with self._write("pool changes") as txn:
+            self._put_pool_changes(txn, pool)
+
+    def save_pool(self, txs: Sequence[tuple[bytes, bytes]]) -> None:
+        """Keep (tx hash, wire bytes) of accepted transactions; on disk when this returns.
+        One synced write transaction for the whole burst."""
+        assert txs
+        pool_db = self._dbs[DB_POOL]
+        with self._write(f"{len(txs)} accepted transactions") as txn:
+            for tx_hash, raw in txs:
+                assert len(tx_hash) == HASH_SIZE
+                txn.put(tx_hash, seal(DB_POOL, tx_hash, raw), db=pool_db)
 
     def save_durable_state(self, data: bytes) -> None:
         """Persist the consensus core's durable state; on disk when this returns."""
@@ -662,20 +693,26 @@ class Store:
                 for key, value in self._records(txn, DB_BALANCES)
             }
 
-    def load_reference(self, reference: bytes) -> tuple[bytes, int] | None:
+    def load_references(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        """The tx hash holding each (signer, UETR) key, None where it is not consumed;
+        one read transaction for all of them."""
         with self._read() as txn:
-            value = self._get(txn, DB_REFERENCES, reference)
-        return (
-            None if value is None else (value[:HASH_SIZE], int.from_bytes(value[HASH_SIZE:], "big"))
-        )
+            return [self._get(txn, DB_REFERENCES, key) for key in keys]
 
-    def load_references(self) -> dict[bytes, tuple[bytes, int]]:
-        """All stored references: key -> (tx hash, expiry height)."""
-        result: dict[bytes, tuple[bytes, int]] = {}
+    def load_all_references(self) -> dict[bytes, bytes]:
+        """Every consumed reference (for `somnet check`): key -> tx hash."""
         with self._read() as txn:
-            for key, value in self._records(txn, DB_REFERENCES):
-                result[key] = (value[:HASH_SIZE], int.from_bytes(value[HASH_SIZE:], "big"))
-        return result
+            return dict(self._records(txn, DB_REFERENCES))
+
+    def load_pool(self) -> list[bytes]:
+        """The wire bytes of every accepted transaction not yet settled or dropped."""
+        with self._read() as txn:
+            return [raw for _, raw in self._records(txn, DB_POOL)]
+
+    def load_dropped(self, tx_hash: bytes) -> bytes | None:
+        """The encoded fate of an accepted transaction that will never settle."""
+        with self._read() as txn:
+            return self._get(txn, DB_DROPPED, tx_hash)
 
     def entry_counts(self) -> dict[str, int]:
         with self._read() as txn:

@@ -20,7 +20,7 @@ from node.store import Store
 
 ACCOUNTS = 200
 BLOCK_SIZE = 16
-EXPIRY_HEIGHTS = 3  # short, so references are pruned while the test runs
+EXPIRY_HEIGHTS = 3  # each block's transfers expire soon after it
 MAP_SIZE_BYTES = 256 * 1024 * 1024
 
 

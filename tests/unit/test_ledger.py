@@ -11,7 +11,13 @@ from consensus.wire import encode_certificate
 from node.block import ZERO_HASH, Block
 from node.effects import BlockEffects
 from node.errors import BlockError, NodeError, RefusalCode, TxRefused
-from node.ledger import EXPIRY_HEIGHTS_MAX, Ledger, TxResult, decode_tx_result
+from node.ledger import (
+    EXPIRY_HEIGHTS_MAX,
+    Ledger,
+    MemoryReferences,
+    TxResult,
+    decode_tx_result,
+)
 from node.tx import AMOUNT_MAX, decode_tx
 from tests.unit.ledger_support import (
     CHAIN_ID,
@@ -68,20 +74,53 @@ def test_refused_tx_changes_no_balance_and_is_recorded(chain: Chain) -> None:
     assert chain.ledger.balances["bank-e"] == 10_000
 
 
-def test_resubmission_is_idempotent_and_replay_is_refused(chain: Chain) -> None:
+def consumed(chain: Chain, tx: bytes) -> bytes | None:
+    decoded = decode_tx(tx, CHAIN_ID)
+    return chain.ledger.lookup_reference(decoded)
+
+
+def test_a_settled_uetr_makes_any_later_block_carrying_it_invalid(chain: Chain) -> None:
     uetr = new_uetr()
     first = transfer("bank-e", "bank-e", "bank-f", 100, uetr=uetr)
-    effects = chain.settle([first, first])
-    assert codes_of(effects) == [None]  # the repeat is skipped: one result, one debit
-    again = chain.settle([first])
-    assert again.tx_results == ()
-    assert chain.ledger.balances["bank-e"] == 9_900
+    chain.settle([first])
+    assert consumed(chain, first) == decode_tx(first, CHAIN_ID).tx_hash
     other = transfer("bank-e", "bank-e", "bank-f", 200, uetr=uetr)
-    replay = chain.settle([other])
-    [result] = results_of(replay)
-    assert result.code is RefusalCode.DUPLICATE
-    assert result.first_tx_hash == decode_tx(first, CHAIN_ID).tx_hash
+    for txs in ([first], [other]):
+        with pytest.raises(BlockError, match="consumed by tx"):
+            chain.ledger.validate_block(chain.next_block(txs))
     assert chain.ledger.balances["bank-e"] == 9_900
+
+
+def test_a_block_with_one_uetr_twice_is_invalid(chain: Chain) -> None:
+    uetr = new_uetr()
+    first = transfer("bank-e", "bank-e", "bank-f", 100, uetr=uetr)
+    for txs in ([first, first], [first, transfer("bank-e", "bank-e", "bank-f", 1, uetr=uetr)]):
+        with pytest.raises(BlockError, match="share a"):
+            chain.ledger.validate_block(chain.next_block(txs))
+
+
+def test_a_uetr_stays_consumed_after_its_expiry(chain: Chain) -> None:
+    """Finding 1 of issue 7: the ledger forgot (signer, UETR) after the expiry height,
+    and a new transfer with the same UETR settled again (both debited)."""
+    uetr = new_uetr()
+    chain.settle([transfer("bank-e", "bank-e", "bank-f", 100, uetr=uetr, expiry_height=2)])
+    for _ in range(3):
+        chain.settle([])
+    again = transfer("bank-e", "bank-e", "bank-f", 100, uetr=uetr, expiry_height=20)
+    with pytest.raises(BlockError, match="consumed by tx"):
+        chain.ledger.validate_block(chain.next_block([again]))
+    assert chain.ledger.balances["bank-e"] == 9_900
+
+
+def test_a_final_transaction_is_never_carried_again(chain: Chain) -> None:
+    """Finding 2 of issue 7: once expired, a final transaction could be carried by a
+    later block and its stored result rewritten to EXPIRED."""
+    first = transfer("bank-e", "bank-e", "bank-f", 100, expiry_height=2)
+    chain.settle([first])
+    chain.settle([])
+    chain.settle([])  # height 3: past its expiry
+    with pytest.raises(BlockError):
+        chain.ledger.validate_block(chain.next_block([first]))
 
 
 def test_dedup_ignores_the_signature_bytes(chain: Chain) -> None:
@@ -143,23 +182,48 @@ def test_supply_limit(chain: Chain) -> None:
     assert chain.ledger.balances["bank-f"] == AMOUNT_MAX - 11_000
 
 
-def test_expiry_and_pruning_keep_references_bounded(chain: Chain) -> None:
-    effects = chain.settle(
-        [
-            transfer("bank-e", "bank-e", "bank-f", 1, expiry_height=2),
-            transfer("bank-e", "bank-e", "bank-f", 1, expiry_height=1 + EXPIRY_HEIGHTS_MAX + 1),
-            transfer("bank-e", "bank-e", "bank-f", 1, expiry_height=1 + EXPIRY_HEIGHTS_MAX),
-        ]
-    )
-    assert codes_of(effects) == [None, RefusalCode.EXPIRY_TOO_FAR, None]
-    assert len(chain.ledger.references) == 2
-    late = transfer("bank-e", "bank-e", "bank-f", 1, expiry_height=2)
+def test_expired_and_too_far_transactions_make_a_block_invalid(chain: Chain) -> None:
+    """Finding 3 of issue 7: EXPIRY_TOO_FAR was a recorded refusal that consumed nothing,
+    so the same bytes replayed later became final."""
     chain.settle([])
-    effects = chain.settle([late])  # height 3 > expiry 2
-    assert codes_of(effects) == [RefusalCode.EXPIRED]
-    assert len(effects.references_pruned) == 1
-    assert len(chain.ledger.references) == 1
-    assert effects.references_added == ()
+    expired = transfer("bank-e", "bank-e", "bank-f", 1, expiry_height=1)
+    too_far = transfer("bank-e", "bank-e", "bank-f", 1, expiry_height=2 + EXPIRY_HEIGHTS_MAX + 1)
+    for tx, reason in ((expired, "expired"), (too_far, "expiry more than")):
+        with pytest.raises(BlockError, match=reason):
+            chain.ledger.validate_block(chain.next_block([tx]))
+    edge = [
+        transfer("bank-e", "bank-e", "bank-f", 1, expiry_height=2),
+        transfer("bank-e", "bank-e", "bank-f", 1, expiry_height=2 + EXPIRY_HEIGHTS_MAX),
+    ]
+    assert codes_of(chain.settle(edge)) == [None, None]
+
+
+def test_admission_applies_every_rule_that_no_other_transaction_changes(chain: Chain) -> None:
+    ledger = chain.ledger
+    chain.settle([])
+    cases = [
+        (transfer("bank-e", "bank-e", "bank-f", 1, expiry_height=1), RefusalCode.EXPIRED),
+        (
+            transfer("bank-e", "bank-e", "bank-f", 1, expiry_height=3 + EXPIRY_HEIGHTS_MAX),
+            RefusalCode.EXPIRY_TOO_FAR,
+        ),
+        (transfer("bank-e", "bank-e", "nobody", 1), RefusalCode.UNKNOWN_ACCOUNT),
+        (transfer("bank-f", "bank-e", "bank-f", 1), RefusalCode.NOT_AUTHORIZED),
+        (payout("bank-e", "bank-e", [("nobody", 1)]), RefusalCode.UNKNOWN_ACCOUNT),
+        (payout("bank-f", "bank-e", [("bank-f", 1)]), RefusalCode.NOT_AUTHORIZED),
+        (issue("bank-e", "bank-e", 1), RefusalCode.NOT_AUTHORIZED),
+        (issue("nbkr", "nobody", 1), RefusalCode.UNKNOWN_ACCOUNT),
+        (redeem("bank-e", "bank-e", 1), RefusalCode.NOT_AUTHORIZED),
+        (redeem("nbkr", "nobody", 1), RefusalCode.UNKNOWN_ACCOUNT),
+    ]
+    for tx, code in cases:
+        with pytest.raises(TxRefused) as info:
+            ledger.check_admission(decode_tx(tx, CHAIN_ID))
+        assert info.value.code is code
+    # Balance-dependent rules are the block's: admitted here, refused in the block.
+    poor = decode_tx(transfer("bank-f", "bank-f", "bank-e", 1), CHAIN_ID)
+    ledger.check_admission(poor)
+    assert codes_of(chain.settle([poor.raw])) == [RefusalCode.INSUFFICIENT_FUNDS]
 
 
 def test_app_hash_depends_on_every_balance() -> None:
@@ -178,13 +242,10 @@ def test_app_hash_depends_on_every_balance() -> None:
 def restore_from(ledger: Ledger, all_effects: list[BlockEffects]) -> Ledger:
     """Restore from what a store would hold after writing these effects."""
     balances: dict[str, int] = {}
-    references: dict[bytes, tuple[bytes, int]] = {}
+    references = MemoryReferences()
     for effects in all_effects:
         balances.update(effects.balances)
-        for key, tx_hash, expiry in effects.references_added:
-            references[key] = (tx_hash, expiry)
-        for key in effects.references_pruned:
-            del references[key]
+        references.record(effects.references_added)
     last = all_effects[-1]
     return Ledger.restore(
         ledger.genesis,
@@ -206,7 +267,9 @@ def test_restore_continues_exactly(chain: Chain) -> None:
     ]
     restored = restore_from(chain.ledger, history)
     assert restored.balances == chain.ledger.balances
-    assert restored.references == chain.ledger.references
+    assert isinstance(restored.references, MemoryReferences)
+    assert isinstance(chain.ledger.references, MemoryReferences)
+    assert restored.references.consumed == chain.ledger.references.consumed
     assert (restored.height, restored.block_hash, restored.app_hash) == (
         chain.ledger.height,
         chain.ledger.block_hash,
@@ -216,7 +279,7 @@ def test_restore_continues_exactly(chain: Chain) -> None:
     twin.certificate = chain.certificate
     txs = [transfer("bank-f", "bank-f", "bank-e", 3)]
     assert twin.settle(txs) == chain.settle(txs)
-    assert twin.ledger.references == chain.ledger.references
+    assert restored.references.consumed == chain.ledger.references.consumed
 
 
 def test_validate_block_rejects_each_wrong_header_field(chain: Chain) -> None:
@@ -336,22 +399,16 @@ def test_funds_boundaries_are_exact(chain: Chain) -> None:
 
 
 def test_tx_result_encoding_round_trips_and_matches_the_ledger(chain: Chain) -> None:
-    uetr = new_uetr()
     effects = chain.settle(
         [
-            transfer("bank-e", "bank-e", "bank-f", 1, uetr=uetr),
-            transfer("bank-e", "bank-e", "bank-f", 2, uetr=uetr),
+            transfer("bank-e", "bank-e", "bank-f", 1),
+            transfer("bank-f", "bank-f", "bank-e", 2),
         ]
     )
     for _, encoded in effects.tx_results:
         assert decode_tx_result(encoded).encode() == encoded
-    duplicate = decode_tx_result(effects.tx_results[1][1])
-    assert duplicate == TxResult(
-        code=RefusalCode.DUPLICATE,
-        height=1,
-        index=1,
-        first_tx_hash=effects.tx_results[0][0],
-    )
+    refused = decode_tx_result(effects.tx_results[1][1])
+    assert refused == TxResult(code=RefusalCode.INSUFFICIENT_FUNDS, height=1, index=1)
     for corrupt in (b"", b"\x00" * 12, b"\x63" + bytes(12), bytes(14)):
         with pytest.raises(NodeError, match="corrupt tx result"):
             decode_tx_result(corrupt)

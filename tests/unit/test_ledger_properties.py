@@ -8,8 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from node.errors import RefusalCode, TxRefused
-from node.ledger import Ledger, decode_tx_result
+from node.errors import BlockError, RefusalCode, TxRefused
+from node.ledger import EXPIRY_HEIGHTS_MAX, Ledger, decode_tx_result
 from node.mempool import Mempool
 from node.tx import (
     AMOUNT_MAX,
@@ -113,20 +113,25 @@ class Model:
         for account, amount in START:
             self.balances[account] += amount
         self.supply = sum(self.balances.values())
-        self.first: dict[tuple[str, bytes], tuple[bytes, int]] = {}
-        self.applied: set[bytes] = set()
+        self.consumed: set[tuple[str, bytes]] = set()  # for ever
 
-    def apply(self, raw: bytes, height: int) -> RefusalCode | str | None:
+    def settleable(self, txs: list[bytes], height: int) -> list[bytes]:
+        """The transactions a valid block at `height` may carry, in order: not expired,
+        not too far, (signer, UETR) neither consumed nor repeated."""
+        keys = set(self.consumed)
+        kept = []
+        for raw in txs:
+            tx = decode_tx(raw, CHAIN_ID)
+            key = (tx.signer, tx.uetr)
+            if height <= tx.expiry_height <= height + EXPIRY_HEIGHTS_MAX and key not in keys:
+                keys.add(key)
+                kept.append(raw)
+        return kept
+
+    def apply(self, raw: bytes) -> RefusalCode | None:
         tx = decode_tx(raw, CHAIN_ID)
         owner = {a: a.split("/")[0] for a in ACCOUNTS}
-        # The ledger forgets a reference at the end of the first block past its expiry.
-        self.first = {k: v for k, v in self.first.items() if v[1] >= height - 1}
-        if tx.expiry_height < height:
-            return RefusalCode.EXPIRED
-        ref = self.first.get((tx.signer, tx.uetr))
-        if ref is not None:
-            return "skip" if ref[0] == tx.tx_hash else RefusalCode.DUPLICATE
-        self.first[(tx.signer, tx.uetr)] = (tx.tx_hash, tx.expiry_height)
+        self.consumed.add((tx.signer, tx.uetr))
         debits: dict[str, int] = {}
         credits: dict[str, int] = {}
         if isinstance(tx, Transfer | Payout):
@@ -163,15 +168,18 @@ def test_ledger_matches_the_model_and_conserves_money(blocks: list[list[bytes]])
     chain = Chain(Ledger(make_genesis(START)))
     model = Model()
     for height, txs in enumerate(blocks, start=1):
-        expected = [model.apply(raw, height) for raw in txs]
-        effects = chain.settle(txs)
-        assert codes_of(effects) == [code for code in expected if code != "skip"]
+        valid = model.settleable(txs, height)
+        if valid != txs:
+            with pytest.raises(BlockError):
+                chain.ledger.validate_block(chain.next_block(txs))
+        expected = [model.apply(raw) for raw in valid]
+        effects = chain.settle(valid)
+        assert codes_of(effects) == expected
         ledger = chain.ledger
         assert {a: ledger.balances[a] for a in ACCOUNTS} == model.balances
         assert all(balance >= 0 for balance in ledger.balances.values())
         assert sum(ledger.balances.values()) == ledger.issued_total - ledger.redeemed_total
         assert ledger.issued_total - ledger.redeemed_total == model.supply
-        assert all(expiry >= height for _, expiry in ledger.references.values())
         for tx_hash, encoded in effects.tx_results:
             assert decode_tx_result(encoded).height == height
             assert len(tx_hash) == 32
@@ -215,7 +223,11 @@ def settled_code(txs: list[bytes], *, blocks_before: int = 0) -> RefusalCode | N
 
 def test_every_refusal_code_is_reachable() -> None:
     ledger = Ledger(make_genesis(START))
+    chain = Chain(ledger)
+    chain.settle([])
     uetr = bytes(16)
+    first = transfer("bank-e", "bank-e", "bank-f", 1, uetr=uetr)
+    expired = transfer("bank-e", "bank-e", "bank-f", 1, expiry_height=1)
     produced = {
         refusal_of(lambda: decode_tx(b"\x00" * 70, CHAIN_ID)),
         refusal_of(lambda: decode_tx(transfer("bank-e", "bank-e", "bank-f", 1), "other")),
@@ -226,21 +238,24 @@ def test_every_refusal_code_is_reachable() -> None:
         settled_code([transfer("bank-f", "bank-e", "bank-f", 1)]),
         settled_code([transfer("bank-e", "bank-e", "nobody", 1)]),
         settled_code([transfer("bank-e", "bank-e", "bank-f", 5_001)]),
-        settled_code(
-            [
-                transfer("bank-e", "bank-e", "bank-f", 1, uetr=uetr),
-                transfer("bank-e", "bank-e", "bank-f", 2, uetr=uetr),
-            ]
+        refusal_of(
+            lambda: pool_holding(first).add(transfer("bank-e", "bank-e", "bank-f", 2, uetr=uetr))
         ),
-        settled_code([transfer("bank-e", "bank-e", "bank-f", 1, expiry_height=1)], blocks_before=1),
-        settled_code([transfer("bank-e", "bank-e", "bank-f", 1, expiry_height=20_000)]),
+        refusal_of(lambda: Mempool(ledger, txs_max=1).add(expired)),
+        refusal_of(
+            lambda: Mempool(ledger, txs_max=1).add(
+                transfer("bank-e", "bank-e", "bank-f", 1, expiry_height=20_000)
+            )
+        ),
         settled_code([issue("nbkr", "bank-e", AMOUNT_MAX)]),
-        refusal_of(lambda: full_mempool(ledger).add(transfer("bank-e", "bank-e", "bank-f", 3))),
+        refusal_of(lambda: pool_holding(first).add(transfer("bank-e", "bank-e", "bank-f", 3))),
+        refusal_of(lambda: Mempool(ledger, txs_max=1).add(first, catching_up=True)),
     }
     assert produced == set(RefusalCode)
 
 
-def full_mempool(ledger: Ledger) -> Mempool:
-    mempool = Mempool(ledger, txs_max=1)
-    mempool.add(transfer("bank-e", "bank-e", "bank-f", 4))
+def pool_holding(tx: bytes) -> Mempool:
+    """A mempool with room for one transaction, holding `tx`."""
+    mempool = Mempool(Ledger(make_genesis(START)), txs_max=1)
+    mempool.add(tx)
     return mempool

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from node.effects import PoolChanges
 from node.errors import RefusalCode, TxRefused
-from node.ledger import Ledger
-from node.mempool import Admission, Mempool
-from tests.unit.ledger_support import Chain, make_genesis, new_uetr, transfer
+from node.ledger import EXPIRY_HEIGHTS_MAX, Ledger
+from node.mempool import Admission, Dropped, Mempool, decode_dropped
+from node.tx import decode_tx
+from tests.unit.ledger_support import CHAIN_ID, Chain, make_genesis, new_uetr, transfer
 
 START = [("bank-e", 10_000), ("bank-f", 10_000)]
 
@@ -27,10 +29,23 @@ def test_resubmission_is_idempotent_until_and_after_settlement() -> None:
     assert mempool.add(tx).admission is Admission.PENDING
     assert len(mempool) == 1
     effects = chain.settle(mempool.take(10, 1 << 20))
-    mempool.remove_settled(h for h, _ in effects.tx_results)
+    mempool.remove_settled(effects.references_added)
     assert len(mempool) == 0
     assert mempool.add(tx).admission is Admission.SETTLED
     assert chain.ledger.balances["bank-e"] == 9_900  # debited once
+
+
+def test_the_same_bytes_get_their_first_result_after_expiry() -> None:
+    """Finding 6 of issue 7: resubmitting a final transaction's bytes after its expiry
+    answered EXPIRED, which reads as "it never happened"."""
+    chain = Chain(Ledger(make_genesis(START)))
+    mempool = Mempool(chain.ledger, txs_max=10)
+    tx = transfer("bank-e", "bank-e", "bank-f", 100, expiry_height=1)
+    mempool.add(tx)
+    mempool.remove_settled(chain.settle(mempool.take(10, 1 << 20)).references_added)
+    for _ in range(3):
+        mempool.remove_settled(chain.settle([]).references_added)
+    assert mempool.add(tx).admission is Admission.SETTLED
 
 
 def test_same_uetr_with_other_content_is_refused_pending_and_settled() -> None:
@@ -42,10 +57,75 @@ def test_same_uetr_with_other_content_is_refused_pending_and_settled() -> None:
         RefusalCode.DUPLICATE
     )
     effects = chain.settle(mempool.take(10, 1 << 20))
-    mempool.remove_settled(h for h, _ in effects.tx_results)
+    mempool.remove_settled(effects.references_added)
     assert code_of(mempool, transfer("bank-e", "bank-e", "bank-f", 3, uetr=uetr)) == (
         RefusalCode.DUPLICATE
     )
+
+
+def test_a_too_far_expiry_is_refused_at_admission() -> None:
+    """Finding 3 of issue 7: the pool admitted what the ledger then refused as
+    EXPIRY_TOO_FAR without consuming the UETR, and the bytes settled later."""
+    chain = Chain(Ledger(make_genesis(START)))
+    mempool = Mempool(chain.ledger, txs_max=10)
+    too_far = transfer("bank-e", "bank-e", "bank-f", 1, expiry_height=2 + EXPIRY_HEIGHTS_MAX)
+    assert code_of(mempool, too_far) == RefusalCode.EXPIRY_TOO_FAR
+    mempool.add(transfer("bank-e", "bank-e", "bank-f", 1, expiry_height=1 + EXPIRY_HEIGHTS_MAX))
+    assert code_of(mempool, transfer("bank-e", "bank-e", "nobody", 1)) == (
+        RefusalCode.UNKNOWN_ACCOUNT
+    )
+    assert len(mempool) == 1
+
+
+def test_kept_transactions_that_can_never_settle_get_a_fate() -> None:
+    """Finding 5 of issue 7: a kept transaction that expired went from pending to
+    unknown; one whose UETR another transaction consumed, likewise."""
+    chain = Chain(Ledger(make_genesis(START)))
+    mempool = Mempool(chain.ledger, txs_max=10)
+    uetr = new_uetr()
+    kept = [
+        mempool.add(transfer("bank-e", "bank-e", "bank-f", 1, expiry_height=2)).tx,
+        mempool.add(transfer("bank-e", "bank-e", "bank-f", 2, uetr=uetr)).tx,
+        mempool.add(transfer("bank-e", "bank-e", "bank-f", 3)).tx,
+    ]
+    mempool.kept.update(tx.tx_hash for tx in kept)
+    elsewhere = transfer("bank-e", "bank-e", "bank-f", 9, uetr=uetr)  # another node's
+    changes = mempool.remove_settled(chain.settle([elsewhere, kept[2].raw]).references_added)
+    assert set(changes.removed) == {kept[1].tx_hash, kept[2].tx_hash}
+    [(tx_hash, fate)] = changes.dropped
+    assert tx_hash == kept[1].tx_hash
+    holder = decode_tx(elsewhere, CHAIN_ID).tx_hash
+    assert decode_dropped(fate) == Dropped(
+        code=RefusalCode.DUPLICATE, height=1, first_tx_hash=holder
+    )
+    changes = mempool.remove_settled(chain.settle([]).references_added)
+    assert changes == PoolChanges(
+        removed=(kept[0].tx_hash,),
+        dropped=(
+            (
+                kept[0].tx_hash,
+                Dropped(code=RefusalCode.EXPIRED, height=2, first_tx_hash=None).encode(),
+            ),
+        ),
+    )
+    assert len(mempool) == 0
+    assert mempool.kept == set()
+
+
+def test_a_node_catching_up_refuses_what_it_cannot_judge() -> None:
+    chain = Chain(Ledger(make_genesis(START)))
+    mempool = Mempool(chain.ledger, txs_max=10)
+    waiting = transfer("bank-e", "bank-e", "bank-f", 1)
+    settled = transfer("bank-e", "bank-e", "bank-f", 2)
+    mempool.add(waiting)
+    chain.settle([settled])
+    assert mempool.add(waiting, catching_up=True).admission is Admission.PENDING
+    assert mempool.add(settled, catching_up=True).admission is Admission.SETTLED
+    new = transfer("bank-e", "bank-e", "bank-f", 3)
+    with pytest.raises(TxRefused) as info:
+        mempool.add(new, catching_up=True)
+    assert info.value.code is RefusalCode.CATCHING_UP
+    assert len(mempool) == 1
 
 
 @pytest.mark.parametrize(
@@ -80,9 +160,9 @@ def test_take_is_bounded_and_settlement_drops_stale() -> None:
         mempool.add(tx)
     assert mempool.take(3, 1 << 20) == txs[:3]
     assert mempool.take(100, len(txs[0]) * 2) == txs[:2]
-    chain.settle(txs[:1])
-    chain.settle([])
-    mempool.remove_settled([])
+    mempool.remove_settled(chain.settle(txs[:1]).references_added)
+    assert len(mempool) == 4
+    mempool.remove_settled(chain.settle([]).references_added)
     assert len(mempool) == 0  # settled one and four that expired at height 2
 
 

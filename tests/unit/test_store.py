@@ -73,7 +73,6 @@ class ChainBuilder:
             balances=(),
             tx_results=(),
             references_added=(),
-            references_pruned=(),
             issued_total=0,
             redeemed_total=0,
         )
@@ -124,7 +123,7 @@ def test_blocks_and_ledger_state_round_trip(tmp_path: Path) -> None:
             chain,
             balances=(("bank-a", 700), ("bank-b", 300)),
             tx_results=((digest("tx1"), b"\x01ok"), (digest("tx2"), b"\x02ok")),
-            references_added=((ref_a, digest("tx1"), 5), (ref_b, digest("tx2"), 9)),
+            references_added=((ref_a, digest("tx1")), (ref_b, digest("tx2"))),
             issued_total=1000,
         )
         second = commit(
@@ -132,7 +131,6 @@ def test_blocks_and_ledger_state_round_trip(tmp_path: Path) -> None:
             chain,
             balances=(("bank-a", 0), ("bank-c", 900)),
             tx_results=((digest("tx3"), b"\x03"),),
-            references_pruned=(ref_a, b"never-stored-key"),
             issued_total=1000,
             redeemed_total=100,
         )
@@ -155,29 +153,32 @@ def test_blocks_and_ledger_state_round_trip(tmp_path: Path) -> None:
         assert store.load_balances() == {"bank-a": 0, "bank-b": 300, "bank-c": 900}
         assert store.load_balance("bank-a") == 0
         assert store.load_balance("bank-z") is None
-        assert store.load_references() == {ref_b: (digest("tx2"), 9)}
-        assert store.load_reference(ref_a) is None
+        # Consumed references are kept for ever, found in one read for many keys.
+        assert store.load_references([ref_a, b"never-stored-key", ref_b]) == [
+            digest("tx1"),
+            None,
+            digest("tx2"),
+        ]
+        assert store.load_all_references() == {ref_a: digest("tx1"), ref_b: digest("tx2")}
 
 
-def test_tx_results_of_every_size_round_trip_and_a_repeated_hash_keeps_the_last(
-    tmp_path: Path,
-) -> None:
+def test_tx_results_of_every_size_round_trip_and_are_never_overwritten(tmp_path: Path) -> None:
     """Results live in one record per height; the index finds each by its position."""
     chain = ChainBuilder()
     results = tuple((digest("r", i), bytes([i % 7]) * (i % 50)) for i in range(300))
     with Store.open(tmp_path / "s", chain_id=CHAIN_ID, map_size_bytes=1 << 24) as store:
         commit(store, chain, tx_results=results)
         commit(store, chain)  # a block without transactions still has its (empty) record
-        again = ((digest("r", 5), b"later"), (digest("r", 9), b"x"), (digest("r", 9), b"last"))
-        commit(store, chain, tx_results=again)
+        # A stored result is never rewritten: a second result for a hash is our own bug.
+        again = chain.next(tx_results=((digest("r", 5), b"later"),))
+        with pytest.raises(AssertionError, match="stored twice"):
+            store.commit_block(again)
     with Store.open(tmp_path / "s", chain_id=CHAIN_ID, map_size_bytes=1 << 24) as store:
         store.verify(full=True)
-        assert store.entry_counts()["tx_results"] == 3
+        assert store.entry_counts()["tx_results"] == 2
         assert store.entry_counts()["tx_index"] == 300
-        for tx_hash, result in results[:5] + results[10:]:
+        for tx_hash, result in results:
             assert store.load_tx_result(tx_hash) == result
-        assert store.load_tx_result(digest("r", 5)) == b"later"
-        assert store.load_tx_result(digest("r", 9)) == b"last"
         assert store.load_tx_result(digest("r", 300)) is None
 
 
@@ -191,7 +192,7 @@ def test_exception_mid_commit_leaves_nothing(tmp_path: Path) -> None:
         bad = chain.next(
             balances=(("bank-a", 10), ("bank-b", -5)),
             tx_results=((digest("t"), b"r"),),
-            references_added=((b"k" * 20, digest("t"), 3),),
+            references_added=((b"k" * 20, digest("t")),),
         )
         with pytest.raises(AssertionError):
             store.commit_block(bad)

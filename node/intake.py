@@ -1,0 +1,167 @@
+"""The one way in for transactions: from this node's API, from peers, and back from the
+store after a restart.
+
+The promise to a bank: a transaction this node answered `pending` is kept. `submit`
+admits it to the mempool, then writes it to the store's pool in a synced LMDB write
+before the answer leaves; the submissions of one loop turn share that one write. It is
+gossiped once kept. After a restart `restore` re-admits every kept transaction (or
+records why it can no longer settle) and gossips it again. A kept transaction leaves the
+store's pool only in the write transaction of the block that settles it, or with its
+`Dropped` fate (expired, or its UETR consumed by another transaction).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+
+from node.effects import PoolChanges
+from node.errors import RefusalCode, TxRefused
+from node.mempool import Admission, Dropped, Mempool
+from node.protocol import Txs, encode_payload
+from node.store import Store
+from node.tx import Tx, decode_tx
+
+__all__ = ["GOSSIP_TXS_MAX", "Intake"]
+
+log = logging.getLogger(__name__)
+
+GOSSIP_TXS_MAX = 1000  # transactions per gossip payload
+
+
+class Intake:
+    """Admits transactions to the mempool; keeps the API's durably; gossips them."""
+
+    def __init__(
+        self,
+        *,
+        mempool: Mempool,
+        store: Store,
+        broadcast: Callable[[bytes], None],
+        wake: Callable[[], None],
+        caught_up: Callable[[], bool],
+    ) -> None:
+        self.mempool = mempool
+        self._store = store
+        self._broadcast = broadcast
+        self._wake = wake
+        self._caught_up = caught_up
+        self._batch: list[Tx] = []
+        self._batch_kept: asyncio.Future[None] | None = None
+
+    async def submit(self, tx_bytes: bytes) -> bytes:
+        """Admit a transaction from this node's API and keep it durably.
+
+        Returns:
+            The tx hash; its status (pending, final, refused, expired) is now stored.
+        Raises:
+            TxRefused: the code the client sees; nothing was kept.
+            StoreError: the store could not keep it (the node's fault, not the client's).
+        """
+        try:
+            admitted = self.mempool.add(tx_bytes, catching_up=not self._caught_up())
+        except TxRefused as exc:
+            fate = self._known_fate(tx_bytes, exc.code)
+            if fate is None:
+                raise
+            return fate
+        tx = admitted.tx
+        if admitted.admission is not Admission.SETTLED and tx.tx_hash not in self.mempool.kept:
+            await self._keep(tx)
+        return tx.tx_hash
+
+    def _known_fate(self, tx_bytes: bytes, code: RefusalCode) -> bytes | None:
+        """The hash of these very bytes if this node already recorded that they will never
+        settle: the same bytes get their first answer, not a new refusal."""
+        if code not in (RefusalCode.EXPIRED, RefusalCode.DUPLICATE):
+            return None
+        tx_hash = decode_tx(tx_bytes, self.mempool.chain_id).tx_hash
+        return tx_hash if self._store.load_dropped(tx_hash) is not None else None
+
+    async def _keep(self, tx: Tx) -> None:
+        loop = asyncio.get_running_loop()
+        if self._batch_kept is None:
+            self._batch_kept = loop.create_future()
+            loop.call_soon(self._flush)
+        self._batch.append(tx)
+        await asyncio.shield(self._batch_kept)
+
+    def _flush(self) -> None:
+        """Keep the loop turn's submissions in one synced write, then gossip them."""
+        batch, self._batch = self._batch, []
+        kept, self._batch_kept = self._batch_kept, None
+        assert kept is not None
+        mempool = self.mempool
+        # A transaction settled or dropped since it was admitted needs no keeping.
+        waiting = {tx.tx_hash: tx for tx in batch if tx.tx_hash in mempool}
+        fresh = [tx for tx_hash, tx in waiting.items() if tx_hash not in mempool.kept]
+        try:
+            if fresh:
+                self._store.save_pool([(tx.tx_hash, tx.raw) for tx in fresh])
+        except Exception as exc:
+            kept.set_exception(exc)
+            raise
+        mempool.kept.update(tx.tx_hash for tx in fresh)
+        kept.set_result(None)
+        self._gossip([tx.raw for tx in fresh])
+        if fresh:
+            self._wake()
+
+    def from_peer(self, txs: Sequence[bytes]) -> int:
+        """Admit a peer's gossip; returns how many were refused."""
+        refused = 0
+        added = False
+        for tx_bytes in txs:
+            try:
+                added |= self.mempool.add(tx_bytes).admission is Admission.ADDED
+            except TxRefused:
+                refused += 1
+        if added:
+            self._wake()
+        return refused
+
+    def restore(self) -> int:
+        """Re-admit what the store kept before a restart, and record the fate of what can
+        no longer settle; gossip the rest again. Returns how many are pending again."""
+        mempool = self.mempool
+        removed: list[bytes] = []
+        dropped: list[tuple[bytes, bytes]] = []
+        again: list[bytes] = []
+        height = mempool.height
+        for raw in self._store.load_pool():
+            tx = decode_tx(raw, mempool.chain_id)  # it decoded when it was kept
+            try:
+                admission = mempool.add(raw).admission
+            except TxRefused as exc:
+                removed.append(tx.tx_hash)
+                fate = _fate_of_refusal(exc, height, mempool.holder_of(tx))
+                if fate is not None:
+                    dropped.append((tx.tx_hash, fate.encode()))
+                else:
+                    log.warning("kept tx %s is refused after restart: %s", tx.tx_hash.hex(), exc)
+                continue
+            if admission is Admission.SETTLED:
+                removed.append(tx.tx_hash)
+            else:
+                mempool.kept.add(tx.tx_hash)
+                again.append(raw)
+        if removed:
+            self._store.save_pool_changes(
+                PoolChanges(removed=tuple(removed), dropped=tuple(dropped))
+            )
+        self._gossip(again)
+        return len(again)
+
+    def _gossip(self, txs: list[bytes]) -> None:
+        for start in range(0, len(txs), GOSSIP_TXS_MAX):
+            self._broadcast(encode_payload(Txs(txs=tuple(txs[start : start + GOSSIP_TXS_MAX]))))
+
+
+def _fate_of_refusal(exc: TxRefused, height: int, holder: bytes | None) -> Dropped | None:
+    """The fate of a kept transaction that the restored chain refuses, if it is final."""
+    if exc.code is RefusalCode.EXPIRED:
+        return Dropped(code=RefusalCode.EXPIRED, height=height, first_tx_hash=None)
+    if exc.code is RefusalCode.DUPLICATE and holder is not None:
+        return Dropped(code=RefusalCode.DUPLICATE, height=height, first_tx_hash=holder)
+    return None
