@@ -7,6 +7,7 @@ code: a transaction refusal carries its RefusalCode name as it is.
                                     or JSON {"tx": "<hex>"}; 202 once kept in the store
     GET  /v1/transactions/{hash}    ?wait_ms=N waits up to N ms for a final answer
     GET  /v1/accounts/{id}          balance in tyiyn
+    GET  /v1/accounts/{id}/proof    the balance with its Merkle proof up to the app hash
     GET  /v1/blocks/{height}        header, transaction hashes, certificate signers
     GET  /v1/status                 height, hashes, role, peers, caught_up
 
@@ -178,6 +179,34 @@ async def get_account(request: web.Request) -> web.Response:
     return web.json_response({"account": account, "balance": balance})
 
 
+async def get_account_proof(request: web.Request) -> web.Response:
+    """The account's balance after the last block, with what recomputes the app hash that
+    block `height + 1` will carry (node.ledger.verify_account_state checks it)."""
+    context = request.app[CONTEXT]
+    account = request.match_info["account"]
+    ledger = context.driver.ledger
+    if account not in ledger.balances:
+        return error(404, RefusalCode.UNKNOWN_ACCOUNT.name, f"no account {account!r}")
+    proof = ledger.account_proof(account)
+    return web.json_response(
+        {
+            "account": account,
+            "balance": proof.account.balance,
+            "height": proof.height,
+            "leaf_index": proof.account.index,
+            "leaf_count": proof.account.size,
+            "path": [node.hex() for node in proof.account.path],
+            "accounts_root": proof.accounts_root.hex(),
+            "reference_count": proof.reference_count,
+            "issued_total": proof.issued_total,
+            "redeemed_total": proof.redeemed_total,
+            "previous_app_hash": proof.previous_app_hash.hex(),
+            "changes_hash": proof.changes_hash.hex(),
+            "app_hash": proof.app_hash.hex(),
+        }
+    )
+
+
 async def get_block(request: web.Request) -> web.Response:
     context = request.app[CONTEXT]
     try:
@@ -256,6 +285,7 @@ def build_api(context: ApiContext) -> web.Application:
     app.router.add_post("/v1/transactions", submit_transaction)
     app.router.add_get("/v1/transactions/{tx_hash}", get_transaction)
     app.router.add_get("/v1/accounts/{account}", get_account)
+    app.router.add_get("/v1/accounts/{account}/proof", get_account_proof)
     app.router.add_get("/v1/blocks/{height}", get_block)
     app.router.add_get("/v1/status", get_status)
     return app

@@ -23,6 +23,7 @@ class BlockEffects:
         bytes  # this block's own commit certificate, consensus.wire.encode_certificate
     )
     app_hash: bytes  # 32 bytes: application hash after this block
+    changes_hash: bytes  # 32 bytes: hash of this block's changes, one input of app_hash
     balances: tuple[tuple[str, int], ...]  # (account id, new balance) for changed accounts only
     tx_results: tuple[tuple[bytes, bytes], ...]  # (tx hash, encoded TxResult) for every tx
     references_added: tuple[tuple[bytes, bytes], ...]  # (reference key, tx hash), one per tx

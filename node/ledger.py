@@ -23,9 +23,15 @@ Theory of operation.
 - Money is integer tyiyn; balances never go negative; outstanding som (issued minus
   redeemed) stays <= 2**63-1, so no balance can overflow; after every block the sum of
   all balances equals issued minus redeemed (asserted).
-- App hash chain: app_hash = sha256(tag || previous app hash || height || sha256 of the
-  canonical encoding of this block's changes), starting from the genesis hash, so any
-  divergence in any balance, total or result changes every later app hash.
+- App hash chain: app_hash = sha256(tag || previous app hash || height || changes hash ||
+  state root), starting from the genesis hash. The changes hash is sha256 of the canonical
+  encoding of the block's changes (balances, totals, results); the state root commits to
+  the whole state after the block: a Merkle root over every account's balance
+  (node/state_tree.py), the count of consumed references and the totals. So any
+  divergence changes every later app hash, a node recomputes the state root from its
+  stored balances at start (`open_ledger`: a balance edited at rest, checksum fixed up or
+  not, is refused), and a bank can check its own balance against an app hash
+  (`account_proof`, `verify_account_state`).
 """
 
 from __future__ import annotations
@@ -57,7 +63,8 @@ from node.effects import BlockEffects
 from node.errors import BlockError, NodeError, RefusalCode, TxRefused
 from node.genesis import Genesis
 from node.merkle import merkle_root
-from node.store import Store
+from node.state_tree import AccountProof, AccountTree, verify_account_proof
+from node.store import Store, StoreCorrupted
 from node.tx import AMOUNT_MAX, SIGNATURE_SIZE, Issue, Payout, Redeem, Transfer, Tx, decode_tx
 
 __all__ = [
@@ -65,17 +72,22 @@ __all__ = [
     "Ledger",
     "MemoryReferences",
     "References",
+    "StateProof",
     "StoredReferences",
     "TxResult",
+    "app_hash_of",
     "decode_tx_result",
     "genesis_app_hash",
     "open_ledger",
+    "state_root_of",
+    "verify_account_state",
 ]
 
 EXPIRY_HEIGHTS_MAX = 10_000
 TIME_DRIFT_MS_MAX = 30_000  # how far ahead of our clock a proposer's time_ms may be
 TAG_APP_HASH = b"somnet/app-hash/v1"
 TAG_GENESIS_APP_HASH = b"somnet/genesis-app-hash/v1"
+TAG_STATE_ROOT = b"somnet/state-root/v1"
 APPLIED = 0  # TxResult code of an applied transaction
 _RESULT = struct.Struct(">BQI")
 _NOTHING_CHECKED: Mapping[bytes, Tx] = MappingProxyType({})
@@ -112,6 +124,70 @@ def decode_tx_result(data: bytes) -> TxResult:
 
 def genesis_app_hash(genesis: Genesis) -> bytes:
     return hashlib.sha256(TAG_GENESIS_APP_HASH + genesis.hash()).digest()
+
+
+def state_root_of(
+    *, accounts_root: bytes, reference_count: int, issued_total: int, redeemed_total: int
+) -> bytes:
+    """The commitment to the whole ledger state after a block."""
+    assert len(accounts_root) == 32
+    assert 0 <= reference_count < 2**64
+    assert 0 <= redeemed_total <= issued_total < 2**128
+    return hashlib.sha256(
+        TAG_STATE_ROOT
+        + accounts_root
+        + reference_count.to_bytes(8, "big")
+        + issued_total.to_bytes(16, "big")
+        + redeemed_total.to_bytes(16, "big")
+    ).digest()
+
+
+def app_hash_of(
+    *, previous_app_hash: bytes, height: int, changes_hash: bytes, state_root: bytes
+) -> bytes:
+    """The app hash after block `height`; block `height + 1` carries it in its header."""
+    assert len(previous_app_hash) == len(changes_hash) == len(state_root) == 32
+    return hashlib.sha256(
+        TAG_APP_HASH + previous_app_hash + height.to_bytes(8, "big") + changes_hash + state_root
+    ).digest()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StateProof:
+    """That an account held a balance after block `height`: everything a bank needs to
+    recompute the app hash from its own balance (see `verify_account_state`)."""
+
+    height: int
+    account: AccountProof
+    accounts_root: bytes
+    reference_count: int
+    issued_total: int
+    redeemed_total: int
+    previous_app_hash: bytes  # the app hash in block `height`'s header
+    changes_hash: bytes
+    app_hash: bytes  # after block `height`; block `height + 1`'s header carries it
+
+
+def verify_account_state(proof: StateProof, app_hash: bytes) -> bool:
+    """True if `proof` shows its account's balance under `app_hash`, which the caller
+    trusts (the header of block `proof.height + 1`, or the app hash several nodes report).
+    Never raises on a malformed proof."""
+    try:
+        state_root = state_root_of(
+            accounts_root=proof.accounts_root,
+            reference_count=proof.reference_count,
+            issued_total=proof.issued_total,
+            redeemed_total=proof.redeemed_total,
+        )
+        recomputed = app_hash_of(
+            previous_app_hash=proof.previous_app_hash,
+            height=proof.height,
+            changes_hash=proof.changes_hash,
+            state_root=state_root,
+        )
+    except (AssertionError, TypeError, OverflowError):
+        return False
+    return recomputed == app_hash and verify_account_proof(proof.account, proof.accounts_root)
 
 
 class References(Protocol):
@@ -192,6 +268,10 @@ class Ledger:
         self.block_hash = ZERO_HASH  # hash of the last settled block
         self.time_ms = 0  # time of the last settled block
         self.app_hash = genesis_app_hash(genesis)
+        self.previous_app_hash = self.app_hash  # the app hash in the last block's header
+        self.changes_hash = bytes(32)  # of the last settled block
+        self.account_tree = AccountTree(self.balances)
+        self.reference_count = 0
         self.references: References = MemoryReferences() if references is None else references
         # The last block that passed validate_block: (its hash, its decoded transactions).
         self._decoded: tuple[bytes, tuple[Tx, ...]] | None = None
@@ -205,19 +285,25 @@ class Ledger:
         *,
         last_block_bytes: bytes | None,
         app_hash: bytes,
+        changes_hash: bytes,
         balances: dict[str, int],
         references: References,
+        reference_count: int,
         issued_total: int,
         redeemed_total: int,
     ) -> Ledger:
-        """Rebuild the ledger from what the store loaded at open.
+        """Rebuild the ledger from what the store loaded at open, and check it: the state
+        root recomputed from these balances, references and totals must give `app_hash`.
 
         Args:
             last_block_bytes: the highest stored block, None if no block was settled.
             app_hash: the app hash stored with that block.
+            changes_hash: the hash of that block's changes, stored with it.
             balances: every balance the store holds (accounts it lacks keep genesis values).
             references: the consumed (signer, UETR) references, as stored.
+            reference_count: how many references the store holds.
         Raises:
+            StoreCorrupted: the stored state is not the state the app hash commits to.
             NodeError: the stored state does not fit the genesis (another network's store).
         """
         ledger = cls(genesis, references)
@@ -235,9 +321,50 @@ class Ledger:
         ledger.height = header.height
         ledger.block_hash = header.hash()
         ledger.time_ms = header.time_ms
-        ledger.app_hash = app_hash
+        ledger.reference_count = reference_count
+        ledger.account_tree = AccountTree(ledger.balances)
+        ledger.previous_app_hash = header.app_hash
+        ledger.changes_hash = changes_hash
+        ledger.app_hash = ledger._app_hash_after(header.height, changes_hash)
+        if ledger.app_hash != app_hash:
+            raise StoreCorrupted(
+                f"the stored state at height {header.height} is not the one its app hash "
+                "commits to: a balance, total or consumed reference was altered; run "
+                "`somnet check` to find it"
+            )
         ledger.check_conservation()
         return ledger
+
+    def state_root(self) -> bytes:
+        return state_root_of(
+            accounts_root=self.account_tree.root,
+            reference_count=self.reference_count,
+            issued_total=self.issued_total,
+            redeemed_total=self.redeemed_total,
+        )
+
+    def _app_hash_after(self, height: int, changes_hash: bytes) -> bytes:
+        return app_hash_of(
+            previous_app_hash=self.previous_app_hash,
+            height=height,
+            changes_hash=changes_hash,
+            state_root=self.state_root(),
+        )
+
+    def account_proof(self, account_id: str) -> StateProof:
+        """A bank's proof of its balance after the last settled block.
+        Raises UnknownAccountError (a NodeError) for an account not in genesis."""
+        return StateProof(
+            height=self.height,
+            account=self.account_tree.proof(account_id),
+            accounts_root=self.account_tree.root,
+            reference_count=self.reference_count,
+            issued_total=self.issued_total,
+            redeemed_total=self.redeemed_total,
+            previous_app_hash=self.previous_app_hash,
+            changes_hash=self.changes_hash,
+            app_hash=self.app_hash,
+        )
 
     def check_conservation(self) -> None:
         """Assert the ledger's invariant, in full: the sum of all balances is issued minus
@@ -542,9 +669,11 @@ class Ledger:
         # msgpack encodes tuples as arrays: no per-item copies on this path.
         changes = (height, balances, self.issued_total, self.redeemed_total, results)
         changes_hash = hashlib.sha256(_pack(changes)).digest()
-        self.app_hash = hashlib.sha256(
-            TAG_APP_HASH + self.app_hash + height.to_bytes(8, "big") + changes_hash
-        ).digest()
+        self.account_tree.update(balances)
+        self.reference_count += len(added)
+        self.previous_app_hash = self.app_hash
+        self.changes_hash = changes_hash
+        self.app_hash = self._app_hash_after(height, changes_hash)
         self.height = height
         self.block_hash = block_hash
         self.time_ms = block.header.time_ms
@@ -554,6 +683,7 @@ class Ledger:
             block_bytes=encode_block(block) if block_bytes is None else block_bytes,
             certificate_bytes=certificate_bytes,
             app_hash=self.app_hash,
+            changes_hash=changes_hash,
             balances=balances,
             tx_results=tuple(results),
             references_added=tuple(added),
@@ -661,8 +791,10 @@ def open_ledger(genesis: Genesis, store: Store) -> Ledger:
         genesis,
         last_block_bytes=store.load_block(tip.height) if tip.height else None,
         app_hash=tip.app_hash,
+        changes_hash=tip.changes_hash,
         balances=store.load_balances(),
         references=StoredReferences(store),
+        reference_count=store.reference_count(),
         issued_total=tip.issued_total,
         redeemed_total=tip.redeemed_total,
     )

@@ -107,7 +107,7 @@ KEY_FORMAT = b"format"
 KEY_TIP = b"tip"
 KEY_DURABLE = b"durable"
 
-TIP_SIZE = 8 + HASH_SIZE + HASH_SIZE + 16 + 16
+TIP_SIZE = 8 + HASH_SIZE + HASH_SIZE + HASH_SIZE + 16 + 16
 CHAIN_SIZE = HASH_SIZE + HASH_SIZE
 TX_POSITION = struct.Struct(">QI")  # tx_index value: height, index in the block
 TX_COUNT = struct.Struct(">I")
@@ -140,6 +140,7 @@ class StoreTip:
     height: int
     block_hash: bytes
     app_hash: bytes
+    changes_hash: bytes  # with the state, what the app hash is recomputed from at open
     issued_total: int
     redeemed_total: int
 
@@ -152,6 +153,7 @@ def height_key(height: int) -> bytes:
 def _encode_tip(tip: StoreTip) -> bytes:
     assert len(tip.block_hash) == HASH_SIZE
     assert len(tip.app_hash) == HASH_SIZE
+    assert len(tip.changes_hash) == HASH_SIZE
     assert 0 <= tip.issued_total <= TOTAL_MAX
     assert 0 <= tip.redeemed_total <= TOTAL_MAX
     return b"".join(
@@ -159,6 +161,7 @@ def _encode_tip(tip: StoreTip) -> bytes:
             height_key(tip.height),
             tip.block_hash,
             tip.app_hash,
+            tip.changes_hash,
             tip.issued_total.to_bytes(16, "big"),
             tip.redeemed_total.to_bytes(16, "big"),
         )
@@ -171,8 +174,9 @@ def _decode_tip(data: bytes) -> StoreTip:
         height=int.from_bytes(data[0:8], "big"),
         block_hash=data[8:40],
         app_hash=data[40:72],
-        issued_total=int.from_bytes(data[72:88], "big"),
-        redeemed_total=int.from_bytes(data[88:104], "big"),
+        changes_hash=data[72:104],
+        issued_total=int.from_bytes(data[104:120], "big"),
+        redeemed_total=int.from_bytes(data[120:136], "big"),
     )
 
 
@@ -405,6 +409,7 @@ class Store:
                     height=0,
                     block_hash=ZERO_HASH,
                     app_hash=bytes(HASH_SIZE),
+                    changes_hash=bytes(HASH_SIZE),
                     issued_total=0,
                     redeemed_total=0,
                 )
@@ -532,6 +537,7 @@ class Store:
             height=effects.height,
             block_hash=effects.block_hash,
             app_hash=effects.app_hash,
+            changes_hash=effects.changes_hash,
             issued_total=effects.issued_total,
             redeemed_total=effects.redeemed_total,
         )
@@ -713,6 +719,11 @@ class Store:
         """The encoded fate of an accepted transaction that will never settle."""
         with self._read() as txn:
             return self._get(txn, DB_DROPPED, tx_hash)
+
+    def reference_count(self) -> int:
+        """How many (signer, UETR) references were ever consumed."""
+        with self._read() as txn:
+            return int(txn.stat(self._dbs[DB_REFERENCES])["entries"])
 
     def entry_counts(self) -> dict[str, int]:
         with self._read() as txn:

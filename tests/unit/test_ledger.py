@@ -251,8 +251,10 @@ def restore_from(ledger: Ledger, all_effects: list[BlockEffects]) -> Ledger:
         ledger.genesis,
         last_block_bytes=last.block_bytes,
         app_hash=last.app_hash,
+        changes_hash=last.changes_hash,
         balances=balances,
         references=references,
+        reference_count=len(references.consumed),
         issued_total=last.issued_total,
         redeemed_total=last.redeemed_total,
     )

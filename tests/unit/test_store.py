@@ -70,6 +70,7 @@ class ChainBuilder:
             block_bytes=encode_block(block),
             certificate_bytes=encode_certificate(certificate),
             app_hash=digest("app", height),
+            changes_hash=digest("changes", height),
             balances=(),
             tx_results=(),
             references_added=(),
