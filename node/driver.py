@@ -25,7 +25,6 @@ import collections
 import itertools
 import logging
 import random
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -63,6 +62,7 @@ from consensus.wire import (
     encode_message,
 )
 from node.block import Block, decode_block, encode_block
+from node.clock import Clock
 from node.errors import BlockError
 from node.ledger import Ledger
 from node.mempool import Mempool
@@ -83,9 +83,9 @@ log = logging.getLogger(__name__)
 
 INBOX_MAX = 10_000
 YIELD_EVERY = 100
-SYNC_BACKOFF_S = 10.0
+SYNC_BACKOFF_MS = 10_000
 STATUS_INTERVAL_S = 1.0
-SYNC_TIMEOUT_S = 3.0
+SYNC_TIMEOUT_MS = 3_000
 # A node this many blocks behind the highest height a peer announced is still current: a
 # bank node learns of each block from a STATUS and then fetches it, so it is routinely
 # one or two behind. Further behind, it refuses to judge new transactions.
@@ -107,7 +107,7 @@ class Settled:
     height: int
     block_hash: bytes
     tx_hashes: tuple[bytes, ...]
-    settled_at_s: float
+    settled_unix_ms: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -140,6 +140,8 @@ class Driver:
         validator_peers: tuple[str, ...],
         all_peers: tuple[str, ...],
         limits: DriverLimits,
+        clock: Clock,
+        rng: random.Random,
     ) -> None:
         self.node_id = node_id
         self.ledger = ledger
@@ -150,6 +152,8 @@ class Driver:
         self._validator_peers = validator_peers
         self._all_peers = all_peers
         self.limits = limits
+        self._clock = clock
+        self._rng = rng  # which peer to ask for blocks
         # Unbounded as a queue, but only our own events (timers the replica armed, one
         # pending wake-up) enter without a check; peer payloads respect INBOX_MAX.
         self.inbox: asyncio.Queue[Input] = asyncio.Queue()
@@ -160,10 +164,10 @@ class Driver:
         self.last_certificate: CommitCertificate | None = self._load_last_certificate()
         self.on_settled: list[Callable[[Settled], None]] = []
         self._height_running = False  # the replica runs the height after the ledger's
-        self._wanted_since = 0.0  # when the current height became startable by time
+        self._wanted_since_ms = clock.now_ms()  # when the next height became startable by time
         self._checked: dict[bytes, Block] = {}  # value id -> block found valid
-        self._sync_asked: tuple[str, float] | None = None  # (peer, when) of the request
-        self._sync_backoff: dict[str, float] = {}  # peer -> not asked again before
+        self._sync_asked: tuple[str, int] | None = None  # (peer, when in ms) of the request
+        self._sync_backoff: dict[str, int] = {}  # peer -> not asked again before (ms)
         self._loop = asyncio.get_running_loop()
 
     def _load_last_certificate(self) -> CommitCertificate | None:
@@ -177,7 +181,6 @@ class Driver:
     # -- the task ------------------------------------------------------------------------
 
     async def run(self) -> None:
-        self._wanted_since = time.monotonic()
         self._loop.call_later(self.limits.empty_block_interval_ms / 1000, self.wake)
         status = asyncio.create_task(self._announce_forever())
         try:
@@ -186,7 +189,7 @@ class Driver:
             self._maybe_start_height(force=True)
             for handled in itertools.count(1):
                 item = await self.inbox.get()
-                self._handle(item)
+                self.handle(item)
                 if handled % YIELD_EVERY == 0:
                     await asyncio.sleep(0)  # a full inbox must not starve the API and links
         finally:
@@ -208,10 +211,8 @@ class Driver:
             self._wake_pending = True
             self.inbox.put_nowait(Wake())
 
-    def now_ms(self) -> int:
-        return int(self._loop.time() * 1000)
-
-    def _handle(self, item: Input) -> None:
+    def handle(self, item: Input) -> None:
+        """Process one input; `run` feeds the inbox through here."""
         match item:
             case PeerPayload():
                 self._on_peer_payload(item.peer_id, item.payload)
@@ -230,7 +231,7 @@ class Driver:
         assert replica is not None
         pending: collections.deque[Event] = collections.deque([event])
         while pending:
-            for action in replica.step(pending.popleft(), self.now_ms()):
+            for action in replica.step(pending.popleft(), self._clock.now_ms()):
                 reply = self._execute(action)
                 if reply is not None:
                     pending.append(reply)
@@ -262,7 +263,8 @@ class Driver:
 
     def _arm(self, action: ArmTimer) -> None:
         event = TimeoutFired(height=action.height, round=action.round, timer=action.timer)
-        self._loop.call_at(action.deadline_ms / 1000, self._submit_timeout, event)
+        delay_ms = max(0, action.deadline_ms - self._clock.now_ms())
+        self._loop.call_later(delay_ms / 1000, self._submit_timeout, event)
 
     def _check_value(self, height: Height, value: Value) -> ValueChecked:
         valid = False
@@ -276,7 +278,7 @@ class Driver:
                 raise BlockError("value id is not the block hash")
             self.ledger.validate_block(
                 block,
-                now_ms=int(time.time() * 1000),
+                now_ms=self._clock.unix_ms(),
                 signatures_checked=self.mempool.verified_hashes(),
             )
             self._checked[value.value_id] = block
@@ -290,7 +292,7 @@ class Driver:
         txs = self.mempool.take(self.limits.block_txs_max, self.limits.block_bytes_max)
         block = self.ledger.make_block(
             txs,
-            time_ms=int(time.time() * 1000),
+            time_ms=self._clock.unix_ms(),
             proposer=self.node_id,
             prev_certificate=self.last_certificate,
         )
@@ -323,7 +325,7 @@ class Driver:
         self.last_certificate = certificate
         self._checked.clear()
         self._height_running = False
-        self._wanted_since = time.monotonic()
+        self._wanted_since_ms = self._clock.now_ms()
         self._loop.call_later(self.limits.empty_block_interval_ms / 1000, self.wake)
         log.info("h=%d settled txs=%d hash=%s", effects.height, len(tx_hashes),
                  effects.block_hash.hex()[:16])  # fmt: skip
@@ -331,7 +333,7 @@ class Driver:
             height=effects.height,
             block_hash=effects.block_hash,
             tx_hashes=tx_hashes,
-            settled_at_s=time.time(),
+            settled_unix_ms=self._clock.unix_ms(),
         )
         for callback in self.on_settled:
             callback(settled)
@@ -345,8 +347,8 @@ class Driver:
         if self.replica is None or self._height_running:
             return
         behind = max(self.peer_heights.values(), default=0) > self.ledger.height
-        idle_s = time.monotonic() - self._wanted_since
-        due = idle_s * 1000 >= self.limits.empty_block_interval_ms
+        idle_ms = self._clock.now_ms() - self._wanted_since_ms
+        due = idle_ms >= self.limits.empty_block_interval_ms
         if force or due or behind or len(self.mempool) > 0:
             self._height_running = True
             self._step(HeightStarted(height=Height(self.ledger.height + 1)))
@@ -414,7 +416,7 @@ class Driver:
 
     def _maybe_sync(self) -> None:
         height = self.ledger.height
-        now = time.monotonic()
+        now = self._clock.now_ms()
         ahead = [
             p
             for p, h in self.peer_heights.items()
@@ -424,15 +426,15 @@ class Driver:
             return
         if self._sync_asked is not None:
             peer, when = self._sync_asked
-            if now - when < SYNC_TIMEOUT_S:
+            if now - when < SYNC_TIMEOUT_MS:
                 return
             self.counters["sync_timeout"] += 1
-            self._sync_backoff[peer] = now + SYNC_BACKOFF_S
+            self._sync_backoff[peer] = now + SYNC_BACKOFF_MS
             self._sync_asked = None
             ahead = [p for p in ahead if p != peer] or ahead
         # Any peer that is ahead will do; a random one, so a peer that claims a height it
         # cannot serve is not asked again and again.
-        peer = random.choice(sorted(ahead))
+        peer = self._rng.choice(sorted(ahead))
         count = min(SYNC_BLOCKS_MAX, self.peer_heights[peer] - height)
         self._send(peer, encode_payload(SyncRequest(first_height=height + 1, count=count)))
         self._sync_asked = (peer, now)
@@ -464,7 +466,7 @@ class Driver:
                 break
         if self.ledger.height == height_before:
             # It claimed to be ahead and served nothing we could settle: ask others.
-            self._sync_backoff[peer_id] = time.monotonic() + SYNC_BACKOFF_S
+            self._sync_backoff[peer_id] = self._clock.now_ms() + SYNC_BACKOFF_MS
         self._maybe_sync()
 
     def _settle_synced(self, peer_id: str, block_bytes: bytes, certificate_bytes: bytes) -> bool:

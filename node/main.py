@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import random
 import signal
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from consensus.messages import DurableState, Height, ValidatorId
 from consensus.replica import Replica
 from consensus.wire import decode_durable_state
 from node.api import ApiContext, build_api
+from node.clock import SystemClock
 from node.config import ConfigError, NodeConfig, load_config
 from node.driver import Driver, DriverLimits, PeerPayload, SendTo
 from node.errors import GenesisError
@@ -145,6 +147,8 @@ def build_driver(
             empty_block_interval_ms=config.empty_block_interval_ms,
             sync_bytes_max=config.frame_bytes_max // 2,
         ),
+        clock=SystemClock(),
+        rng=random.Random(),
     )
 
 

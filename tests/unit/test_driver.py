@@ -1,0 +1,259 @@
+"""The driver's policy, on a fake clock and a fake network, with a real store: when a
+height starts, whom it asks for blocks and when it gives up on them, when it is caught
+up, and what happens to the transactions it kept when blocks settle."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from consensus.config import ReplicaConfig
+from consensus.crypto import Signer
+from consensus.messages import DurableState, Height, Proposal, ValidatorId
+from consensus.replica import Replica
+from consensus.wire import decode_message, encode_certificate
+from node.block import encode_block
+from node.driver import (
+    SYNC_TIMEOUT_MS,
+    Driver,
+    DriverLimits,
+    PeerPayload,
+    Wake,
+)
+from node.errors import RefusalCode
+from node.ledger import Ledger, StoredReferences, open_ledger
+from node.mempool import Dropped, Mempool, decode_dropped
+from node.protocol import Consensus, Payload, Status, SyncBlocks, SyncRequest, decode_payload
+from node.store import Store
+from node.tx import decode_tx
+from tests.unit.ledger_support import (
+    BANKS,
+    CHAIN_ID,
+    VALIDATORS,
+    Chain,
+    make_genesis,
+    seed_of,
+    transfer,
+)
+
+START = [("bank-e", 10_000), ("bank-f", 10_000)]
+EMPTY_BLOCK_INTERVAL_MS = 5_000
+LIMITS = DriverLimits(
+    block_txs_max=100,
+    block_bytes_max=1 << 20,
+    empty_block_interval_ms=EMPTY_BLOCK_INTERVAL_MS,
+    sync_bytes_max=1 << 20,
+)
+
+
+@dataclass
+class FakeClock:
+    now: int = 1_000_000
+    unix: int = 1_700_000_000_000
+
+    def now_ms(self) -> int:
+        return self.now
+
+    def unix_ms(self) -> int:
+        return self.unix
+
+    def advance(self, ms: int) -> None:
+        self.now += ms
+        self.unix += ms
+
+
+@dataclass
+class FakeNetwork:
+    sent: list[tuple[str, Payload]] = field(default_factory=list)
+
+    def send(self, peer: str, data: bytes) -> None:
+        self.sent.append((peer, decode_payload(data)))
+
+    def take(self, kind: type) -> list[tuple[str, Payload]]:
+        """The payloads of this kind sent since the last take, oldest first."""
+        taken = [(peer, p) for peer, p in self.sent if isinstance(p, kind)]
+        self.sent = [(peer, p) for peer, p in self.sent if not isinstance(p, kind)]
+        return taken
+
+
+@dataclass
+class Node:
+    driver: Driver
+    network: FakeNetwork
+    clock: FakeClock
+    store: Store
+
+
+def make_node(tmp_path: Path, node_id: str) -> Node:
+    genesis = make_genesis(START)
+    store = Store.open(tmp_path / node_id, chain_id=CHAIN_ID, map_size_bytes=1 << 24)
+    ledger = open_ledger(genesis, store)
+    replica = None
+    if node_id in VALIDATORS:
+        me = ValidatorId(node_id)
+        replica = Replica(
+            ReplicaConfig(chain_id=CHAIN_ID),
+            genesis.validator_set(),
+            Signer(CHAIN_ID, me, seed_of(node_id)),
+            DurableState.initial(Height(1)),
+        )
+    network = FakeNetwork()
+    clock = FakeClock()
+    peers = tuple(p for p in (*VALIDATORS, *BANKS) if p != node_id)
+    driver = Driver(
+        node_id=node_id,
+        ledger=ledger,
+        store=store,
+        mempool=Mempool(ledger, txs_max=100),
+        replica=replica,
+        send=network.send,
+        validator_peers=tuple(p for p in peers if p in VALIDATORS),
+        all_peers=peers,
+        limits=LIMITS,
+        clock=clock,
+        rng=random.Random(7),
+    )
+    return Node(driver=driver, network=network, clock=clock, store=store)
+
+
+@pytest.fixture
+async def bank(tmp_path: Path) -> Node:
+    return make_node(tmp_path, "bank-e")
+
+
+def hear(node: Node, peer: str, payload: Payload) -> None:
+    node.driver.handle(PeerPayload(peer_id=peer, payload=payload))
+
+
+def certified_chain(heights: int, txs_at: dict[int, list[bytes]]) -> list[tuple[bytes, bytes]]:
+    """(block bytes, certificate bytes) of a real certified chain from the same genesis."""
+    chain = Chain(Ledger(make_genesis(START)))
+    for height in range(1, heights + 1):
+        chain.settle(txs_at.get(height, []))
+    return [(encode_block(b), encode_certificate(c)) for b, c in chain.blocks]
+
+
+async def test_a_node_is_not_caught_up_until_a_validator_told_it_its_height(bank: Node) -> None:
+    driver = bank.driver
+    assert not driver.caught_up()  # nothing heard since start: it cannot judge
+    hear(bank, "bank-f", Status(height=0))
+    assert not driver.caught_up()  # another bank is no authority on the chain's height
+    hear(bank, "nbkr", Status(height=0))
+    assert driver.caught_up()
+    hear(bank, "val-b", Status(height=2))
+    assert driver.caught_up()  # one or two behind is a bank node's normal state
+    hear(bank, "val-b", Status(height=3))
+    assert not driver.caught_up()
+
+
+async def test_a_node_behind_asks_a_peer_ahead_and_settles_certified_blocks(bank: Node) -> None:
+    blocks = certified_chain(3, {2: [transfer("bank-e", "bank-e", "bank-f", 5)]})
+    hear(bank, "val-c", Status(height=3))
+    [(peer, request)] = bank.network.take(SyncRequest)
+    assert peer == "val-c"
+    assert request == SyncRequest(first_height=1, count=3)
+    hear(bank, "val-d", SyncBlocks(blocks=tuple(blocks)))  # not asked: ignored
+    assert bank.driver.ledger.height == 0
+    assert bank.driver.counters["sync_unsolicited"] == 1
+    hear(bank, "val-c", SyncBlocks(blocks=tuple(blocks)))
+    assert bank.driver.ledger.height == 3
+    assert bank.store.tip.height == 3
+    assert bank.driver.ledger.balances["bank-f"] == 10_005
+
+
+async def test_an_unanswered_sync_request_times_out_and_another_peer_is_asked(
+    bank: Node,
+) -> None:
+    hear(bank, "val-b", Status(height=5))
+    hear(bank, "val-c", Status(height=5))
+    [(first, _)] = bank.network.take(SyncRequest)
+    bank.clock.advance(SYNC_TIMEOUT_MS - 1)
+    bank.driver.handle(Wake())
+    assert bank.network.take(SyncRequest) == []  # still waiting for the first
+    bank.clock.advance(1)
+    bank.driver.handle(Wake())
+    [(second, _)] = bank.network.take(SyncRequest)
+    assert {first, second} == {"val-b", "val-c"}
+    assert bank.driver.counters["sync_timeout"] == 1
+
+
+async def test_a_peer_that_serves_nothing_is_not_asked_again_at_once(bank: Node) -> None:
+    hear(bank, "val-b", Status(height=5))
+    hear(bank, "val-c", Status(height=5))
+    [(first, _)] = bank.network.take(SyncRequest)
+    hear(bank, first, SyncBlocks(blocks=()))
+    [(second, _)] = bank.network.take(SyncRequest)
+    assert second != first
+
+
+async def test_kept_transactions_get_their_fate_when_synced_blocks_settle(bank: Node) -> None:
+    """An accepted transaction that expires unsettled, or whose UETR another transaction
+    consumes, leaves the durable pool with a fate in the block's own write."""
+    mempool = bank.driver.mempool
+    expiring = mempool.add(transfer("bank-e", "bank-e", "bank-f", 1, expiry_height=2)).tx
+    settling = mempool.add(transfer("bank-e", "bank-e", "bank-f", 2)).tx
+    for tx in (expiring, settling):
+        bank.store.save_pool([(tx.tx_hash, tx.raw)])
+        mempool.kept.add(tx.tx_hash)
+    blocks = certified_chain(2, {1: [settling.raw]})
+    hear(bank, "val-b", Status(height=2))
+    hear(bank, "val-b", SyncBlocks(blocks=tuple(blocks)))
+    assert bank.driver.ledger.height == 2
+    assert len(mempool) == 0
+    assert bank.store.load_pool() == []
+    dropped = bank.store.load_dropped(expiring.tx_hash)
+    assert dropped is not None
+    assert decode_dropped(dropped) == Dropped(
+        code=RefusalCode.EXPIRED, height=2, first_tx_hash=None
+    )
+    assert bank.store.load_dropped(settling.tx_hash) is None
+    assert bank.store.load_tx_result(settling.tx_hash) is not None
+
+
+def proposals(node: Node) -> list[Proposal]:
+    """The proposals broadcast since the last call, as one validator peer received them."""
+    receiver = next(v for v in VALIDATORS if v != node.driver.node_id)
+    messages = [
+        decode_message(p.message)
+        for peer, p in node.network.take(Consensus)
+        if peer == receiver and isinstance(p, Consensus)
+    ]
+    return [m for m in messages if isinstance(m, Proposal)]
+
+
+async def test_a_validator_starts_a_height_for_work_or_after_the_empty_block_interval(
+    tmp_path: Path,
+) -> None:
+    genesis = make_genesis(START)
+    proposer = genesis.validator_set().proposer(Height(1), 0)  # type: ignore[arg-type]
+    node = make_node(tmp_path, proposer)
+    node.driver.handle(Wake())
+    assert proposals(node) == []  # no work, and the interval has not passed
+    node.clock.advance(EMPTY_BLOCK_INTERVAL_MS)
+    node.driver.handle(Wake())
+    [empty] = proposals(node)
+    assert empty.height == 1
+
+
+async def test_a_validator_starts_a_height_at_once_for_a_transaction(tmp_path: Path) -> None:
+    genesis = make_genesis(START)
+    proposer = genesis.validator_set().proposer(Height(1), 0)  # type: ignore[arg-type]
+    node = make_node(tmp_path, proposer)
+    tx = transfer("bank-e", "bank-e", "bank-f", 1)
+    node.driver.mempool.add(tx)
+    node.driver.handle(Wake())
+    [proposal] = proposals(node)
+    assert decode_tx(tx, CHAIN_ID).raw in proposal.value.payload
+
+
+async def test_the_stored_references_see_what_the_driver_settled(bank: Node) -> None:
+    tx = transfer("bank-e", "bank-e", "bank-f", 3)
+    hear(bank, "val-b", Status(height=1))
+    hear(bank, "val-b", SyncBlocks(blocks=tuple(certified_chain(1, {1: [tx]}))))
+    decoded = decode_tx(tx, CHAIN_ID)
+    assert StoredReferences(bank.store).lookup([decoded.uetr + decoded.signer.encode()]) == [
+        decoded.tx_hash
+    ]
