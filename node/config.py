@@ -29,6 +29,7 @@ from consensus.config import ReplicaConfig
 from consensus.errors import ConfigError as ConsensusConfigError
 from node.block import BLOCK_SIZE_MAX, CERTIFICATE_SIZE_MAX, HEADER_SIZE_MAX, TXS_MAX
 from node.errors import NodeError
+from node.ids import ID_RULE, is_id
 from node.tx import TX_SIZE_MAX
 
 __all__ = ["ConfigError", "NodeConfig", "PeerEntry", "load_config"]
@@ -223,6 +224,8 @@ def _peers(path: Path, table: object) -> tuple[PeerEntry, ...]:
             raise ConfigError(f"{where}: expected exactly the keys id and url")
         if not isinstance(entry["id"], str) or not isinstance(entry["url"], str):
             raise ConfigError(f"{where}: id and url must be strings")
+        if not is_id(entry["id"]):
+            raise ConfigError(f"{where}.id: expected an id of {ID_RULE}, got {entry['id']!r}")
         if not entry["url"].startswith(("http://", "https://")):
             raise ConfigError(f"{where}.url: expected http:// or https:// URL")
         peers.append(PeerEntry(peer_id=entry["id"], url=entry["url"]))
@@ -245,6 +248,10 @@ def _validated(
     def where(name: str) -> str:
         return sources.get(name, f"{path}: {KEYS[name]} (default)")
 
+    if not is_id(config.node_id):
+        raise ConfigError(
+            f"{where('node_id')}: expected an id of {ID_RULE}, got {config.node_id!r}"
+        )
     for name in ("peer_listen", "api_listen"):
         _check_host_port(where(name), getattr(config, name))
     for name, (low, high) in INT_BOUNDS.items():

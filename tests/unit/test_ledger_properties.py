@@ -36,7 +36,7 @@ from tests.unit.ledger_support import (
 )
 from tests.unit.test_ledger import codes_of
 
-ACCOUNTS = ["nbkr", "val-b", "bank-e", "bank-f", "bank-e/payroll", "bank-f/savings"]
+ACCOUNTS = ["nbkr", "val-b", "bank-e", "bank-f", "bank-e.payroll", "bank-f.savings"]
 SIGNERS = ["nbkr", "val-b", "bank-e", "bank-f"]
 UETRS = [bytes([i]) * 16 for i in range(6)]  # few, so that replays happen often
 START = [("bank-e", 5_000), ("bank-f", 5_000), ("nbkr", 5_000)]
@@ -118,7 +118,7 @@ class Model:
 
     def apply(self, raw: bytes, height: int) -> RefusalCode | str | None:
         tx = decode_tx(raw, CHAIN_ID)
-        owner = {a: a.split("/")[0] for a in ACCOUNTS}
+        owner = {a: a.split(".")[0] for a in ACCOUNTS}
         # The ledger forgets a reference at the end of the first block past its expiry.
         self.first = {k: v for k, v in self.first.items() if v[1] >= height - 1}
         if tx.expiry_height < height:

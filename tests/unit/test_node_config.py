@@ -59,6 +59,8 @@ def test_environment_overrides_file(tmp_path: Path) -> None:
         (MINIMAL.replace("[api]\nlisten", "[api]\n#"), {}, "missing required key api.listen"),
         (MINIMAL.replace('"http://', '"ftp://'), {}, "peers[0].url"),
         (MINIMAL.replace('id = "cb"', 'id = "bank-a"'), {}, "cannot peer with itself"),
+        (MINIMAL, {"SOMNET_NODE_ID": "bank-a/payroll"}, "SOMNET_NODE_ID (node.id): expected an id"),
+        (MINIMAL.replace('id = "cb"', 'id = "c/b"'), {}, "peers[0].id: expected an id"),
         ("[node\n", {}, "not valid TOML"),
     ],
 )
