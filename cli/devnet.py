@@ -26,6 +26,7 @@ from typing import Any
 from nacl.signing import SigningKey
 
 from cli.http import ApiError, get_json
+from node.errors import GenesisError
 from node.genesis import parse_genesis
 from node.keys import write_key_file
 
@@ -148,7 +149,7 @@ def cmd_init(args: argparse.Namespace) -> int:
             host=args.host,
             base_port=args.base_port,
         )
-    except FileExistsError as exc:
+    except (FileExistsError, GenesisError) as exc:  # GenesisError: --chain-id is not an id
         print(f"somnet init: {exc}", file=sys.stderr)
         return 2
     for entry in entries:

@@ -162,7 +162,9 @@ class ReplicaConfig:
         if self.timeout_ms_max < max(
             self.timeout_propose_ms, self.timeout_prevote_ms, self.timeout_precommit_ms
         ):
-            raise ConfigError("timeout_ms_max must be >= every base timeout")
+            raise ConfigError(
+                f"timeout_ms_max ({self.timeout_ms_max}) must be >= every base timeout"
+            )
         if self.rebroadcast_ms < 1:
             raise ConfigError("rebroadcast_ms must be >= 1")
         if self.future_messages_max < 1:

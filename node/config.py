@@ -3,19 +3,34 @@
 Every key lives in a section, and its environment variable is SOMNET_<SECTION>_<KEY>
 (for example SOMNET_API_LISTEN=0.0.0.0:8080 overrides [api] listen). The file and the
 environment are merged once at start into a frozen `NodeConfig`; any unknown key, wrong
-type or impossible value is refused with a message that names the field.
+type or impossible value is refused with a message that names the key and where its value
+came from (the file or the environment variable).
+
+A value is checked here against the limit it will meet later, so that a node refuses it
+at start (exit status 10) instead of crashing or stalling when it first uses it:
+- the consensus timeouts by the consensus core's own `ReplicaConfig.validate()`;
+- the frame size against the block limits of every node's decoder and of the mempool;
+- the block's transaction count against the block decoder's limit;
+- the LMDB map size against what LMDB can map;
+- every other integer against 1 and the largest integer TOML can write.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from consensus.config import ReplicaConfig
+from consensus.errors import ConfigError as ConsensusConfigError
+from node.block import BLOCK_SIZE_MAX, CERTIFICATE_SIZE_MAX, HEADER_SIZE_MAX, TXS_MAX
 from node.errors import NodeError
+from node.ids import ID_RULE, is_id
+from node.tx import TX_SIZE_MAX
 
 __all__ = ["ConfigError", "NodeConfig", "PeerEntry", "load_config"]
 
@@ -56,6 +71,22 @@ class NodeConfig:
     store_map_size_bytes: int = 8 * 1024**3
     log_level: str = "INFO"
 
+    @property
+    def block_bytes_max(self) -> int:
+        """Transaction bytes in a proposed block, and the largest block accepted: half a
+        frame, so that a proposal, or a sync answer with a block, fits in one frame."""
+        return self.frame_bytes_max // 2
+
+    @property
+    def sync_bytes_max(self) -> int:
+        """Block and certificate bytes in one sync answer (beyond its first block)."""
+        return self.frame_bytes_max // 2
+
+    def replica_config(self, chain_id: str) -> ReplicaConfig:
+        """The consensus core's configuration: this node's settings per REPLICA_FIELDS."""
+        fields = {f: getattr(self, name) for name, names in REPLICA_FIELDS.items() for f in names}
+        return ReplicaConfig(chain_id=chain_id, **fields)
+
 
 # Schema: section -> key -> (NodeConfig field, type). One table, used for both the file
 # and the environment, so the two can never disagree.
@@ -82,7 +113,47 @@ SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
     },
     "store": {"map_size_bytes": ("store_map_size_bytes", int)},
 }
+KEYS = {name: f"{section}.{key}" for section, t in SCHEMA.items() for key, (name, _) in t.items()}
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+# The settings that configure the consensus core, and the ReplicaConfig fields each sets.
+# `NodeConfig.replica_config` builds from this table and `load_config` checks through it.
+REPLICA_FIELDS: dict[str, tuple[str, ...]] = {
+    "timeout_propose_ms": ("timeout_propose_ms",),
+    "timeout_vote_ms": ("timeout_prevote_ms", "timeout_precommit_ms"),
+}
+# The chain id comes from genesis, which checks it; a valid one stands in for it while the
+# node's settings are checked, before genesis is read.
+CHAIN_ID_FOR_CHECKS = "somnet-config-check"
+
+INT_MAX = 2**63 - 1  # the largest integer TOML can write; the environment could write more
+# A block must hold the largest transaction the mempool admits, with a header and the
+# previous block's certificate: a proposer takes transactions in arrival order and stops
+# at the first that does not fit, so a smaller block would leave it first in line for ever.
+BLOCK_BYTES_MIN = TX_SIZE_MAX + HEADER_SIZE_MAX + CERTIFICATE_SIZE_MAX + 64
+# Half a frame is the block budget (NodeConfig.block_bytes_max), and every node's decoder
+# refuses a block over BLOCK_SIZE_MAX: a proposer allowed more would propose blocks that
+# no validator accepts.
+FRAME_BYTES_MIN = 2 * BLOCK_BYTES_MIN
+FRAME_BYTES_MAX = 2 * BLOCK_SIZE_MAX
+# Room for an empty store and a few of the largest blocks with their results; at the top,
+# x86-64 gives a process 128 TiB of address space and lmdb.open overflows at 2**64.
+MAP_SIZE_BYTES_MIN = 4 * BLOCK_SIZE_MAX
+MAP_SIZE_BYTES_MAX = 2**44
+# Inclusive bounds of the integer settings; the consensus timeouts are judged by the core.
+INT_BOUNDS: dict[str, tuple[int, int]] = {
+    "frame_bytes_max": (FRAME_BYTES_MIN, FRAME_BYTES_MAX),
+    "peer_queue_payloads_max": (1, INT_MAX),
+    "mempool_txs_max": (1, INT_MAX),
+    "block_txs_max": (1, TXS_MAX),
+    "empty_block_interval_ms": (1, INT_MAX),
+    "store_map_size_bytes": (MAP_SIZE_BYTES_MIN, MAP_SIZE_BYTES_MAX),
+}
+assert set(INT_BOUNDS) | set(REPLICA_FIELDS) == {
+    name for table in SCHEMA.values() for name, kind in table.values() if kind is int
+}
+_DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(NodeConfig)}
+assert all(low <= _DEFAULTS[name] <= high for name, (low, high) in INT_BOUNDS.items())
 
 
 def load_config(home: Path, environ: Mapping[str, str] | None = None) -> NodeConfig:
@@ -100,6 +171,7 @@ def load_config(home: Path, environ: Mapping[str, str] | None = None) -> NodeCon
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
     values: dict[str, Any] = {}
+    sources: dict[str, str] = {}  # field -> where its value came from, for messages
     for section, table in raw.items():
         if section == "peers":
             values["peers"] = _peers(path, table)
@@ -110,13 +182,15 @@ def load_config(home: Path, environ: Mapping[str, str] | None = None) -> NodeCon
             if key not in SCHEMA[section]:
                 raise ConfigError(f"{path}: unknown key {section}.{key}")
             name, kind = SCHEMA[section][key]
-            values[name] = _typed(f"{path}: {section}.{key}", value, kind, home)
+            sources[name] = f"{path}: {section}.{key}"
+            values[name] = _typed(sources[name], value, kind, home)
     for section, table in SCHEMA.items():
         for key, (name, kind) in table.items():
             env_name = f"{ENV_PREFIX}{section}_{key}".upper()
             if env_name in environ:
-                values[name] = _from_env(env_name, environ[env_name], kind, home)
-    return _validated(path, home, values)
+                sources[name] = f"environment {env_name} ({section}.{key})"
+                values[name] = _from_env(sources[name], environ[env_name], kind, home)
+    return _validated(path, home, values, sources)
 
 
 def _typed(where: str, value: object, kind: type, home: Path) -> object:
@@ -131,13 +205,13 @@ def _typed(where: str, value: object, kind: type, home: Path) -> object:
     return value
 
 
-def _from_env(name: str, text: str, kind: type, home: Path) -> object:
+def _from_env(where: str, text: str, kind: type, home: Path) -> object:
     if kind is int:
         try:
             return int(text, 10)
         except ValueError as exc:
-            raise ConfigError(f"environment {name}: expected an integer, got {text!r}") from exc
-    return _typed(f"environment {name}", text, kind, home)
+            raise ConfigError(f"{where}: expected an integer, got {text!r}") from exc
+    return _typed(where, text, kind, home)
 
 
 def _peers(path: Path, table: object) -> tuple[PeerEntry, ...]:
@@ -150,6 +224,8 @@ def _peers(path: Path, table: object) -> tuple[PeerEntry, ...]:
             raise ConfigError(f"{where}: expected exactly the keys id and url")
         if not isinstance(entry["id"], str) or not isinstance(entry["url"], str):
             raise ConfigError(f"{where}: id and url must be strings")
+        if not is_id(entry["id"]):
+            raise ConfigError(f"{where}.id: expected an id of {ID_RULE}, got {entry['id']!r}")
         if not entry["url"].startswith(("http://", "https://")):
             raise ConfigError(f"{where}.url: expected http:// or https:// URL")
         peers.append(PeerEntry(peer_id=entry["id"], url=entry["url"]))
@@ -158,40 +234,60 @@ def _peers(path: Path, table: object) -> tuple[PeerEntry, ...]:
     return tuple(peers)
 
 
-def _validated(path: Path, home: Path, values: dict[str, Any]) -> NodeConfig:
+def _validated(
+    path: Path, home: Path, values: dict[str, Any], sources: dict[str, str]
+) -> NodeConfig:
     for required in ("node_id", "peer_listen", "api_listen"):
         if required not in values:
-            section, key = next(
-                (s, k) for s, t in SCHEMA.items() for k, (n, _) in t.items() if n == required
-            )
-            raise ConfigError(f"{path}: missing required key {section}.{key}")
+            raise ConfigError(f"{path}: missing required key {KEYS[required]}")
     values.setdefault("genesis_file", home / "genesis.json")
     values.setdefault("key_file", home / "node_key.json")
     values.setdefault("data_dir", home / "data")
     config = NodeConfig(home=home, **values)
+
+    def where(name: str) -> str:
+        return sources.get(name, f"{path}: {KEYS[name]} (default)")
+
+    if not is_id(config.node_id):
+        raise ConfigError(
+            f"{where('node_id')}: expected an id of {ID_RULE}, got {config.node_id!r}"
+        )
     for name in ("peer_listen", "api_listen"):
-        _check_host_port(path, name, getattr(config, name))
-    positive = (
-        "frame_bytes_max",
-        "peer_queue_payloads_max",
-        "mempool_txs_max",
-        "block_txs_max",
-        "empty_block_interval_ms",
-        "timeout_propose_ms",
-        "timeout_vote_ms",
-        "store_map_size_bytes",
-    )
-    for name in positive:
-        if getattr(config, name) < 1:
-            raise ConfigError(f"{path}: {name} must be >= 1")
+        _check_host_port(where(name), getattr(config, name))
+    for name, (low, high) in INT_BOUNDS.items():
+        value = getattr(config, name)
+        if not low <= value <= high:
+            bounds = f">= {low}" if high == INT_MAX else f"in {low}..{high}"
+            raise ConfigError(f"{where(name)} must be {bounds}, got {value}")
+    _check_replica_settings(config, where)
     if config.log_level not in LOG_LEVELS:
-        raise ConfigError(f"{path}: node.log_level must be one of {', '.join(LOG_LEVELS)}")
+        levels = ", ".join(LOG_LEVELS)
+        raise ConfigError(f"{where('log_level')} must be one of {levels}, got {config.log_level!r}")
     if config.node_id in {p.peer_id for p in config.peers}:
         raise ConfigError(f"{path}: peers: a node cannot peer with itself ({config.node_id})")
     return config
 
 
-def _check_host_port(path: Path, name: str, value: str) -> None:
+def _check_replica_settings(config: NodeConfig, where: Callable[[str], str]) -> None:
+    """Let the consensus core's own ReplicaConfig.validate() judge the settings it gets, so
+    the node never accepts a value that the core refuses when the replica is built. Each
+    setting alone first (over the core's defaults), so that a refusal names its key."""
+    defaults = ReplicaConfig.default(CHAIN_ID_FOR_CHECKS)
+    for name, fields in REPLICA_FIELDS.items():
+        value = getattr(config, name)
+        try:
+            dataclasses.replace(defaults, **dict.fromkeys(fields, value)).validate()
+        except ConsensusConfigError as exc:
+            message = f"{where(name)} = {value}: refused by the consensus core: {exc}"
+            raise ConfigError(message) from exc
+    try:
+        config.replica_config(CHAIN_ID_FOR_CHECKS).validate()
+    except ConsensusConfigError as exc:
+        keys = "; ".join(where(name) for name in REPLICA_FIELDS)
+        raise ConfigError(f"{keys}: refused together by the consensus core: {exc}") from exc
+
+
+def _check_host_port(where: str, value: str) -> None:
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"{path}: {name} must be host:port with port 1..65535, got {value!r}")
+        raise ConfigError(f"{where} must be host:port with port 1..65535, got {value!r}")

@@ -12,15 +12,18 @@ edit by hand, are TOML in node/config.py.)
         {"id": "nbkr", "name": "National Bank", "role": "issuer",
          "public_key": "<64 hex>", "voting_power": 1,
          "peer_address": "10.0.0.1:7000", "api_address": "10.0.0.1:8000"}, ...],
-      "accounts": [{"id": "bank-a/payroll", "owner": "bank-a"}, ...],
+      "accounts": [{"id": "bank-a.payroll", "owner": "bank-a"}, ...],
       "issuance": [{"account": "bank-a", "amount": 100000000}]
     }
 
-Rules: exactly one issuer; validators are the issuer and the participants with role
-"validator", each with voting power >= 1 (banks have none); every participant owns a main
-account whose id is the participant id (implicit; it may also be listed); a bank may own
-more accounts; amounts are integer tyiyn. Public keys must be canonical Ed25519 points of
-large order (libsodium crypto_core_ed25519_is_valid_point).
+Rules: every id (the chain's, the participants', the accounts') is 1..64 characters of
+A-Z a-z 0-9 - . _ ~, the first a letter or digit (node/ids.py): the characters that need
+no escaping in a URL, because an account id is a path segment of the API
+(GET /v1/accounts/bank-a.payroll). Exactly one issuer; validators are the issuer and the
+participants with role "validator", each with voting power >= 1 (banks have none); every
+participant owns a main account whose id is the participant id (implicit; it may also be
+listed); a bank may own more accounts; amounts are integer tyiyn. Public keys must be
+canonical Ed25519 points of large order (libsodium crypto_core_ed25519_is_valid_point).
 """
 
 from __future__ import annotations
@@ -39,11 +42,11 @@ from consensus.config import Validator, ValidatorSet
 from consensus.errors import ConfigError
 from consensus.messages import ValidatorId
 from node.errors import GenesisError
+from node.ids import ID_RULE, is_id
 from node.tx import AMOUNT_MAX
 
 __all__ = ["Account", "Genesis", "Participant", "Role", "load_genesis", "parse_genesis"]
 
-ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}")
 NAME_CHARS_MAX = 200
 PARTICIPANTS_MAX = 1000
 ACCOUNTS_MAX = 2_000_000
@@ -192,10 +195,8 @@ def _object(x: object, what: str, allowed: set[str]) -> dict[str, Any]:
 
 
 def _id(x: object, what: str) -> str:
-    if not isinstance(x, str) or not ID_PATTERN.fullmatch(x):
-        raise GenesisError(
-            f"{what}: expected an id of 1..64 characters [A-Za-z0-9._:/-], got {x!r}"
-        )
+    if not is_id(x):
+        raise GenesisError(f"{what}: expected an id of {ID_RULE}, got {x!r}")
     return x
 
 

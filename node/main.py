@@ -20,7 +20,6 @@ from typing import Any
 from aiohttp import web
 from nacl.signing import SigningKey
 
-from consensus.config import ReplicaConfig
 from consensus.crypto import Signer
 from consensus.messages import DurableState, Height, ValidatorId
 from consensus.replica import Replica
@@ -72,6 +71,10 @@ def load(home: Path) -> Loaded:
         fatal(FatalReason.CONFIG, f"node.id {config.node_id!r} is not a genesis participant")
     if bytes(key.verify_key) != me.public_key:
         fatal(FatalReason.CONFIG, f"{config.key_file}: key is not {me.participant_id}'s")
+    for peer in config.peers:
+        if all(p.participant_id != peer.peer_id for p in genesis.participants):
+            where = f"{config.home / 'node.toml'}: peers"
+            fatal(FatalReason.CONFIG, f"{where}: id {peer.peer_id!r} is not a genesis participant")
     try:
         store = Store.open(
             config.data_dir,
@@ -83,6 +86,8 @@ def load(home: Path) -> Loaded:
         fatal(FatalReason.STORE_CORRUPTED, str(exc))
     except StoreError as exc:
         fatal(FatalReason.STORE_ERROR, str(exc))
+    except OSError as exc:  # node.data_dir is a file, or in a directory we cannot write
+        fatal(FatalReason.STORE_ERROR, f"node.data_dir {config.data_dir}: {exc}")
     return Loaded(
         config=config,
         genesis=genesis,
@@ -109,14 +114,8 @@ def build_replica(loaded: Loaded) -> Replica | None:
     me = ValidatorId(loaded.me.participant_id)
     if validators.get(me) is None:
         return None
-    config = loaded.config
-    replica_config = ReplicaConfig(
-        chain_id=loaded.genesis.chain_id,
-        timeout_propose_ms=config.timeout_propose_ms,
-        timeout_prevote_ms=config.timeout_vote_ms,
-        timeout_precommit_ms=config.timeout_vote_ms,
-    )
-    replica_config.validate()
+    replica_config = loaded.config.replica_config(loaded.genesis.chain_id)
+    replica_config.validate()  # load_config had the core check the same settings
     data = loaded.store.load_durable_state()
     durable = (
         decode_durable_state(data)
@@ -143,9 +142,9 @@ def build_driver(
         all_peers=tuple(p.peer_id for p in peers),
         limits=DriverLimits(
             block_txs_max=config.block_txs_max,
-            block_bytes_max=config.frame_bytes_max // 2,
+            block_bytes_max=config.block_bytes_max,
             empty_block_interval_ms=config.empty_block_interval_ms,
-            sync_bytes_max=config.frame_bytes_max // 2,
+            sync_bytes_max=config.sync_bytes_max,
         ),
         clock=SystemClock(),
         rng=random.Random(),
@@ -183,15 +182,16 @@ def route_payload(driver: Driver, intake: Intake, peer_id: str, data: bytes) -> 
         driver.submit_from_peer(PeerPayload(peer_id=peer_id, payload=payload))
 
 
-async def listen(runner: web.AppRunner, address: str) -> None:
+async def listen(runner: web.AppRunner, key: str, address: str) -> None:
     await runner.setup()
     host, _, port = address.rpartition(":")
     try:
         await web.TCPSite(runner, host, int(port), reuse_address=True).start()
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
-            fatal(FatalReason.ADDRESS_IN_USE, f"{address} is in use")
-        raise
+            fatal(FatalReason.ADDRESS_IN_USE, f"{key} {address} is in use")
+        # An unknown host, an address of another machine, a port we may not bind.
+        fatal(FatalReason.CONFIG, f"{key} {address}: cannot listen: {exc}")
 
 
 async def serve(loaded: Loaded, stop: asyncio.Event) -> None:
@@ -218,8 +218,8 @@ async def serve(loaded: Loaded, stop: asyncio.Event) -> None:
     peer_app = web.Application(client_max_size=1024)
     peer_app.router.add_routes(network.routes())
     runners = [web.AppRunner(peer_app), web.AppRunner(build_api(context), access_log=None)]
-    await listen(runners[0], loaded.config.peer_listen)
-    await listen(runners[1], loaded.config.api_listen)
+    await listen(runners[0], "p2p.listen", loaded.config.peer_listen)
+    await listen(runners[1], "api.listen", loaded.config.api_listen)
     await network.start()
     log.info("node=%s height=%d role=%s pending=%d ready", driver.node_id,
              loaded.ledger.height, role, restored)  # fmt: skip

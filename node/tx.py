@@ -9,6 +9,8 @@ are a canonical msgpack array (never a map):
 - the tag names the kind and the version, and the chain id follows it, so a transfer
   never passes for an issue, a consensus vote, or a transaction of another network;
 - the signer is a genesis participant id; its key must verify the signature;
+- every id (the signer, the accounts) follows the genesis id rule (node/ids.py: URL-safe
+  ASCII, 1..64 characters), or the transaction is MALFORMED;
 - (signer, UETR) is the replay key; the ledger refuses a second transaction with it;
 - the transaction hash is sha256 of the signed bytes only, so another (or malleated)
   signature over the same content never makes a second transaction.
@@ -29,6 +31,7 @@ from nacl.exceptions import CryptoError
 from nacl.signing import SigningKey
 
 from node.errors import RefusalCode, TxRefused
+from node.ids import ID_CHARS_MAX, ID_RULE, is_id
 
 __all__ = [
     "AMOUNT_MAX",
@@ -53,7 +56,6 @@ AMOUNT_MAX = 2**63 - 1  # tyiyn; 1 som = 100 tyiyn
 HEIGHT_MAX = 2**63 - 1
 UETR_SIZE = 16
 SIGNATURE_SIZE = 64
-ID_CHARS_MAX = 64
 REMITTANCE_CHARS_MAX = 140
 RESERVE_REFERENCE_CHARS_MAX = 64
 PAYOUT_LEGS_MAX = 1000
@@ -249,8 +251,10 @@ def _malformed(message: str) -> TxRefused:
 
 
 def _id(x: object, what: str) -> str:
-    if type(x) is not str or not 1 <= len(x) <= ID_CHARS_MAX:
-        raise _malformed(f"{what}: expected an id of 1..{ID_CHARS_MAX} characters")
+    # The genesis rule: an id that breaks it names no participant or account, and could
+    # not be read back through the API.
+    if not is_id(x):
+        raise _malformed(f"{what}: expected an id of {ID_RULE}")
     return x
 
 
@@ -319,16 +323,13 @@ def _valid_transfer(f: list[Any], data: bytes, signed: bytes) -> Transfer | None
     by field checks accept; tests/unit/test_tx.py compares the two."""
     _, _, signer, uetr, expiry, from_, to, amount, remittance = f
     if (
-        type(signer) is str
-        and 1 <= len(signer) <= ID_CHARS_MAX
+        is_id(signer)
         and type(uetr) is bytes
         and len(uetr) == UETR_SIZE
         and type(expiry) is int
         and 1 <= expiry <= HEIGHT_MAX
-        and type(from_) is str
-        and 1 <= len(from_) <= ID_CHARS_MAX
-        and type(to) is str
-        and 1 <= len(to) <= ID_CHARS_MAX
+        and is_id(from_)
+        and is_id(to)
         and type(amount) is int
         and 1 <= amount <= AMOUNT_MAX
         and type(remittance) is str

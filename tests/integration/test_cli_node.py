@@ -71,7 +71,7 @@ def test_devnet_transfer_status_and_clean_stop(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("damage", "env", "message"),
     [
-        ("api_listen", {}, "api_listen must be host:port"),
+        ("api_listen", {}, "api.listen must be host:port"),
         ("", {"SOMNET_MEMPOOL_TXS_MAX": "many"}, "SOMNET_MEMPOOL_TXS_MAX"),
         ("key_mode", {}, "too open"),
         ("genesis", {}, "genesis"),

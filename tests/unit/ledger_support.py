@@ -27,7 +27,7 @@ CHAIN_ID = "som-test-1"
 ISSUER = "nbkr"
 VALIDATORS = ("nbkr", "val-b", "val-c", "val-d")
 BANKS = ("bank-e", "bank-f")
-EXTRA_ACCOUNTS = {"bank-e/payroll": "bank-e", "bank-f/savings": "bank-f"}
+EXTRA_ACCOUNTS = {"bank-e.payroll": "bank-e", "bank-f.savings": "bank-f"}
 
 
 def seed_of(name: str) -> bytes:

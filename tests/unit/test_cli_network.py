@@ -66,3 +66,13 @@ def test_transfer_with_a_bad_amount_changes_nothing(
     code = main(["transfer", "--home", str(out / "bank-1"), "--to", "bank-2", "--amount", "1.234"])
     assert code == 2
     assert "amount '1.234'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("chain_id", ["som/devnet", "som devnet", "-som"])
+def test_init_refuses_a_chain_id_that_is_not_an_id(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], chain_id: str
+) -> None:
+    out = tmp_path / "net"
+    assert main(["init", "--out", str(out), f"--chain-id={chain_id}"]) == 2
+    assert "chain_id: expected an id of 1..64 characters" in capsys.readouterr().err
+    assert not (out / "genesis.json").exists()

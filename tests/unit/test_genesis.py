@@ -28,7 +28,7 @@ NON_CANONICAL_KEYS = [
 
 
 def doc() -> dict[str, Any]:
-    return copy.deepcopy(genesis_doc([("bank-e", 1_000), ("bank-e/payroll", 5)]))
+    return copy.deepcopy(genesis_doc([("bank-e", 1_000), ("bank-e.payroll", 5)]))
 
 
 def error_of(document: dict[str, Any] | str) -> str:
@@ -46,8 +46,8 @@ def test_valid_genesis() -> None:
     assert ids == sorted([*VALIDATORS, *BANKS])
     accounts = {a.account_id: a.owner for a in genesis.accounts}
     assert accounts["bank-e"] == "bank-e"  # every participant's main account is implicit
-    assert accounts["bank-e/payroll"] == "bank-e"
-    assert genesis.issuance == (("bank-e", 1_000), ("bank-e/payroll", 5))
+    assert accounts["bank-e.payroll"] == "bank-e"
+    assert genesis.issuance == (("bank-e", 1_000), ("bank-e.payroll", 5))
     vset = genesis.validator_set()
     assert [v.validator_id for v in vset.validators] == sorted(VALIDATORS)
     assert vset.total_power == 4
@@ -82,8 +82,8 @@ def test_duplicate_participant_id() -> None:
 
 def test_duplicate_account_id() -> None:
     d = doc()
-    d["accounts"].append({"id": "bank-e/payroll", "owner": "bank-e"})
-    assert "duplicate id 'bank-e/payroll'" in error_of(d)
+    d["accounts"].append({"id": "bank-e.payroll", "owner": "bank-e"})
+    assert "duplicate id 'bank-e.payroll'" in error_of(d)
 
 
 def test_duplicate_json_key() -> None:
@@ -149,7 +149,7 @@ def test_issuance_to_unknown_account() -> None:
 def test_account_with_unknown_owner() -> None:
     d = doc()
     d["accounts"][0]["owner"] = "ghost"
-    assert "account 'bank-e/payroll'.owner: unknown participant 'ghost'" in error_of(d)
+    assert "account 'bank-e.payroll'.owner: unknown participant 'ghost'" in error_of(d)
 
 
 def test_main_account_cannot_belong_to_another() -> None:
@@ -196,3 +196,35 @@ def test_document_level_errors() -> None:
     d = doc()
     d["participants"] = []
     assert "participants: expected a list of 1.." in error_of(d)
+
+
+# Ids appear in API paths (GET /v1/accounts/{id}), so they use only characters that need
+# no escaping in a URL path (RFC 3986 unreserved) and start with a letter or a digit.
+NOT_IDS = ["bank-e/payroll", "bank e", ".", "..", "-bank", "~bank", "_bank", "bank-é",
+           "bank:e", "bank%2Fe", "bank?e", "bank#e", "x" * 65, ""]  # fmt: skip
+IDS = ["b", "bank-e.pay_roll~2", "A.B-C_D~E", "0", "a..b", "x" * 64]
+
+
+@pytest.mark.parametrize("account_id", NOT_IDS)
+def test_an_account_id_that_needs_escaping_in_a_url_is_refused(account_id: str) -> None:
+    d = doc()
+    d["accounts"].append({"id": account_id, "owner": "bank-e"})
+    message = error_of(d)
+    assert "accounts[2].id: expected an id of 1..64 characters" in message
+    assert "A-Z a-z 0-9 - . _ ~" in message
+
+
+@pytest.mark.parametrize("participant_id", NOT_IDS)
+def test_a_participant_id_that_needs_escaping_in_a_url_is_refused(participant_id: str) -> None:
+    d = doc()
+    d["participants"][5]["id"] = participant_id
+    assert "participants[5].id: expected an id of 1..64 characters" in error_of(d)
+
+
+@pytest.mark.parametrize("account_id", IDS)
+def test_unreserved_url_characters_make_an_id(account_id: str) -> None:
+    d = doc()
+    d["accounts"].append({"id": account_id, "owner": "bank-e"})
+    d["issuance"].append({"account": account_id, "amount": 7})
+    genesis = parse_genesis(json.dumps(d))
+    assert ("bank-e", account_id) in {(a.owner, a.account_id) for a in genesis.accounts}

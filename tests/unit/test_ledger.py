@@ -50,7 +50,7 @@ def test_genesis_state(chain: Chain) -> None:
     ledger = chain.ledger
     assert ledger.height == 0
     assert ledger.balances["bank-e"] == 10_000
-    assert ledger.balances["bank-e/payroll"] == 0
+    assert ledger.balances["bank-e.payroll"] == 0
     assert ledger.issued_total == 11_000
     assert ledger.redeemed_total == 0
     assert ledger.block_hash == ZERO_HASH
@@ -165,13 +165,13 @@ def test_unknown_accounts_are_refused(chain: Chain) -> None:
 
 
 def test_payout_is_all_or_nothing(chain: Chain) -> None:
-    legs = [("bank-f", 4_000), ("bank-e/payroll", 4_000), ("val-b", 3_000)]
+    legs = [("bank-f", 4_000), ("bank-e.payroll", 4_000), ("val-b", 3_000)]
     effects = chain.settle([payout("bank-e", "bank-e", legs)])
     assert codes_of(effects) == [RefusalCode.INSUFFICIENT_FUNDS]
     assert effects.balances == ()
     effects = chain.settle([payout("bank-e", "bank-e", [*legs[:2], ("bank-f", 2_000)])])
     assert codes_of(effects) == [None]
-    assert dict(effects.balances) == {"bank-e": 0, "bank-f": 6_000, "bank-e/payroll": 4_000}
+    assert dict(effects.balances) == {"bank-e": 0, "bank-f": 6_000, "bank-e.payroll": 4_000}
 
 
 def test_supply_limit(chain: Chain) -> None:
@@ -437,7 +437,7 @@ def test_an_unrecorded_balance_change_is_caught_by_the_periodic_full_sum(
     chain: Chain,
 ) -> None:
     ledger = chain.ledger
-    ledger.balances["bank-f/savings"] += 1  # a bug that bypasses the block's records
+    ledger.balances["bank-f.savings"] += 1  # a bug that bypasses the block's records
     with pytest.raises(AssertionError):
         for _ in range(len(ledger.balances)):  # each block changes at least one account
             chain.ledger.apply_block(*certified(chain, [transfer("bank-e", "bank-e", "bank-f", 1)]))

@@ -36,7 +36,7 @@ from tests.unit.ledger_support import (
 )
 from tests.unit.test_ledger import codes_of
 
-ACCOUNTS = ["nbkr", "val-b", "bank-e", "bank-f", "bank-e/payroll", "bank-f/savings"]
+ACCOUNTS = ["nbkr", "val-b", "bank-e", "bank-f", "bank-e.payroll", "bank-f.savings"]
 SIGNERS = ["nbkr", "val-b", "bank-e", "bank-f"]
 UETRS = [bytes([i]) * 16 for i in range(6)]  # few, so that replays happen often
 START = [("bank-e", 5_000), ("bank-f", 5_000), ("nbkr", 5_000)]
@@ -130,7 +130,7 @@ class Model:
 
     def apply(self, raw: bytes) -> RefusalCode | None:
         tx = decode_tx(raw, CHAIN_ID)
-        owner = {a: a.split("/")[0] for a in ACCOUNTS}
+        owner = {a: a.split(".")[0] for a in ACCOUNTS}
         self.consumed.add((tx.signer, tx.uetr))
         debits: dict[str, int] = {}
         credits: dict[str, int] = {}

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
 import pytest
 
+from consensus.config import ReplicaConfig
+from consensus.errors import ConfigError as ConsensusConfigError
+from node.block import BLOCK_SIZE_MAX
 from node.config import SCHEMA, ConfigError, load_config
 
 MINIMAL = """
@@ -48,13 +52,15 @@ def test_environment_overrides_file(tmp_path: Path) -> None:
     [
         (MINIMAL + "[api2]\nx = 1\n", {}, "unknown section [api2]"),
         (MINIMAL.replace('id = "bank-a"', 'id = "bank-a"\ncolour = 1'), {}, "node.colour"),
-        (MINIMAL.replace('"127.0.0.1:8080"', '"localhost"'), {}, "api_listen must be host:port"),
+        (MINIMAL.replace('"127.0.0.1:8080"', '"localhost"'), {}, "api.listen must be host:port"),
         (MINIMAL + "[mempool]\ntxs_max = 1.5\n", {}, "mempool.txs_max: expected an integer"),
-        (MINIMAL + "[mempool]\ntxs_max = 0\n", {}, "mempool_txs_max must be >= 1"),
+        (MINIMAL + "[mempool]\ntxs_max = 0\n", {}, "mempool.txs_max must be >= 1"),
         (MINIMAL, {"SOMNET_MEMPOOL_TXS_MAX": "many"}, "SOMNET_MEMPOOL_TXS_MAX"),
         (MINIMAL.replace("[api]\nlisten", "[api]\n#"), {}, "missing required key api.listen"),
         (MINIMAL.replace('"http://', '"ftp://'), {}, "peers[0].url"),
         (MINIMAL.replace('id = "cb"', 'id = "bank-a"'), {}, "cannot peer with itself"),
+        (MINIMAL, {"SOMNET_NODE_ID": "bank-a/payroll"}, "SOMNET_NODE_ID (node.id): expected an id"),
+        (MINIMAL.replace('id = "cb"', 'id = "c/b"'), {}, "peers[0].id: expected an id"),
         ("[node\n", {}, "not valid TOML"),
     ],
 )
@@ -80,3 +86,69 @@ def test_the_example_config_is_valid_and_documents_every_key(tmp_path: Path) -> 
         assert f"[{section}]" in text
         for key in keys:
             assert re.search(rf"^{key} = ", text, re.MULTILINE), f"{section}.{key} undocumented"
+
+
+# Settings that pass the old ">= 1" check but fail later: in the consensus core, in a block
+# decoder of every other node, or in LMDB. Each must be refused at load, naming its key.
+@pytest.mark.parametrize(
+    ("text", "environ", "message"),
+    [
+        (MINIMAL + "[consensus]\ntimeout_propose_ms = 70000\n", {}, "consensus.timeout_propose_ms"),
+        (MINIMAL + "[consensus]\ntimeout_vote_ms = 60001\n", {}, "consensus.timeout_vote_ms"),
+        (MINIMAL + "[consensus]\ntimeout_vote_ms = 0\n", {}, "consensus.timeout_vote_ms"),
+        (MINIMAL, {"SOMNET_CONSENSUS_TIMEOUT_PROPOSE_MS": "70000"}, "consensus.timeout_propose_ms"),
+        (MINIMAL, {"SOMNET_CONSENSUS_TIMEOUT_PROPOSE_MS": "70000"}, "SOMNET_CONSENSUS_TIMEOUT_PRO"),
+        (MINIMAL + "[consensus]\nblock_txs_max = 65537\n", {}, "consensus.block_txs_max"),
+        (MINIMAL, {"SOMNET_P2P_FRAME_BYTES_MAX": "1024"}, "p2p.frame_bytes_max"),
+        (MINIMAL, {"SOMNET_P2P_FRAME_BYTES_MAX": str(64 * 1024 * 1024)}, "p2p.frame_bytes_max"),
+        (MINIMAL + "[store]\nmap_size_bytes = 4096\n", {}, "store.map_size_bytes"),
+        (MINIMAL, {"SOMNET_STORE_MAP_SIZE_BYTES": str(2**64)}, "store.map_size_bytes"),
+        (MINIMAL, {"SOMNET_NODE_LOG_LEVEL": "info"}, "SOMNET_NODE_LOG_LEVEL"),
+    ],
+)  # fmt: skip
+def test_a_value_that_would_fail_later_is_refused_at_load_naming_the_key(
+    tmp_path: Path, text: str, environ: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(write(tmp_path, text), environ=environ)
+
+
+@pytest.mark.parametrize("key", ["timeout_propose_ms", "timeout_vote_ms"])
+def test_the_node_accepts_a_timeout_exactly_when_the_consensus_core_does(
+    tmp_path: Path, key: str
+) -> None:
+    """One source of truth: the core's own ReplicaConfig.validate() draws the line."""
+    core_max = ReplicaConfig.default("x").timeout_ms_max
+    write(tmp_path, MINIMAL)
+    for value in (-1, 0, 1, core_max - 1, core_max, core_max + 1, 10**30):
+        environ = {f"SOMNET_CONSENSUS_{key.upper()}": str(value)}
+        core_fields = {
+            "timeout_propose_ms": ("timeout_propose_ms",),
+            "timeout_vote_ms": ("timeout_prevote_ms", "timeout_precommit_ms"),
+        }[key]
+        core_config = dataclasses.replace(
+            ReplicaConfig.default("x"), **dict.fromkeys(core_fields, value)
+        )
+        try:
+            core_config.validate()
+            core_accepts = True
+        except ConsensusConfigError:
+            core_accepts = False
+        try:
+            config = load_config(tmp_path, environ=environ)
+            node_accepts = True
+        except ConfigError as exc:
+            assert f"consensus.{key}" in str(exc)
+            node_accepts = False
+        assert node_accepts == core_accepts, value
+        if node_accepts:
+            config.replica_config("som-test").validate()  # what build_replica will run
+
+
+def test_the_largest_frame_still_gives_blocks_every_node_can_decode(tmp_path: Path) -> None:
+    environ = {"SOMNET_P2P_FRAME_BYTES_MAX": str(2 * BLOCK_SIZE_MAX)}
+    config = load_config(write(tmp_path, MINIMAL), environ=environ)
+    assert config.block_bytes_max == BLOCK_SIZE_MAX
+    environ = {"SOMNET_P2P_FRAME_BYTES_MAX": str(2 * BLOCK_SIZE_MAX + 2)}
+    with pytest.raises(ConfigError, match=re.escape("p2p.frame_bytes_max")):
+        load_config(tmp_path, environ=environ)

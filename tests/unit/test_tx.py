@@ -14,6 +14,8 @@ from node.tx import (
     AMOUNT_MAX,
     PAYOUT_LEGS_MAX,
     TAG_ISSUE,
+    TAG_PAYOUT,
+    TAG_REDEEM,
     TAG_TRANSFER,
     Issue,
     Payout,
@@ -170,6 +172,25 @@ def test_malformed_fields(overrides: dict[str, object]) -> None:
     assert refusal(signed(transfer_fields(**overrides))) is RefusalCode.MALFORMED
 
 
+@pytest.mark.parametrize("bad_id", ["bank-e/payroll", "..", ".", "bank e", "bank-é", "-bank"])
+def test_an_id_that_needs_escaping_in_a_url_is_malformed(bad_id: str) -> None:
+    """Genesis refuses such ids, so no account or participant has one (see test_genesis)."""
+    common = [CHAIN_ID, "bank-e", bytes(16), 10]
+    for fields in (
+        transfer_fields(**{"from": bad_id}),
+        transfer_fields(to=bad_id),
+        transfer_fields(signer=bad_id),
+        [TAG_PAYOUT, *common, "bank-e", [["bank-f", 1], [bad_id, 1]], ""],
+        [TAG_PAYOUT, *common, bad_id, [["bank-f", 1]], ""],
+        [TAG_ISSUE, *common, bad_id, 5, "reserve 1"],
+        [TAG_REDEEM, *common, bad_id, 5, "reserve 1"],
+    ):
+        assert refusal(signed(fields)) is RefusalCode.MALFORMED, fields
+    with pytest.raises(TxRefused) as info:
+        transfer("bank-e", "bank-e", bad_id, 5)  # a client cannot build one either
+    assert info.value.code is RefusalCode.MALFORMED
+
+
 def test_remittance_limit_is_inclusive() -> None:
     tx = decode_tx(signed(transfer_fields(remittance="я" * 140)), CHAIN_ID)
     assert isinstance(tx, Transfer)
@@ -222,6 +243,7 @@ FIELD_VALUES = st.one_of(
     st.sampled_from([AMOUNT_MAX, AMOUNT_MAX + 1, 2**63 - 1, 2**63]),
     st.text(max_size=70),
     st.sampled_from(["", "bank-e", "bank-f", "x" * 64, "x" * 65, "я" * 140, "я" * 141]),
+    st.sampled_from(["bank-e/payroll", "bank-e.pay_roll~2", "..", ".", "-e", "bank é", "bé"]),
     st.binary(max_size=20),
     st.sampled_from([bytes(15), bytes(16), bytes(17)]),
 )
