@@ -792,3 +792,113 @@ class Store:
             raise StoreCorrupted(
                 f"store at {self.path}: block {height}'s header disagrees with its chain record"
             )
+
+    # -- read-only access for `somnet check` (node/check.py) ------------------------------
+
+    @classmethod
+    def open_readonly(
+        cls,
+        path: Path,
+        *,
+        chain_id: str,
+        map_size_bytes: int = MAP_SIZE_BYTES_DEFAULT,
+    ) -> Store:
+        """Open an existing store without writing to it: LMDB read-only, nothing created
+        but LMDB's lock file if it is missing. Only the marker and the data file's header
+        are checked; the caller checks, and reports, everything else (`open` would stop
+        at the first fault).
+
+        Raises:
+            StoreCorrupted: a damaged marker, or a missing, truncated or emptied data file.
+            StoreError: no store at `path`, another chain's store, or LMDB cannot open it.
+        """
+        assert chain_id
+        if not (path / MARKER_NAME).exists():
+            if (path / DATA_NAME).exists():
+                raise StoreCorrupted(
+                    f"{path / DATA_NAME} exists but the store marker {MARKER_NAME} does not"
+                )
+            raise StoreError(f"no store at {path}: the node has not stored anything yet")
+        marker = _read_marker(path)
+        if marker.get("chain_id") != chain_id:
+            raise StoreError(
+                f"store at {path} belongs to chain {marker.get('chain_id')!r}, not {chain_id!r}"
+            )
+        _check_data_file(path)
+        try:
+            # The lock file is still used, so a running node's writes cannot tear a read.
+            env = lmdb.open(
+                str(path),
+                map_size=map_size_bytes,
+                subdir=True,
+                readonly=True,
+                create=False,
+                readahead=False,
+                max_readers=MAX_READERS,
+                max_dbs=MAX_DBS,
+                max_spare_txns=1,
+                lock=True,
+            )
+        except lmdb.Error as exc:
+            raise StoreError(f"cannot open LMDB environment at {path}: {exc}") from exc
+        return cls(path=path, env=env, chain_id=chain_id, map_size_bytes=map_size_bytes)
+
+    def load_record(self, db_name: bytes, key: bytes) -> bytes | None:
+        """One record of any sealed database, its checksum verified; None if absent."""
+        assert db_name != DB_TX_INDEX  # not sealed
+        with self._read() as txn:
+            return self._get(txn, db_name, key)
+
+    def scan(self, db_name: bytes) -> Iterator[tuple[bytes, bytes | StoreCorrupted]]:
+        """Every record of a sealed database in key order, in one read transaction: its
+        value, or the StoreCorrupted its checksum raised, so that a caller can report
+        every damaged record rather than the first."""
+        assert db_name != DB_TX_INDEX  # not sealed
+        with self._read() as txn:
+            for key, record in txn.cursor(db=self._dbs[db_name]):
+                assert isinstance(key, bytes)
+                assert isinstance(record, bytes)
+                value: bytes | StoreCorrupted
+                try:
+                    value = self._unseal(db_name, key, record)
+                except StoreCorrupted as exc:
+                    value = exc
+                yield key, value
+
+    def load_tx_results(self, height: int) -> list[tuple[bytes, bytes]] | None:
+        """Every (tx hash, encoded result) of one height's record, in block order; None
+        if the store holds no record for `height`.
+
+        Raises:
+            StoreCorrupted: the checksum fails, or the layout does not add up.
+        """
+        key = height_key(height)
+        with self._read() as txn:
+            record = self._get(txn, DB_TX_RESULTS, key)
+        if record is None:
+            return None
+        if not self._tx_results_layout_fits(record):
+            raise StoreCorrupted(
+                f"store at {self.path}: database 'tx_results' key {key.hex()}: the "
+                "record's layout does not add up"
+            )
+        (count,) = TX_COUNT.unpack_from(record)
+        entries = [_tx_result_at(record, index) for index in range(count)]
+        assert all(entry is not None for entry in entries)
+        return [entry for entry in entries if entry is not None]
+
+    @staticmethod
+    def _tx_results_layout_fits(record: bytes) -> bool:
+        """True if a per-height record's parts fit `_encode_tx_results`' layout: its
+        offsets never run backwards and the last one ends the record."""
+        if len(record) < TX_COUNT.size:
+            return False
+        count = int(TX_COUNT.unpack_from(record)[0])
+        values_at = TX_COUNT.size + (HASH_SIZE + TX_COUNT.size) * count
+        if len(record) < values_at:
+            return False
+        ends = struct.unpack_from(f">{count}I", record, TX_COUNT.size + HASH_SIZE * count)
+        starts = (0, *ends)[:-1]
+        if any(start > end for start, end in zip(starts, ends, strict=True)):
+            return False
+        return (ends[-1] if count else 0) == len(record) - values_at
