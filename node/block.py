@@ -106,6 +106,14 @@ def _pack(obj: object) -> bytes:
     return packed
 
 
+# How the encoded block grows with its transactions, for a builder that must stay within
+# a size limit: each transaction costs its bytes plus at most a msgpack bin32 header, and
+# the header (the count, the bin length of the encoded header) and the transaction array's
+# own header grow by at most this much in all.
+TX_FRAMING_BYTES_MAX = 5
+BLOCK_GROWTH_BYTES_MAX = 16
+
+
 def encode_block(block: Block) -> bytes:
     assert block.header.tx_count == len(block.txs)
     assert (block.prev_certificate is None) == (block.header.height == 1)

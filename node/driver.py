@@ -41,8 +41,10 @@ from consensus.messages import (
     Decide,
     DurableState,
     Event,
+    Evidence,
     Height,
     HeightStarted,
+    Message,
     Persist,
     Proposal,
     ProposalReceived,
@@ -59,11 +61,20 @@ from consensus.wire import (
     decode_message,
     encode_certificate,
     encode_durable_state,
+    encode_evidence,
     encode_message,
 )
-from node.block import Block, decode_block, encode_block
+from node.block import (
+    BLOCK_GROWTH_BYTES_MAX,
+    TX_FRAMING_BYTES_MAX,
+    Block,
+    decode_block,
+    encode_block,
+)
+from node.budget import Budgets
 from node.clock import Clock
 from node.errors import BlockError
+from node.inbox import FairInbox
 from node.ledger import Ledger
 from node.mempool import Mempool
 from node.protocol import (
@@ -81,8 +92,18 @@ __all__ = ["Driver", "DriverLimits", "PeerPayload", "SendTo", "Settled"]
 
 log = logging.getLogger(__name__)
 
-INBOX_MAX = 10_000
+INBOX_PER_PEER_MAX = 1_000  # a peer's payloads waiting for the driver; more are dropped
 YIELD_EVERY = 100
+# What one peer may make the driver do per second; more disconnects it. Honest validators
+# send a few payloads per height and blocks of at most a frame; sync replies are bounded
+# by our own requests.
+PEER_PAYLOADS_PER_S = 1_000
+PEER_PAYLOADS_BURST = 2_000
+PEER_BYTES_PER_S = 16 * 1024 * 1024
+PEER_BYTES_BURST = 32 * 1024 * 1024
+# Sync answers one peer may get per second, so a small request is never amplified into
+# an unbounded stream (issue 8 finding 8).
+SYNC_SERVED_BYTES_PER_S = 8 * 1024 * 1024
 SYNC_BACKOFF_MS = 10_000
 STATUS_INTERVAL_S = 1.0
 SYNC_TIMEOUT_MS = 3_000
@@ -114,6 +135,7 @@ class Settled:
 class PeerPayload:
     peer_id: str
     payload: Payload
+    size_bytes: int  # on the wire, for the peer's byte budget
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -123,6 +145,7 @@ class Wake:
 
 Input = Event | PeerPayload | Wake
 SendTo = Callable[[str, bytes], None]
+Disconnect = Callable[[str, str], None]  # (peer id, reason)
 
 
 class Driver:
@@ -142,6 +165,7 @@ class Driver:
         limits: DriverLimits,
         clock: Clock,
         rng: random.Random,
+        disconnect: Disconnect,
     ) -> None:
         self.node_id = node_id
         self.ledger = ledger
@@ -154,12 +178,23 @@ class Driver:
         self.limits = limits
         self._clock = clock
         self._rng = rng  # which peer to ask for blocks
-        # Unbounded as a queue, but only our own events (timers the replica armed, one
-        # pending wake-up) enter without a check; peer payloads respect INBOX_MAX.
-        self.inbox: asyncio.Queue[Input] = asyncio.Queue()
+        self._disconnect = disconnect
+        self.inbox: FairInbox[Input] = FairInbox(per_peer_max=INBOX_PER_PEER_MAX)
+        self._payload_budget = Budgets(
+            rate_per_s=PEER_PAYLOADS_PER_S, burst=PEER_PAYLOADS_BURST, clock=clock
+        )
+        self._byte_budget = Budgets(
+            rate_per_s=PEER_BYTES_PER_S, burst=PEER_BYTES_BURST, clock=clock
+        )
+        self._sync_budget = Budgets(
+            rate_per_s=SYNC_SERVED_BYTES_PER_S, burst=limits.sync_bytes_max, clock=clock
+        )
         self._wake_pending = False
         self.counters: collections.Counter[str] = collections.Counter()
+        # Heights peers claimed; a claim above what this node knows is certified is
+        # believed only with the certificate that proves it (`_on_status`).
         self.peer_heights: dict[str, int] = {}
+        self.certified_height = ledger.height  # the highest height proven to this node
         self._heard_validator = False  # a validator peer told us its height since start
         self.last_certificate: CommitCertificate | None = self._load_last_certificate()
         self.on_settled: list[Callable[[Settled], None]] = []
@@ -196,20 +231,42 @@ class Driver:
             status.cancel()
 
     def submit_from_peer(self, item: PeerPayload) -> None:
-        """Enqueue a peer's payload; a full inbox drops it (consensus re-sends, sync
-        re-asks). Timers are never dropped: a lost timeout could stall a round."""
-        if self.inbox.qsize() >= INBOX_MAX:
-            self.counters["inbox_full_dropped"] += 1
+        """Enqueue a peer's payload in its own queue. A peer over its rate or byte budget,
+        or sending what only validators may send, is disconnected; a full queue drops the
+        payload (consensus re-sends, sync re-asks)."""
+        peer_id = item.peer_id
+        if isinstance(item.payload, Consensus) and peer_id not in self._validator_peers:
+            self.misbehaved(peer_id, "consensus message from a participant that is no validator")
             return
-        self.inbox.put_nowait(item)
+        if not (
+            self._payload_budget.take(peer_id, 1)
+            and self._byte_budget.take(peer_id, item.size_bytes)
+        ):
+            self.misbehaved(peer_id, "over its payload budget")
+            return
+        if not self.inbox.put_from(peer_id, item):
+            self.counters["inbox_full_dropped"] += 1
+
+    def misbehaved(self, peer_id: str, reason: str) -> None:
+        """Disconnect a peer and forget what it claimed and queued."""
+        self.counters["peer_disconnected"] += 1
+        self.inbox.drop_peer(peer_id)
+        self.forget_peer(peer_id)
+        self._disconnect(peer_id, reason)
+
+    def forget_peer(self, peer_id: str) -> None:
+        """A peer left (or lied): its claimed height no longer counts."""
+        self.peer_heights.pop(peer_id, None)
+        if self._sync_asked is not None and self._sync_asked[0] == peer_id:
+            self._sync_asked = None
 
     def _submit_timeout(self, event: TimeoutFired) -> None:
-        self.inbox.put_nowait(event)
+        self.inbox.put_own(event)
 
     def wake(self) -> None:
         if not self._wake_pending:  # one pending wake-up is enough
             self._wake_pending = True
-            self.inbox.put_nowait(Wake())
+            self.inbox.put_own(Wake())
 
     def handle(self, item: Input) -> None:
         """Process one input; `run` feeds the inbox through here."""
@@ -253,9 +310,16 @@ class Driver:
             case Decide():
                 self._settle(action.value, action.certificate)
             case ReportEvidence():
-                self.counters["evidence"] += 1
-                log.warning("evidence of equivocation by %s", action.evidence.first.voter)
+                self._save_evidence(action.evidence)
         return None
+
+    def _save_evidence(self, evidence: Evidence) -> None:
+        """Keep the proof of an equivocation (both signed votes) for governance to act on;
+        the first proof per validator and height is enough, so storage stays bounded."""
+        first = evidence.first
+        if self.store.save_evidence(first.height, first.voter, encode_evidence(evidence)):
+            self.counters["evidence"] += 1
+            log.warning("h=%d evidence of equivocation by %s stored", first.height, first.voter)
 
     def _persist(self, state: DurableState) -> None:
         # Synchronous on purpose: the signature that follows must not leave before this.
@@ -271,7 +335,7 @@ class Driver:
         try:
             if len(value.payload) > self.limits.block_bytes_max:
                 # Larger blocks could be decided but never synced: a sync frame holds the
-                # block and its certificate.
+                # block and its certificate. The proposer builds with the same measure.
                 raise BlockError(f"block of {len(value.payload)} bytes is over the limit")
             block = decode_block(value.payload)
             if block.header.hash() != value.value_id:
@@ -289,16 +353,23 @@ class Driver:
         return ValueChecked(height=height, value_id=value.value_id, valid=valid)
 
     def _build_value(self, action: BuildValue) -> ValueBuilt:
-        txs = self.mempool.take(self.limits.block_txs_max, self.limits.block_bytes_max)
+        """A block from the mempool that this node's own check accepts: the encoded block
+        is within block_bytes_max, the one measure of size both use (issue 8 finding 1).
+        The transactions get what the encoded empty block leaves, less each transaction's
+        framing (TX_FRAMING_BYTES_MAX) and the header's growth with the count."""
+        time_ms = self._clock.unix_ms()
+        empty = self.ledger.make_block(
+            [], time_ms=time_ms, proposer=self.node_id, prev_certificate=self.last_certificate
+        )
+        budget = self.limits.block_bytes_max - len(encode_block(empty)) - BLOCK_GROWTH_BYTES_MAX
+        txs = self.mempool.take(self.limits.block_txs_max, budget, TX_FRAMING_BYTES_MAX)
         block = self.ledger.make_block(
-            txs,
-            time_ms=self._clock.unix_ms(),
-            proposer=self.node_id,
-            prev_certificate=self.last_certificate,
+            txs, time_ms=time_ms, proposer=self.node_id, prev_certificate=self.last_certificate
         )
         block_hash = block.header.hash()
         self._checked[block_hash] = block  # built from verified transactions
         value = Value(value_id=block_hash, payload=encode_block(block))
+        assert len(value.payload) <= self.limits.block_bytes_max, "built a block it refuses"
         log.debug("h=%d r=%d proposing %d txs", action.height, action.round, len(txs))
         return ValueBuilt(height=action.height, round=action.round, value=value)
 
@@ -346,10 +417,12 @@ class Driver:
         """Start the replica on the next height when there is a reason to."""
         if self.replica is None or self._height_running:
             return
-        behind = max(self.peer_heights.values(), default=0) > self.ledger.height
+        # A peer's height is no reason: a claim must never change block production
+        # (issue 8 finding 2). Peers at work on the next height start it by their signed
+        # messages (`_on_consensus`).
         idle_ms = self._clock.now_ms() - self._wanted_since_ms
         due = idle_ms >= self.limits.empty_block_interval_ms
-        if force or due or behind or len(self.mempool) > 0:
+        if force or due or len(self.mempool) > 0:
             self._height_running = True
             self._step(HeightStarted(height=Height(self.ledger.height + 1)))
 
@@ -376,15 +449,33 @@ class Driver:
             case Consensus():
                 self._on_consensus(peer_id, payload.message)
             case Status():
-                self.peer_heights[peer_id] = payload.height
-                self._heard_validator |= peer_id in self._validator_peers
-                self._maybe_sync()
+                self._on_status(peer_id, payload)
             case SyncRequest():
                 self._serve_sync(peer_id, payload)
             case SyncBlocks():
                 self._on_sync_blocks(peer_id, payload)
             case _:
                 self.counters["payload_unexpected"] += 1
+
+    def _on_status(self, peer_id: str, status: Status) -> None:
+        """Believe a claimed height above the certified one only with its certificate."""
+        if status.height > self.certified_height:
+            if not self._certifies(status):
+                self.misbehaved(peer_id, f"claimed height {status.height} without a certificate")
+                return
+            self.certified_height = status.height
+        self.peer_heights[peer_id] = status.height
+        self._heard_validator |= peer_id in self._validator_peers
+        self._maybe_sync()
+
+    def _certifies(self, status: Status) -> bool:
+        try:
+            certificate = decode_certificate(status.certificate)
+        except WireError:
+            return False
+        return certificate.height == status.height and crypto.verify_certificate(
+            self.ledger.chain_id, certificate, self.ledger.validator_set
+        )
 
     def _on_consensus(self, peer_id: str, data: bytes) -> None:
         if self.replica is None:
@@ -393,18 +484,32 @@ class Driver:
         try:
             message = decode_message(data)
         except WireError:
-            self.counters["consensus_malformed"] += 1
-            log.warning("peer=%s sent a malformed consensus message", peer_id)
+            self.misbehaved(peer_id, "malformed consensus message")
             return
         if message.height == self.ledger.height + 1 and not self._height_running:
-            self._maybe_start_height(force=True)  # peers are already at work on it
+            # Peers are already at work on it; a signed message proves it, a claim doesn't.
+            if not self._signed_by_a_validator(message):
+                self.misbehaved(peer_id, "consensus message with a bad signature")
+                return
+            self._maybe_start_height(force=True)
         if isinstance(message, Proposal):
             self._step(ProposalReceived(proposal=message))
         else:
             self._step(VoteReceived(vote=message))
 
+    def _signed_by_a_validator(self, message: Message) -> bool:
+        chain_id, validators = self.ledger.chain_id, self.ledger.validator_set
+        if isinstance(message, Proposal):
+            return crypto.verify_proposal(chain_id, message, validators)
+        return crypto.verify_vote(chain_id, message, validators)
+
     def _announce(self) -> None:
-        payload = encode_payload(Status(height=self.ledger.height))
+        certificate = self.last_certificate
+        status = Status(
+            height=self.ledger.height,
+            certificate=b"" if certificate is None else encode_certificate(certificate),
+        )
+        payload = encode_payload(status)
         for peer in self._all_peers:
             self._send(peer, payload)
 
@@ -431,7 +536,10 @@ class Driver:
             self.counters["sync_timeout"] += 1
             self._sync_backoff[peer] = now + SYNC_BACKOFF_MS
             self._sync_asked = None
-            ahead = [p for p in ahead if p != peer] or ahead
+            self.peer_heights.pop(peer, None)  # its claim failed: forgotten until it repeats
+            ahead = [p for p in ahead if p != peer]
+            if not ahead:
+                return
         # Any peer that is ahead will do; a random one, so a peer that claims a height it
         # cannot serve is not asked again and again.
         peer = self._rng.choice(sorted(ahead))
@@ -440,18 +548,25 @@ class Driver:
         self._sync_asked = (peer, now)
 
     def _serve_sync(self, peer_id: str, request: SyncRequest) -> None:
+        """Answer with the blocks asked for, up to a frame and to what the peer's sync
+        budget has left, so nobody turns small requests into a flood of blocks."""
         blocks: list[tuple[bytes, bytes]] = []
         size = 0
+        size_max = min(self.limits.sync_bytes_max, int(self._sync_budget.available(peer_id)))
         first = max(request.first_height, 1)  # a peer's request; height 0 has no block
         last = min(request.first_height + request.count - 1, self.ledger.height)
         for height in range(first, last + 1):
             block = self.store.load_block(height)
             certificate = self.store.load_certificate(height)
             assert block is not None and certificate is not None
-            if blocks and size + len(block) + len(certificate) > self.limits.sync_bytes_max:
+            if size + len(block) + len(certificate) > size_max:
                 break
             blocks.append((block, certificate))
             size += len(block) + len(certificate)
+        if first <= last and not blocks:
+            self.counters["sync_throttled"] += 1
+        taken = self._sync_budget.take(peer_id, size)
+        assert taken
         # Answered even when empty, so the asker moves on at once instead of timing out.
         self._send(peer_id, encode_payload(SyncBlocks(blocks=tuple(blocks))))
 
@@ -465,8 +580,10 @@ class Driver:
             if not self._settle_synced(peer_id, block_bytes, certificate_bytes):
                 break
         if self.ledger.height == height_before:
-            # It claimed to be ahead and served nothing we could settle: ask others.
+            # It claimed to be ahead and served nothing we could settle: forget the claim
+            # and ask others.
             self._sync_backoff[peer_id] = self._clock.now_ms() + SYNC_BACKOFF_MS
+            self.peer_heights.pop(peer_id, None)
         self._maybe_sync()
 
     def _settle_synced(self, peer_id: str, block_bytes: bytes, certificate_bytes: bytes) -> bool:

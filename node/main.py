@@ -27,7 +27,7 @@ from consensus.wire import decode_durable_state
 from node.api import ApiContext, build_api
 from node.clock import SystemClock
 from node.config import ConfigError, NodeConfig, load_config
-from node.driver import Driver, DriverLimits, PeerPayload, SendTo
+from node.driver import Disconnect, Driver, DriverLimits, PeerPayload, SendTo
 from node.errors import GenesisError
 from node.fatal import FatalReason, fatal
 from node.genesis import Genesis, Participant, load_genesis
@@ -127,7 +127,11 @@ def build_replica(loaded: Loaded) -> Replica | None:
 
 
 def build_driver(
-    loaded: Loaded, replica: Replica | None, peers: list[PeerAddress], send: SendTo
+    loaded: Loaded,
+    replica: Replica | None,
+    peers: list[PeerAddress],
+    send: SendTo,
+    disconnect: Disconnect,
 ) -> Driver:
     config = loaded.config
     validator_ids = {v.validator_id for v in loaded.genesis.validator_set().validators}
@@ -148,6 +152,7 @@ def build_driver(
         ),
         clock=SystemClock(),
         rng=random.Random(),
+        disconnect=disconnect,
     )
 
 
@@ -179,7 +184,7 @@ def route_payload(driver: Driver, intake: Intake, peer_id: str, data: bytes) -> 
     if isinstance(payload, Txs):
         driver.counters["gossip_tx_refused"] += intake.from_peer(payload.txs)
     else:
-        driver.submit_from_peer(PeerPayload(peer_id=peer_id, payload=payload))
+        driver.submit_from_peer(PeerPayload(peer_id=peer_id, payload=payload, size_bytes=len(data)))
 
 
 async def listen(runner: web.AppRunner, key: str, address: str) -> None:
@@ -202,7 +207,7 @@ async def serve(loaded: Loaded, stop: asyncio.Event) -> None:
     network = build_network(
         loaded, peers, lambda peer, data: route_payload(driver, intake, peer, data)
     )
-    driver = build_driver(loaded, replica, peers, network.send)
+    driver = build_driver(loaded, replica, peers, network.send, network.disconnect)
     intake = Intake(
         mempool=driver.mempool,
         store=loaded.store,

@@ -161,15 +161,19 @@ class Mempool:
         """Hashes whose signatures this pool has checked (for block validation)."""
         return self._txs
 
-    def take(self, count_max: int, bytes_max: int) -> list[bytes]:
-        """The oldest transactions for a proposal, without removing them."""
+    def take(self, count_max: int, bytes_max: int, framing_bytes: int = 0) -> list[bytes]:
+        """The oldest transactions for a proposal, without removing them: at most
+        `count_max`, costing at most `bytes_max` with `framing_bytes` added per
+        transaction. One that does not fit is passed over, never blocking the rest."""
         taken: list[bytes] = []
         size = 0
         for tx in self._txs.values():
-            if len(taken) == count_max or size + len(tx.raw) > bytes_max:
+            if len(taken) == count_max or size >= bytes_max:
                 break
-            taken.append(tx.raw)
-            size += len(tx.raw)
+            cost = len(tx.raw) + framing_bytes
+            if size + cost <= bytes_max:
+                taken.append(tx.raw)
+                size += cost
         return taken
 
     def remove_settled(self, consumed: Sequence[tuple[bytes, bytes]]) -> PoolChanges:

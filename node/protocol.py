@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import msgpack
 
+from node.block import CERTIFICATE_SIZE_MAX
 from node.errors import NodeError
 
 __all__ = [
@@ -63,7 +64,10 @@ class Txs:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Status:
+    """A node's height, with the commit certificate that proves it (empty at height 0)."""
+
     height: int
+    certificate: bytes
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -88,7 +92,7 @@ def encode_payload(payload: Payload) -> bytes:
         case Txs():
             kind, body = Kind.TXS, payload.txs
         case Status():
-            kind, body = Kind.STATUS, payload.height
+            kind, body = Kind.STATUS, [payload.height, payload.certificate]
         case SyncRequest():
             kind, body = Kind.SYNC_REQUEST, [payload.first_height, payload.count]
         case SyncBlocks():
@@ -131,8 +135,11 @@ def decode_payload(data: bytes) -> Payload:
         return Consensus(message=body)
     if kind == Kind.TXS:
         return Txs(txs=tuple(_bytes_list(body, TXS_PER_PAYLOAD_MAX)))
-    if kind == Kind.STATUS:
-        return Status(height=_height(body))
+    if kind == Kind.STATUS and type(body) is list and len(body) == 2:
+        certificate = body[1]
+        if type(certificate) is not bytes or len(certificate) > CERTIFICATE_SIZE_MAX:
+            raise ProtocolError(f"status certificate: at most {CERTIFICATE_SIZE_MAX} bytes")
+        return Status(height=_height(body[0]), certificate=certificate)
     if kind == Kind.SYNC_REQUEST and type(body) is list and len(body) == 2:
         count = body[1]
         if type(count) is not int or not 1 <= count <= SYNC_BLOCKS_MAX:

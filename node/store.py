@@ -86,6 +86,7 @@ DB_REFERENCES = b"references"
 DB_CONSENSUS = b"consensus"
 DB_POOL = b"pool"
 DB_DROPPED = b"dropped"
+DB_EVIDENCE = b"evidence"
 DB_NAMES = (
     DB_META,
     DB_BLOCKS,
@@ -99,6 +100,7 @@ DB_NAMES = (
     DB_CONSENSUS,
     DB_POOL,
     DB_DROPPED,
+    DB_EVIDENCE,
 )
 assert len(DB_NAMES) < MAX_DBS
 
@@ -611,6 +613,29 @@ class Store:
                 tx_hash, seal(DB_DROPPED, tx_hash, fate), db=dropped_db, overwrite=False
             )
             assert added, "a dropped transaction's fate is stored twice"
+
+    def save_evidence(self, height: int, voter: str, evidence: bytes) -> bool:
+        """Keep one proof of equivocation per (height, validator); False if one is kept."""
+        key = height_key(height) + voter.encode("ascii")
+        with self._write("evidence") as txn:
+            record = seal(DB_EVIDENCE, key, evidence)
+            added = txn.put(key, record, db=self._dbs[DB_EVIDENCE], overwrite=False)
+        return bool(added)
+
+    def load_evidence(self, from_height: int, count_max: int) -> list[bytes]:
+        """Stored proofs of equivocation from `from_height` on, in height order."""
+        assert count_max >= 1
+        found: list[bytes] = []
+        with self._read() as txn:
+            cursor = txn.cursor(db=self._dbs[DB_EVIDENCE])
+            if not cursor.set_range(height_key(from_height)):
+                return found
+            for key, record in cursor:
+                assert isinstance(key, bytes) and isinstance(record, bytes)
+                found.append(self._unseal(DB_EVIDENCE, key, record))
+                if len(found) == count_max:
+                    break
+        return found
 
     def save_pool_changes(self, pool: PoolChanges) -> None:
         """Apply pool changes outside a block (after a restart); on disk when this returns."""

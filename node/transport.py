@@ -167,6 +167,17 @@ class PeerNetwork:
         for peer_id in self._peers:
             self.send(peer_id, payload)
 
+    def disconnect(self, peer_id: str, reason: str) -> None:
+        """Close the link a misbehaving peer dialed to us."""
+        log.warning("peer=%s disconnected: %s", peer_id, reason)
+        ws = self._inbound.get(peer_id)
+        if ws is not None:
+            self._tasks.append(asyncio.get_running_loop().create_task(self._close(ws)))
+
+    @staticmethod
+    async def _close(ws: web.WebSocketResponse) -> None:
+        await ws.close()
+
     def connected_peers(self) -> list[str]:
         """Peers with a live link in both directions."""
         return sorted(p for p in self._outbound if p in self._inbound)

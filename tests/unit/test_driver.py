@@ -4,6 +4,7 @@ up, and what happens to the transactions it kept when blocks settle."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,11 +13,12 @@ import pytest
 
 from consensus.config import ReplicaConfig
 from consensus.crypto import Signer
-from consensus.messages import DurableState, Height, Proposal, ValidatorId
+from consensus.messages import DurableState, Height, Proposal, Round, ValidatorId, VoteType
 from consensus.replica import Replica
-from consensus.wire import decode_message, encode_certificate
-from node.block import encode_block
+from consensus.wire import decode_evidence, decode_message, encode_certificate, encode_message
+from node.block import decode_block, encode_block
 from node.driver import (
+    PEER_PAYLOADS_BURST,
     SYNC_TIMEOUT_MS,
     Driver,
     DriverLimits,
@@ -26,7 +28,15 @@ from node.driver import (
 from node.errors import RefusalCode
 from node.ledger import Ledger, StoredReferences, open_ledger
 from node.mempool import Dropped, Mempool, decode_dropped
-from node.protocol import Consensus, Payload, Status, SyncBlocks, SyncRequest, decode_payload
+from node.protocol import (
+    Consensus,
+    Payload,
+    Status,
+    SyncBlocks,
+    SyncRequest,
+    decode_payload,
+    encode_payload,
+)
 from node.store import Store
 from node.tx import decode_tx
 from tests.unit.ledger_support import (
@@ -68,9 +78,13 @@ class FakeClock:
 @dataclass
 class FakeNetwork:
     sent: list[tuple[str, Payload]] = field(default_factory=list)
+    disconnected: list[tuple[str, str]] = field(default_factory=list)
 
     def send(self, peer: str, data: bytes) -> None:
         self.sent.append((peer, decode_payload(data)))
+
+    def disconnect(self, peer: str, reason: str) -> None:
+        self.disconnected.append((peer, reason))
 
     def take(self, kind: type) -> list[tuple[str, Payload]]:
         """The payloads of this kind sent since the last take, oldest first."""
@@ -87,7 +101,7 @@ class Node:
     store: Store
 
 
-def make_node(tmp_path: Path, node_id: str) -> Node:
+def make_node(tmp_path: Path, node_id: str, limits: DriverLimits = LIMITS) -> Node:
     genesis = make_genesis(START)
     store = Store.open(tmp_path / node_id, chain_id=CHAIN_ID, map_size_bytes=1 << 24)
     ledger = open_ledger(genesis, store)
@@ -112,9 +126,10 @@ def make_node(tmp_path: Path, node_id: str) -> Node:
         send=network.send,
         validator_peers=tuple(p for p in peers if p in VALIDATORS),
         all_peers=peers,
-        limits=LIMITS,
+        limits=limits,
         clock=clock,
         rng=random.Random(7),
+        disconnect=network.disconnect,
     )
     return Node(driver=driver, network=network, clock=clock, store=store)
 
@@ -125,7 +140,11 @@ async def bank(tmp_path: Path) -> Node:
 
 
 def hear(node: Node, peer: str, payload: Payload) -> None:
-    node.driver.handle(PeerPayload(peer_id=peer, payload=payload))
+    """Deliver a payload the way the network does, then let the driver process it all."""
+    size = len(encode_payload(payload))
+    node.driver.submit_from_peer(PeerPayload(peer_id=peer, payload=payload, size_bytes=size))
+    while (item := node.driver.inbox.get_nowait()) is not None:
+        node.driver.handle(item)
 
 
 def certified_chain(heights: int, txs_at: dict[int, list[bytes]]) -> list[tuple[bytes, bytes]]:
@@ -136,22 +155,28 @@ def certified_chain(heights: int, txs_at: dict[int, list[bytes]]) -> list[tuple[
     return [(encode_block(b), encode_certificate(c)) for b, c in chain.blocks]
 
 
+def status_at(blocks: list[tuple[bytes, bytes]], height: int) -> Status:
+    """What a node at `height` of this chain announces."""
+    return Status(height=height, certificate=blocks[height - 1][1] if height else b"")
+
+
 async def test_a_node_is_not_caught_up_until_a_validator_told_it_its_height(bank: Node) -> None:
     driver = bank.driver
+    blocks = certified_chain(3, {})
     assert not driver.caught_up()  # nothing heard since start: it cannot judge
-    hear(bank, "bank-f", Status(height=0))
+    hear(bank, "bank-f", status_at(blocks, 0))
     assert not driver.caught_up()  # another bank is no authority on the chain's height
-    hear(bank, "nbkr", Status(height=0))
+    hear(bank, "nbkr", status_at(blocks, 0))
     assert driver.caught_up()
-    hear(bank, "val-b", Status(height=2))
+    hear(bank, "val-b", status_at(blocks, 2))
     assert driver.caught_up()  # one or two behind is a bank node's normal state
-    hear(bank, "val-b", Status(height=3))
+    hear(bank, "val-b", status_at(blocks, 3))
     assert not driver.caught_up()
 
 
 async def test_a_node_behind_asks_a_peer_ahead_and_settles_certified_blocks(bank: Node) -> None:
     blocks = certified_chain(3, {2: [transfer("bank-e", "bank-e", "bank-f", 5)]})
-    hear(bank, "val-c", Status(height=3))
+    hear(bank, "val-c", status_at(blocks, 3))
     [(peer, request)] = bank.network.take(SyncRequest)
     assert peer == "val-c"
     assert request == SyncRequest(first_height=1, count=3)
@@ -167,8 +192,9 @@ async def test_a_node_behind_asks_a_peer_ahead_and_settles_certified_blocks(bank
 async def test_an_unanswered_sync_request_times_out_and_another_peer_is_asked(
     bank: Node,
 ) -> None:
-    hear(bank, "val-b", Status(height=5))
-    hear(bank, "val-c", Status(height=5))
+    blocks = certified_chain(5, {})
+    hear(bank, "val-b", status_at(blocks, 5))
+    hear(bank, "val-c", status_at(blocks, 5))
     [(first, _)] = bank.network.take(SyncRequest)
     bank.clock.advance(SYNC_TIMEOUT_MS - 1)
     bank.driver.handle(Wake())
@@ -181,8 +207,9 @@ async def test_an_unanswered_sync_request_times_out_and_another_peer_is_asked(
 
 
 async def test_a_peer_that_serves_nothing_is_not_asked_again_at_once(bank: Node) -> None:
-    hear(bank, "val-b", Status(height=5))
-    hear(bank, "val-c", Status(height=5))
+    blocks = certified_chain(5, {})
+    hear(bank, "val-b", status_at(blocks, 5))
+    hear(bank, "val-c", status_at(blocks, 5))
     [(first, _)] = bank.network.take(SyncRequest)
     hear(bank, first, SyncBlocks(blocks=()))
     [(second, _)] = bank.network.take(SyncRequest)
@@ -199,7 +226,7 @@ async def test_kept_transactions_get_their_fate_when_synced_blocks_settle(bank: 
         bank.store.save_pool([(tx.tx_hash, tx.raw)])
         mempool.kept.add(tx.tx_hash)
     blocks = certified_chain(2, {1: [settling.raw]})
-    hear(bank, "val-b", Status(height=2))
+    hear(bank, "val-b", status_at(blocks, 2))
     hear(bank, "val-b", SyncBlocks(blocks=tuple(blocks)))
     assert bank.driver.ledger.height == 2
     assert len(mempool) == 0
@@ -228,7 +255,7 @@ async def test_a_validator_starts_a_height_for_work_or_after_the_empty_block_int
     tmp_path: Path,
 ) -> None:
     genesis = make_genesis(START)
-    proposer = genesis.validator_set().proposer(Height(1), 0)  # type: ignore[arg-type]
+    proposer = genesis.validator_set().proposer(Height(1), Round(0))
     node = make_node(tmp_path, proposer)
     node.driver.handle(Wake())
     assert proposals(node) == []  # no work, and the interval has not passed
@@ -240,7 +267,7 @@ async def test_a_validator_starts_a_height_for_work_or_after_the_empty_block_int
 
 async def test_a_validator_starts_a_height_at_once_for_a_transaction(tmp_path: Path) -> None:
     genesis = make_genesis(START)
-    proposer = genesis.validator_set().proposer(Height(1), 0)  # type: ignore[arg-type]
+    proposer = genesis.validator_set().proposer(Height(1), Round(0))
     node = make_node(tmp_path, proposer)
     tx = transfer("bank-e", "bank-e", "bank-f", 1)
     node.driver.mempool.add(tx)
@@ -251,9 +278,125 @@ async def test_a_validator_starts_a_height_at_once_for_a_transaction(tmp_path: P
 
 async def test_the_stored_references_see_what_the_driver_settled(bank: Node) -> None:
     tx = transfer("bank-e", "bank-e", "bank-f", 3)
-    hear(bank, "val-b", Status(height=1))
-    hear(bank, "val-b", SyncBlocks(blocks=tuple(certified_chain(1, {1: [tx]}))))
+    blocks = certified_chain(1, {1: [tx]})
+    hear(bank, "val-b", status_at(blocks, 1))
+    hear(bank, "val-b", SyncBlocks(blocks=tuple(blocks)))
     decoded = decode_tx(tx, CHAIN_ID)
     assert StoredReferences(bank.store).lookup([decoded.uetr + decoded.signer.encode()]) == [
         decoded.tx_hash
     ]
+
+
+# -- a hostile participant (issue 8) ----------------------------------------------------
+
+
+async def test_a_proposer_never_builds_a_block_over_the_size_it_accepts(tmp_path: Path) -> None:
+    """Finding 1: the builder bounded the transactions' bytes, the check the encoded block,
+    so a full pool made every proposer build a block every validator refused."""
+    genesis = make_genesis(START)
+    proposer = genesis.validator_set().proposer(Height(1), Round(0))
+    limit = 8_000
+    node = make_node(tmp_path, proposer, dataclasses.replace(LIMITS, block_bytes_max=limit))
+    for amount in range(1, 101):  # about 20 KB of transactions
+        node.driver.mempool.add(transfer("bank-e", "bank-e", "bank-f", amount, remittance="x" * 40))
+    node.driver.handle(Wake())
+    [proposal] = proposals(node)
+    assert len(proposal.value.payload) <= limit
+    block = decode_block(proposal.value.payload)
+    assert 20 <= len(block.txs) < 100
+    checked = node.driver._check_value(Height(1), proposal.value)
+    assert checked.valid  # its own check accepts what it built
+
+
+async def test_an_uncertified_height_claim_changes_nothing_and_disconnects(tmp_path: Path) -> None:
+    """Finding 2: one unsigned STATUS claiming 2**63-1 made validators produce blocks
+    nonstop. Only certified heights count."""
+    genesis = make_genesis(START)
+    node = make_node(tmp_path, genesis.validator_set().proposer(Height(1), Round(0)))
+    forged = certified_chain(1, {})[0][1]  # a real certificate, but of height 1
+    for claim in (Status(height=2**63 - 1, certificate=b""), Status(height=5, certificate=forged)):
+        hear(node, "bank-f", claim)
+    assert node.driver.peer_heights == {}
+    assert node.network.take(SyncRequest) == []
+    assert [peer for peer, _ in node.network.disconnected] == ["bank-f", "bank-f"]
+    node.driver.handle(Wake())
+    assert proposals(node) == []  # no height started for a claim
+
+
+async def test_a_failed_sync_forgets_the_claim(bank: Node) -> None:
+    blocks = certified_chain(4, {})
+    hear(bank, "val-b", status_at(blocks, 4))
+    hear(bank, "val-b", SyncBlocks(blocks=()))
+    assert "val-b" not in bank.driver.peer_heights
+
+
+async def test_a_flooding_peer_is_disconnected_and_others_keep_their_turn(bank: Node) -> None:
+    """Finding 3: a bank flooding STATUS into the one shared inbox stalled consensus."""
+    status = Status(height=0, certificate=b"")
+    size = len(encode_payload(status))
+    driver = bank.driver
+    for _ in range(PEER_PAYLOADS_BURST + 10):
+        driver.submit_from_peer(PeerPayload(peer_id="bank-f", payload=status, size_bytes=size))
+    driver.submit_from_peer(PeerPayload(peer_id="val-b", payload=status, size_bytes=size))
+    assert ("bank-f", "over its payload budget") in bank.network.disconnected
+    peers = [item.peer_id for item in iter(driver.inbox.get_nowait, None)]  # type: ignore[union-attr]
+    assert peers == ["val-b"]  # the flooder's queue was dropped with it
+
+
+async def test_only_validators_may_send_consensus_messages(tmp_path: Path) -> None:
+    node = make_node(tmp_path, "nbkr")
+    signer = Signer(CHAIN_ID, ValidatorId("bank-f"), seed_of("bank-f"))
+    vote = signer.sign_vote(VoteType.PREVOTE, Height(1), Round(0), bytes(32))
+    hear(node, "bank-f", Consensus(message=encode_message(vote)))
+    assert node.network.disconnected == [
+        ("bank-f", "consensus message from a participant that is no validator")
+    ]
+
+
+async def test_a_badly_signed_message_cannot_start_a_height(tmp_path: Path) -> None:
+    node = make_node(tmp_path, "nbkr")
+    vote = Signer(CHAIN_ID, ValidatorId("val-b"), seed_of("val-c")).sign_vote(
+        VoteType.PREVOTE, Height(1), Round(0), bytes(32)
+    )  # val-b's name, val-c's key
+    hear(node, "val-b", Consensus(message=encode_message(vote)))
+    assert [reason for _, reason in node.network.disconnected] == [
+        "consensus message with a bad signature"
+    ]
+    assert node.network.take(Consensus) == []
+
+
+async def test_sync_answers_are_budgeted_per_peer(tmp_path: Path) -> None:
+    """Finding 8: 20 requests of 183 bytes returned 5 MB."""
+    limits = dataclasses.replace(LIMITS, sync_bytes_max=4_000)
+    node = make_node(tmp_path, "bank-e", limits)
+    blocks = certified_chain(30, {})
+    hear(node, "val-b", status_at(blocks, 30))
+    hear(node, "val-b", SyncBlocks(blocks=tuple(blocks)))
+    assert node.driver.ledger.height == 30
+    served = 0
+    for _ in range(20):
+        hear(node, "bank-f", SyncRequest(first_height=1, count=30))
+        [(_, answer)] = node.network.take(SyncBlocks)
+        assert isinstance(answer, SyncBlocks)
+        served += sum(len(b) + len(c) for b, c in answer.blocks)
+    assert 0 < served <= 4_000  # one burst, nothing more until time passes
+    node.clock.advance(1_000)
+    hear(node, "bank-f", SyncRequest(first_height=1, count=30))
+    [(_, answer)] = node.network.take(SyncBlocks)
+    assert isinstance(answer, SyncBlocks) and answer.blocks
+
+
+async def test_equivocation_evidence_is_stored_with_both_votes(tmp_path: Path) -> None:
+    """Finding 11: evidence was counted and logged, then lost."""
+    node = make_node(tmp_path, "nbkr")
+    signer = Signer(CHAIN_ID, ValidatorId("val-b"), seed_of("val-b"))
+    votes = [
+        signer.sign_vote(VoteType.PREVOTE, Height(1), Round(0), value_id)
+        for value_id in (bytes(32), b"\x01" * 32)
+    ]
+    for vote in votes:
+        hear(node, "val-b", Consensus(message=encode_message(vote)))
+    [stored] = node.store.load_evidence(0, 10)
+    evidence = decode_evidence(stored)
+    assert {evidence.first, evidence.second} == set(votes)
+    assert node.driver.counters["evidence"] == 1

@@ -17,7 +17,7 @@ from node.intake import Intake
 from node.protocol import Status, SyncBlocks, Txs, decode_payload
 from node.tx import decode_tx
 from tests.unit.ledger_support import CHAIN_ID, new_uetr, transfer
-from tests.unit.test_driver import Node, certified_chain, hear, make_node
+from tests.unit.test_driver import Node, certified_chain, hear, make_node, status_at
 
 
 @dataclass
@@ -48,7 +48,9 @@ async def open_bank(tmp_path: Path) -> Bank:
 @pytest.fixture
 async def bank(tmp_path: Path) -> AsyncIterator[Bank]:
     opened = await open_bank(tmp_path)
-    hear(opened.node, "nbkr", Status(height=0))  # a validator told it the chain's height
+    hear(
+        opened.node, "nbkr", Status(height=0, certificate=b"")
+    )  # a validator told it the chain's height
     yield opened
     await opened.client.close()
     opened.node.store.close()
@@ -67,8 +69,9 @@ async def lookup(bank: Bank, tx_hash: bytes) -> tuple[int, dict[str, Any]]:
 
 
 def settle_synced(bank: Bank, heights: int, txs_at: dict[int, list[bytes]]) -> None:
-    hear(bank.node, "val-b", Status(height=heights))
-    hear(bank.node, "val-b", SyncBlocks(blocks=tuple(certified_chain(heights, txs_at))))
+    blocks = certified_chain(heights, txs_at)
+    hear(bank.node, "val-b", status_at(blocks, heights))
+    hear(bank.node, "val-b", SyncBlocks(blocks=tuple(blocks)))
     assert bank.node.driver.ledger.height == heights
 
 
@@ -120,7 +123,7 @@ async def test_after_a_restart_kept_transactions_are_pending_again_and_regossipe
     tmp_path: Path,
 ) -> None:
     first = await open_bank(tmp_path)
-    hear(first.node, "nbkr", Status(height=0))
+    hear(first.node, "nbkr", Status(height=0, certificate=b""))
     tx = transfer("bank-e", "bank-e", "bank-f", 1)
     assert (await submit(first, tx))[0] == 202
     await first.client.close()
@@ -128,7 +131,7 @@ async def test_after_a_restart_kept_transactions_are_pending_again_and_regossipe
     again = await open_bank(tmp_path)
     try:
         assert [decode_payload(p) for p in again.gossip] == [Txs(txs=(tx,))]
-        hear(again.node, "nbkr", Status(height=0))
+        hear(again.node, "nbkr", Status(height=0, certificate=b""))
         status, body = await lookup(again, decode_tx(tx, CHAIN_ID).tx_hash)
         assert (status, body["status"]) == (200, "pending")
     finally:
