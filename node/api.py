@@ -10,6 +10,7 @@ code: a transaction refusal carries its RefusalCode name as it is.
     GET  /v1/accounts/{id}/proof    the balance with its Merkle proof up to the app hash
     GET  /v1/blocks/{height}        header, transaction hashes, certificate signers
     GET  /v1/status                 height, hashes, role, peers, caught_up
+    GET  /v1/evidence               ?from_height=H: stored proofs of equivocation
 
 A transaction's status is one of: pending (kept, waiting for a block), final (applied),
 refused (its block recorded a refusal code, or another transaction consumed its UETR),
@@ -27,7 +28,7 @@ from typing import Any
 
 from aiohttp import web
 
-from consensus.wire import decode_certificate
+from consensus.wire import decode_certificate, decode_evidence
 from node.block import decode_block
 from node.driver import Driver, Settled
 from node.errors import NodeError, RefusalCode, TxRefused
@@ -240,6 +241,34 @@ async def get_block(request: web.Request) -> web.Response:
     )
 
 
+EVIDENCE_PAGE_MAX = 100
+
+
+async def get_evidence(request: web.Request) -> web.Response:
+    """Proofs that a validator signed two conflicting votes: both signed votes, which
+    anyone holding the validator set can check (consensus.crypto.verify_evidence)."""
+    context = request.app[CONTEXT]
+    try:
+        from_height = int(request.query.get("from_height", "0"))
+    except ValueError:
+        return error(400, "MALFORMED", "from_height must be an integer")
+    if not 0 <= from_height < 2**63:
+        return error(400, "MALFORMED", "from_height must be in 0..2**63-1")
+    items = []
+    for data in context.driver.store.load_evidence(from_height, EVIDENCE_PAGE_MAX):
+        evidence = decode_evidence(data)
+        items.append(
+            {
+                "height": evidence.first.height,
+                "round": evidence.first.round,
+                "type": evidence.first.vote_type.name,
+                "validator": evidence.first.voter,
+                "evidence": data.hex(),
+            }
+        )
+    return web.json_response({"evidence": items})
+
+
 async def get_status(request: web.Request) -> web.Response:
     context = request.app[CONTEXT]
     driver = context.driver
@@ -288,4 +317,5 @@ def build_api(context: ApiContext) -> web.Application:
     app.router.add_get("/v1/accounts/{account}/proof", get_account_proof)
     app.router.add_get("/v1/blocks/{height}", get_block)
     app.router.add_get("/v1/status", get_status)
+    app.router.add_get("/v1/evidence", get_evidence)
     return app

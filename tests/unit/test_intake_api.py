@@ -12,11 +12,14 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from consensus.crypto import Signer, verify_evidence
+from consensus.messages import Evidence, Height, Round, ValidatorId, VoteType
+from consensus.wire import decode_evidence, encode_evidence
 from node.api import ApiContext, build_api
 from node.intake import Intake
 from node.protocol import Status, SyncBlocks, Txs, decode_payload
 from node.tx import decode_tx
-from tests.unit.ledger_support import CHAIN_ID, new_uetr, transfer
+from tests.unit.ledger_support import CHAIN_ID, make_genesis, new_uetr, seed_of, transfer
 from tests.unit.test_driver import Node, certified_chain, hear, make_node, status_at
 
 
@@ -137,3 +140,28 @@ async def test_after_a_restart_kept_transactions_are_pending_again_and_regossipe
     finally:
         await again.client.close()
         again.node.store.close()
+
+
+async def test_stored_evidence_is_served_and_verifies(bank: Bank) -> None:
+    signer = Signer(CHAIN_ID, ValidatorId("val-b"), seed_of("val-b"))
+    first, second = (
+        signer.sign_vote(VoteType.PRECOMMIT, Height(3), Round(1), value_id)
+        for value_id in (bytes(32), None)
+    )
+    assert bank.node.store.save_evidence(
+        3, "val-b", encode_evidence(Evidence(first=first, second=second))
+    )
+    response = await bank.client.get("/v1/evidence?from_height=2")
+    [item] = (await response.json())["evidence"]
+    assert (item["height"], item["round"], item["type"], item["validator"]) == (
+        3,
+        1,
+        "PRECOMMIT",
+        "val-b",
+    )
+    evidence = decode_evidence(bytes.fromhex(item["evidence"]))
+    assert verify_evidence(CHAIN_ID, evidence, make_genesis([]).validator_set())
+    response = await bank.client.get("/v1/evidence?from_height=4")
+    assert (await response.json())["evidence"] == []
+    response = await bank.client.get("/v1/evidence?from_height=x")
+    assert response.status == 400
