@@ -173,7 +173,7 @@ class Driver:
         self.mempool = mempool
         self.replica = replica
         self._send = send
-        self._validator_peers = validator_peers
+        self.validator_peers = validator_peers  # the peers that propose blocks
         self._all_peers = all_peers
         self.limits = limits
         self._clock = clock
@@ -235,7 +235,7 @@ class Driver:
         or sending what only validators may send, is disconnected; a full queue drops the
         payload (consensus re-sends, sync re-asks)."""
         peer_id = item.peer_id
-        if isinstance(item.payload, Consensus) and peer_id not in self._validator_peers:
+        if isinstance(item.payload, Consensus) and peer_id not in self.validator_peers:
             self.misbehaved(peer_id, "consensus message from a participant that is no validator")
             return
         if not (
@@ -299,7 +299,7 @@ class Driver:
                 self._persist(action.state)
             case Broadcast():
                 payload = encode_payload(Consensus(message=encode_message(action.message)))
-                for peer in self._validator_peers:
+                for peer in self.validator_peers:
                     self._send(peer, payload)
             case ArmTimer():
                 self._arm(action)
@@ -432,7 +432,7 @@ class Driver:
         more than CATCH_UP_LAG_BLOCKS_MAX beyond its own."""
         if not self._all_peers:
             return True
-        if not self._heard_validator and self._validator_peers:
+        if not self._heard_validator and self.validator_peers:
             return False
         highest = max(self.peer_heights.values(), default=0)
         return highest <= self.ledger.height + CATCH_UP_LAG_BLOCKS_MAX
@@ -465,7 +465,7 @@ class Driver:
                 return
             self.certified_height = status.height
         self.peer_heights[peer_id] = status.height
-        self._heard_validator |= peer_id in self._validator_peers
+        self._heard_validator |= peer_id in self.validator_peers
         self._maybe_sync()
 
     def _certifies(self, status: Status) -> bool:

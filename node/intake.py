@@ -41,8 +41,14 @@ class Intake:
         broadcast: Callable[[bytes], None],
         wake: Callable[[], None],
         caught_up: Callable[[], bool],
+        proposes: bool,
     ) -> None:
+        """Args:
+        broadcast: sends a payload to the validators, the only nodes that propose.
+        proposes: this node is a validator; a node that never proposes does not hold
+            other participants' transactions (nothing it holds could ever leave)."""
         self.mempool = mempool
+        self._proposes = proposes
         self._store = store
         self._broadcast = broadcast
         self._wake = wake
@@ -108,13 +114,16 @@ class Intake:
         if fresh:
             self._wake()
 
-    def from_peer(self, txs: Sequence[bytes]) -> int:
-        """Admit a peer's gossip; returns how many were refused."""
+    def from_peer(self, peer_id: str, txs: Sequence[bytes]) -> int:
+        """Admit a peer's gossip; returns how many were refused (all, on a node that does
+        not propose)."""
+        if not self._proposes:
+            return len(txs)
         refused = 0
         added = False
         for tx_bytes in txs:
             try:
-                added |= self.mempool.add(tx_bytes).admission is Admission.ADDED
+                added |= self.mempool.add(tx_bytes, source=peer_id).admission is Admission.ADDED
             except TxRefused:
                 refused += 1
         if added:

@@ -182,7 +182,7 @@ def route_payload(driver: Driver, intake: Intake, peer_id: str, data: bytes) -> 
         log.warning("peer=%s sent a malformed payload: %s", peer_id, exc)
         return
     if isinstance(payload, Txs):
-        driver.counters["gossip_tx_refused"] += intake.from_peer(payload.txs)
+        driver.counters["gossip_tx_refused"] += intake.from_peer(peer_id, payload.txs)
     else:
         driver.submit_from_peer(PeerPayload(peer_id=peer_id, payload=payload, size_bytes=len(data)))
 
@@ -208,12 +208,20 @@ async def serve(loaded: Loaded, stop: asyncio.Event) -> None:
         loaded, peers, lambda peer, data: route_payload(driver, intake, peer, data)
     )
     driver = build_driver(loaded, replica, peers, network.send, network.disconnect)
+    validator_peers = driver.validator_peers
+
+    def to_validators(payload: bytes) -> None:
+        # Transactions go only where they can be proposed: other banks never see them.
+        for peer in validator_peers:
+            network.send(peer, payload)
+
     intake = Intake(
         mempool=driver.mempool,
         store=loaded.store,
-        broadcast=network.broadcast,
+        broadcast=to_validators,
         wake=driver.note_transactions,
         caught_up=driver.caught_up,
+        proposes=replica is not None,
     )
     restored = intake.restore()
     role = loaded.me.role if replica is None else f"validator ({loaded.me.role})"

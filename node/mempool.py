@@ -18,6 +18,7 @@ drop is a `Dropped` fate the API reports for ever.
 
 from __future__ import annotations
 
+import collections
 import enum
 import struct
 from collections.abc import Sequence
@@ -31,6 +32,13 @@ from node.tx import Tx, decode_tx
 __all__ = ["BYTES_MAX", "Admission", "Admitted", "Dropped", "Mempool", "decode_dropped"]
 
 BYTES_MAX = 256 * 1024 * 1024  # with txs_max, bounds the pool's memory
+LOCAL = ""  # the source of a transaction submitted through this node's own API
+# Shares of the pool (of txs_max) for what peers send, so that no participant can fill it
+# for the others: one signer, or one peer, may hold at most a quarter; everything peers
+# sent at most three quarters, so this node's own clients always find room.
+SIGNER_SHARE_DIVISOR = 4
+PEER_SHARE_DIVISOR = 4
+PEERS_SHARE_NUMERATOR = 3
 HASH_SIZE = 32
 _DROPPED = struct.Struct(">BQ")
 
@@ -95,6 +103,12 @@ class Mempool:
         self._by_expiry: dict[int, list[bytes]] = {}  # expiry height -> tx hashes (lazy)
         self._expired_below = ledger.height + 1  # every smaller expiry was dropped
         self.kept: set[bytes] = set()  # accepted through this node's API, in the store
+        self._source: dict[bytes, str] = {}  # tx hash -> the peer it came from, or LOCAL
+        self._by_signer: collections.Counter[str] = collections.Counter()
+        self._by_source: collections.Counter[str] = collections.Counter()  # LOCAL included
+        self.signer_share_max = max(1, txs_max // SIGNER_SHARE_DIVISOR)
+        self.peer_share_max = max(1, txs_max // PEER_SHARE_DIVISOR)
+        self.peers_share_max = max(1, txs_max * PEERS_SHARE_NUMERATOR // 4)
 
     def __len__(self) -> int:
         return len(self._txs)
@@ -115,10 +129,12 @@ class Mempool:
         """The hash of the settled transaction that consumed tx's (signer, UETR)."""
         return self._ledger.lookup_reference(tx)
 
-    def add(self, tx_bytes: bytes, *, catching_up: bool = False) -> Admitted:
+    def add(self, tx_bytes: bytes, *, source: str = LOCAL, catching_up: bool = False) -> Admitted:
         """Admit a transaction from a client or a peer.
 
         Args:
+            source: the peer that sent it, or LOCAL for this node's API; each peer and
+                each signer may hold only its share of the pool.
             catching_up: this node is behind the network and cannot judge a new
                 transaction yet; what it knows for certain (pending here, or settled)
                 is still answered.
@@ -149,13 +165,28 @@ class Mempool:
         ledger.check_admission(tx)
         if len(self._txs) >= self.txs_max or self._bytes + len(tx.raw) > self.bytes_max:
             raise TxRefused(RefusalCode.MEMPOOL_FULL, "the mempool is full; retry later")
+        self._check_shares(tx.signer, source)
         ledger.check_signature(tx)  # the one signature check this transaction gets here
         self._txs[tx.tx_hash] = tx
         self._bytes += len(tx.raw)
         self._keys[key] = tx.tx_hash
+        self._source[tx.tx_hash] = source
+        self._by_signer[tx.signer] += 1
+        self._by_source[source] += 1
         self._by_expiry.setdefault(tx.expiry_height, []).append(tx.tx_hash)
         assert len(self._txs) == len(self._keys)
         return Admitted(admission=Admission.ADDED, tx=tx)
+
+    def _check_shares(self, signer: str, source: str) -> None:
+        """Shares bound what peers bring; this node's own clients are bounded by the pool."""
+        if source == LOCAL:
+            return
+        if self._by_signer[signer] >= self.signer_share_max:
+            raise TxRefused(RefusalCode.MEMPOOL_FULL, f"{signer!r} holds its share of the mempool")
+        if self._by_source[source] >= self.peer_share_max:
+            raise TxRefused(RefusalCode.MEMPOOL_FULL, f"peer {source!r} holds its share")
+        if len(self._txs) - self._by_source[LOCAL] >= self.peers_share_max:
+            raise TxRefused(RefusalCode.MEMPOOL_FULL, "peers hold their share of the mempool")
 
     def verified_hashes(self) -> dict[bytes, Tx]:
         """Hashes whose signatures this pool has checked (for block validation)."""
@@ -209,6 +240,11 @@ class Mempool:
         """Forget one transaction; if it was kept, note it in `removed` and say so."""
         tx = self._txs.pop(tx_hash)
         del self._keys[tx.uetr + tx.signer.encode()]
+        source = self._source.pop(tx_hash)
+        for counter, key in ((self._by_signer, tx.signer), (self._by_source, source)):
+            counter[key] -= 1
+            if not counter[key]:
+                del counter[key]  # the counters stay as small as the pool's variety
         self._bytes -= len(tx.raw)
         if tx_hash not in self.kept:
             return False

@@ -40,6 +40,7 @@ async def open_bank(tmp_path: Path) -> Bank:
         broadcast=gossip.append,
         wake=node.driver.note_transactions,
         caught_up=node.driver.caught_up,
+        proposes=False,
     )
     intake.restore()
     context = ApiContext(driver=node.driver, intake=intake, role="bank", connected_peers=list)
@@ -165,3 +166,11 @@ async def test_stored_evidence_is_served_and_verifies(bank: Bank) -> None:
     assert (await response.json())["evidence"] == []
     response = await bank.client.get("/v1/evidence?from_height=x")
     assert response.status == 400
+
+
+async def test_a_bank_node_does_not_hold_other_participants_transactions(bank: Bank) -> None:
+    """Issue 8 finding 4: transactions from peers sat in a bank node's pool for ever,
+    since a bank node never proposes; now they never enter it."""
+    tx = transfer("bank-f", "bank-f", "bank-e", 1)
+    assert bank.intake.from_peer("bank-f", [tx]) == 1
+    assert len(bank.node.driver.mempool) == 0

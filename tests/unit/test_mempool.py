@@ -173,3 +173,44 @@ def test_the_pool_is_bounded_in_bytes() -> None:
     mempool.add(first)
     mempool.add(transfer("bank-e", "bank-e", "bank-f", 2))
     assert code_of(mempool, transfer("bank-e", "bank-e", "bank-f", 3)) == RefusalCode.MEMPOOL_FULL
+
+
+def test_no_signer_and_no_peer_can_fill_the_pool_for_the_others() -> None:
+    """Issue 8 finding 4: any participant pinned a bank node's mempool full for ever."""
+    genesis = make_genesis([("bank-e", 10**9), ("bank-f", 10**9), ("nbkr", 10**9)])
+    mempool = Mempool(Ledger(genesis), txs_max=8)
+    assert mempool.signer_share_max == 2
+    for amount in (1, 2):
+        mempool.add(transfer("bank-e", "bank-e", "bank-f", amount), source="val-b")
+    assert code_of_from(mempool, transfer("bank-e", "bank-e", "bank-f", 3), "val-b") == (
+        RefusalCode.MEMPOOL_FULL
+    )  # bank-e's share
+    mempool.add(transfer("bank-f", "bank-f", "bank-e", 1), source="val-c")
+    mempool.add(transfer("nbkr", "nbkr", "bank-e", 1), source="val-c")
+    mempool.add(transfer("val-b", "val-b", "bank-e", 1), source="val-d")
+    mempool.add(transfer("val-c", "val-c", "bank-e", 1), source="val-d")
+    # Peers hold 6 of 8: the rest is for this node's own clients.
+    assert code_of_from(mempool, transfer("val-d", "val-d", "bank-e", 1), "bank-f") == (
+        RefusalCode.MEMPOOL_FULL
+    )
+    for amount in (1, 2):  # this node's own clients are not held to a share
+        mempool.add(transfer("bank-e", "bank-e", "bank-f", 10 + amount))
+    assert len(mempool) == 8
+
+
+def test_the_shares_are_given_back_when_transactions_leave() -> None:
+    chain = Chain(Ledger(make_genesis(START)))
+    mempool = Mempool(chain.ledger, txs_max=8)
+    txs = [transfer("bank-e", "bank-e", "bank-f", amount) for amount in (1, 2)]
+    for tx in txs:
+        mempool.add(tx, source="val-b")
+    mempool.remove_settled(chain.settle(mempool.take(10, 1 << 20)).references_added)
+    for amount in (3, 4):
+        mempool.add(transfer("bank-e", "bank-e", "bank-f", amount), source="val-b")
+    assert len(mempool) == 2
+
+
+def code_of_from(mempool: Mempool, tx: bytes, source: str) -> RefusalCode:
+    with pytest.raises(TxRefused) as info:
+        mempool.add(tx, source=source)
+    return info.value.code
