@@ -83,7 +83,7 @@ def free_port_range(count: int) -> int:
     A port is chosen now and bound later, when a node starts (or restarts). Two test
     processes (xdist workers, or two engineers' runs on one machine) must never choose
     overlapping ranges in that gap, so each range is a run of blocks of PORT_BLOCK_SIZE
-    ports, reserved with a file lock that every test process honours and that is never
+    ports, reserved with a file lock that every process using this helper honours, never
     released while this process lives (a restarted node needs its ports again).
     """
     blocks = -(-count // PORT_BLOCK_SIZE)

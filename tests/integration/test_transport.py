@@ -176,6 +176,7 @@ async def authenticated_raw_link(
         (msgpack.packb([1, 2, 3]), "frame_malformed"),
         (b"x" * (LIMITS.frame_bytes_max + 1), "link_error"),
     ],
+    ids=["garbage", "not-a-batch", "oversized"],  # not 64 KiB of "x" in every report
 )
 async def test_garbage_and_oversized_frames_close_the_link(
     trio: dict[str, Host], junk: bytes, counter: str
