@@ -109,7 +109,9 @@ def test_two_of_four_down_halts_safely_and_resumes(network: Network) -> None:
         # Submitted after the kill, so no value the down validators voted for holds it.
         assert network.tx_status(bank_1, tx_hash)["status"] == "pending"  # nothing lost
 
-    # No condition can show that nothing will ever be decided: watch for several rounds.
+    # No condition can show that nothing will ever be decided, so watch for several rounds
+    # (with FAST timeouts the first rounds of a halted height take 1-3 s each). A correct
+    # network passes however long this is; only a failing one could slip through.
     assert_throughout(halted, duration_s=4)
     network.start(*down)
     final = network.wait_final(bank_2, tx_hash)
