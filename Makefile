@@ -22,8 +22,10 @@ lint: install
 	$(BIN)/mypy
 
 # Branch coverage of the consensus core must stay at or above 95% (pyproject.toml).
+# --dist loadgroup: the tests marked `network` (real node processes) share one xdist group
+# and run one at a time on one worker, while the other worker runs the rest.
 test: install lint
-	$(BIN)/python -m pytest -n 2 -q --cov --cov-report=term
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -q --cov --cov-report=term
 
 demo: install
 	$(BIN)/somnet demo

@@ -28,6 +28,7 @@ it, and nothing reads a clock. This module is part of the pure core (no I/O).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import heapq
 import random
@@ -86,6 +87,7 @@ __all__ = [
     "SimResult",
     "Simulation",
     "run_simulation",
+    "scenario_fingerprint",
 ]
 
 FIRST_HEIGHT = Height(1)
@@ -98,6 +100,7 @@ SYNC_INTERVAL_MS = 100  # at most one CommitReceived per peer and height in this
 SYNC_TICK_MS = 500  # period of the proactive block sync
 BYZANTINE_TICK_MS = (50, 150)
 VIOLATIONS_MAX = 10
+SCENARIO_PROBE_DRAWS = 32  # first draws of each stream that a scenario fingerprint covers
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -262,6 +265,20 @@ class _Node:
         return self.actor is None
 
 
+def _streams(seed: int) -> tuple[random.Random, random.Random, random.Random, random.Random]:
+    """The run's random streams: plan, network, application, Byzantine.
+
+    Separate streams, so one kind of choice does not shift the others. One function, so
+    that `Simulation.scenario` probes exactly the streams a run draws from.
+    """
+    streams = tuple(random.Random(f"somnet/sim/{kind}/{seed}") for kind in _STREAM_KINDS)
+    assert len(streams) == 4
+    return streams[0], streams[1], streams[2], streams[3]
+
+
+_STREAM_KINDS = ("plan", "net", "app", "byzantine")
+
+
 def _key_seed(seed: int, index: int) -> bytes:
     material = b"somnet/sim/key/%d/%d" % (seed, index)
     return hashlib.sha256(material).digest()
@@ -282,11 +299,7 @@ class Simulation:
         self.observer = observer
         self.config = ReplicaConfig.for_tests(params.chain_id)
         self.config.validate()
-        # Separate streams, so one kind of choice does not shift the others.
-        plan_rng = random.Random(f"somnet/sim/plan/{seed}")
-        self.net_rng = random.Random(f"somnet/sim/net/{seed}")
-        self.app_rng = random.Random(f"somnet/sim/app/{seed}")
-        self.byzantine_rng = random.Random(f"somnet/sim/byzantine/{seed}")
+        plan_rng, self.net_rng, self.app_rng, self.byzantine_rng = _streams(seed)
         n = params.validators
         signers = [
             Signer(params.chain_id, ValidatorId(f"v{i:02d}"), _key_seed(seed, i)) for i in range(n)
@@ -374,6 +387,60 @@ class Simulation:
             replica=replica,
             actor=actor,
         )
+
+    # -----------------------------------------------------------------------------------
+    # The scenario: what the seed drew, before the first event.
+
+    def scenario(self) -> tuple[str, ...]:
+        """What this run drew from its seed and params before its first event, one fact
+        per line; `scenario_fingerprint` hashes it. Call it before `run()`.
+
+        A seed kept as a regression test reproduces its bug only while the simulator
+        draws the same scenario for it. This covers everything drawn before the run and
+        how the network draws each message: the params and the replica config; the keys;
+        the Byzantine nodes, their behaviours and any coalition; the fault plan; the
+        simulator's fixed delays; and the first draws of the network, application and
+        Byzantine streams (the network's through `FaultPlan.draw_delivery`, the code path
+        of every message). It leaves out the event trace on purpose: that also depends on
+        the replica, which a bug fix must be free to change.
+        """
+        assert self.events == 0, "the scenario is what was drawn before the run"
+        assert self.now_ms == 0
+        byzantine = [
+            (node.index, sorted(node.actor.behaviours))
+            for node in self.nodes
+            if node.actor is not None
+        ]
+        coalition = {
+            (c.members, c.halves)
+            for c in (node.actor.coalition for node in self.nodes if node.actor is not None)
+            if c is not None
+        }
+        assert len(coalition) <= 1  # all Byzantine nodes share one coalition, or none
+        _, net_rng, app_rng, byzantine_rng = _streams(self.seed)  # fresh: ours stay unused
+        lines = (
+            f"params {_canonical(self.params)}",
+            f"config {_canonical(self.config)}",
+            f"delays app={APP_DELAY_MS} settle={SETTLE_DELAY_MS} restart={RESTART_DELAY_MS}"
+            f" sync={SYNC_INTERVAL_MS},{SYNC_TICK_MS} byzantine_tick={BYZANTINE_TICK_MS}",
+            f"keys {[v.public_key.hex() for v in self.validators.validators]}",
+            f"byzantine {byzantine} coalition {sorted(coalition)}",
+            f"plan {_canonical(self.plan)}",
+            f"network {self._network_probe(net_rng)}",
+            f"app {[app_rng.randbytes(16).hex() for _ in range(SCENARIO_PROBE_DRAWS)]}",
+            "byzantine_ticks"
+            f" {[byzantine_rng.randint(*BYZANTINE_TICK_MS) for _ in range(SCENARIO_PROBE_DRAWS)]}",
+        )
+        assert all("\n" not in line for line in lines)
+        return lines
+
+    def _network_probe(self, rng: random.Random) -> list[tuple[int, ...]]:
+        """The fates of SCENARIO_PROBE_DRAWS messages sent at times spread over the fault
+        phase and as long again after it (where loss and long tails must stop)."""
+        step_ms = max(1, 2 * self.plan.heal_ms // SCENARIO_PROBE_DRAWS)
+        fates = [self.plan.draw_delivery(rng, i * step_ms) for i in range(SCENARIO_PROBE_DRAWS)]
+        assert len(fates) == SCENARIO_PROBE_DRAWS
+        return fates
 
     # -----------------------------------------------------------------------------------
     # The loop.
@@ -532,13 +599,13 @@ class Simulation:
     def _transmit(self, sender: int, recipient: int, data: bytes | CommitReceived) -> None:
         assert sender != recipient
         self.counts["sent"] += 1
-        plan = self.plan
-        if plan.separated(sender, recipient, self.now_ms) or plan.lost(self.net_rng, self.now_ms):
+        delays: tuple[int, ...] = ()
+        if not self.plan.separated(sender, recipient, self.now_ms):
+            delays = self.plan.draw_delivery(self.net_rng, self.now_ms)
+        if not delays:
             self.counts["dropped"] += 1
             return
-        copies = 2 if plan.duplicated(self.net_rng) else 1
-        for _ in range(copies):
-            delay_ms = plan.delay_ms(self.net_rng, self.now_ms)
+        for delay_ms in delays:
             self._push(self.now_ms + delay_ms, _Deliver(recipient, sender, data))
 
     def _on_deliver(self, item: _Deliver) -> None:
@@ -679,6 +746,34 @@ class Simulation:
             faults=tuple(self.plan.describe()),
             trace_hash=self.trace.hexdigest(),
         )
+
+
+def scenario_fingerprint(seed: int, params: SimParams) -> str:
+    """A sha256 (hex) of `Simulation.scenario`: what the seed draws under params.
+
+    A regression test pins it, so that a change in how the simulator draws fails that
+    test loudly instead of letting its seed pass without reaching its bug any more. Pure
+    and cheap: it builds the simulation but runs no event.
+    """
+    lines = Simulation(seed, params).scenario()
+    digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()
+    assert len(digest) == 64
+    return digest
+
+
+def _canonical(value: object) -> object:
+    """`value` as nested tuples of plain values, with set members sorted, so that its repr
+    is the same in every process (the order of a frozenset of strings is not: it follows
+    the per-process string hash seed). Field names are left out, so renaming a field does
+    not change a fingerprint; a changed value does."""
+    if isinstance(value, frozenset | set):
+        return tuple(sorted((_canonical(v) for v in value), key=repr))
+    if isinstance(value, tuple | list):
+        return tuple(_canonical(v) for v in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return tuple(_canonical(getattr(value, f.name)) for f in dataclasses.fields(value))
+    assert isinstance(value, int | float | str | bytes | None), type(value)
+    return value
 
 
 def run_simulation(

@@ -81,6 +81,22 @@ class FaultPlan:
     def duplicated(self, rng: random.Random) -> bool:
         return self.duplicate_probability > 0 and rng.random() < self.duplicate_probability
 
+    def draw_delivery(self, rng: random.Random, now_ms: int) -> tuple[int, ...]:
+        """The network's draws for one message sent at now_ms: the delay of each copy that
+        arrives (none if it is lost, two if it is duplicated).
+
+        Partitions draw nothing, so the caller checks `separated` first. This is the one
+        place a message's fate is drawn, so that the simulator and
+        `sim.scenario_fingerprint` (which probes it) always draw alike.
+        """
+        if self.lost(rng, now_ms):
+            return ()
+        copies = 2 if self.duplicated(rng) else 1
+        delays = tuple(self.delay_ms(rng, now_ms) for _ in range(copies))
+        assert 1 <= len(delays) <= 2
+        assert all(delay >= 1 for delay in delays)  # never in the instant it was sent
+        return delays
+
     def separated(self, a: int, b: int, now_ms: int) -> bool:
         """True if a partition active at now_ms puts nodes a and b in different groups."""
         for p in self.partitions:

@@ -7,6 +7,8 @@ Timings are shortened through SOMNET_* environment variables, the operators' own
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import random
@@ -14,17 +16,20 @@ import signal
 import socket
 import subprocess
 import sys
-import time
+import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, TypeVar
 
 from cli.devnet import NodeEntry, init_network
 from cli.http import ApiError, get_json, post_bytes
 from node.genesis import load_genesis
 from node.keys import load_key_file
 from node.tx import sign_transfer
+from tests.integration.waiting import stop_process, wait_for
+
+T = TypeVar("T")
 
 FAST = {
     "SOMNET_CONSENSUS_EMPTY_BLOCK_INTERVAL_MS": "200",
@@ -34,25 +39,69 @@ FAST = {
 }
 
 
+PORT_MIN = 20_000
+PORT_MAX = 32_000
+"""Test networks listen below Linux's ephemeral range (32768-60999): a port there can be
+taken by any outbound connection between choosing it and a node (re)starting on it."""
+PORT_BLOCK_SIZE = 16
+PORT_LOCK_DIR = Path(tempfile.gettempdir()) / "somnet-test-ports"
+_port_locks: list[IO[bytes]] = []
+"""Open lock files of the port blocks this process reserved; the kernel drops the locks
+when the process exits, so a reservation lasts as long as the test process."""
+
+
+def _reserve_port_block(block: int) -> IO[bytes] | None:
+    """An exclusive lock on one block of ports, or None if another process holds it."""
+    PORT_LOCK_DIR.mkdir(exist_ok=True)
+    lock = (PORT_LOCK_DIR / f"{block * PORT_BLOCK_SIZE}.lock").open("ab")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        return None
+    return lock
+
+
+def _bindable(base: int, count: int) -> bool:
+    sockets = []
+    try:
+        for port in range(base, base + count):
+            s = socket.socket()
+            sockets.append(s)
+            s.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        for s in sockets:
+            s.close()
+
+
 def free_port_range(count: int) -> int:
-    """A base port with `count` consecutive ports free right now."""
+    """A base port with `count` consecutive ports, free now and reserved for this process.
+
+    A port is chosen now and bound later, when a node starts (or restarts). Two test
+    processes (xdist workers, or two engineers' runs on one machine) must never choose
+    overlapping ranges in that gap, so each range is a run of blocks of PORT_BLOCK_SIZE
+    ports, reserved with a file lock that every process using this helper honours, never
+    released while this process lives (a restarted node needs its ports again).
+    """
+    blocks = -(-count // PORT_BLOCK_SIZE)
     rng = random.Random()
-    for _ in range(100):
-        # Below Linux's ephemeral range (32768-60999): a port there can be taken by any
-        # outbound connection between this check and a node (re)starting on it.
-        base = rng.randrange(20_000, 32_000, 2)
-        try:
-            sockets = []
-            for port in range(base, base + count):
-                s = socket.socket()
-                sockets.append(s)
-                s.bind(("127.0.0.1", port))
+    for _ in range(200):
+        first = rng.randrange(PORT_MIN // PORT_BLOCK_SIZE, PORT_MAX // PORT_BLOCK_SIZE - blocks)
+        locks = []
+        for block in range(first, first + blocks):
+            lock = _reserve_port_block(block)
+            if lock is None:
+                break
+            locks.append(lock)
+        base = first * PORT_BLOCK_SIZE
+        if len(locks) == blocks and _bindable(base, count):
+            _port_locks.extend(locks)
             return base
-        except OSError:
-            continue
-        finally:
-            for s in sockets:
-                s.close()
+        for lock in locks:
+            lock.close()
     raise RuntimeError("no free port range")
 
 
@@ -112,7 +161,7 @@ class Network:
     def kill9(self, node_id: str) -> None:
         process = self.processes.pop(node_id)
         process.send_signal(signal.SIGKILL)
-        process.wait()
+        stop_process(process, timeout_s=30)
 
     def stop_all(self) -> dict[str, int]:
         for process in self.processes.values():
@@ -144,10 +193,14 @@ class Network:
         return get_json(f"{self.api(node_id)}/v1/status")
 
     def height(self, node_id: str) -> int:
+        """The node's height, or -1 while its API does not answer (starting, stopped)."""
         try:
             return int(self.status(node_id)["height"])
         except ApiError:
             return -1
+
+    def heights(self, node_ids: list[str]) -> dict[str, int]:
+        return {n: self.height(n) for n in node_ids}
 
     def block(self, node_id: str, height: int) -> dict[str, Any]:
         return get_json(f"{self.api(node_id)}/v1/blocks/{height}")
@@ -155,23 +208,48 @@ class Network:
     def balance(self, node_id: str, account: str) -> int:
         return int(get_json(f"{self.api(node_id)}/v1/accounts/{account}")["balance"])
 
-    def wait_for(self, what: str, predicate: Callable[[], bool], timeout_s: float = 60) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if predicate():
-                return
+    # -- waiting -------------------------------------------------------------------------
+
+    def wait_for(
+        self,
+        condition: Callable[[], T],
+        timeout_s: float,
+        what: str,
+        *,
+        seen: Callable[[], object] | None = None,
+    ) -> T:
+        """`waiting.wait_for`, failing at once, with its log, if a node process exits."""
+
+        def checked() -> T:
             for node_id, process in self.processes.items():
                 if process.poll() is not None:
-                    raise AssertionError(f"{node_id} exited {process.returncode}: {what}")
-            time.sleep(0.1)
-        raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+                    raise AssertionError(
+                        f"{node_id} exited {process.returncode} while waiting for {what};"
+                        f" its log ends:\n{self.log(node_id)[-3000:]}"
+                    )
+            return condition()
+
+        return wait_for(checked, timeout_s, what, seen=seen)
 
     def wait_height(self, node_ids: list[str], height: int, timeout_s: float = 60) -> None:
         self.wait_for(
-            f"{node_ids} at height {height}",
-            lambda: all(self.height(n) >= height for n in node_ids),
+            lambda: all(h >= height for h in self.heights(node_ids).values()),
             timeout_s,
+            f"{node_ids} at height {height} or above",
+            seen=lambda: self.heights(node_ids),
         )
+
+    def assert_same_chain(self, node_ids: list[str], height: int) -> None:
+        """Blocks 1..height are the same on every node: same hash, same app hash.
+
+        A node that reports a transfer final only knows its own chain; the others may not
+        have settled that height yet, so first wait until every node has.
+        """
+        self.wait_height(node_ids, height)
+        for h in range(1, height + 1):
+            blocks = [self.block(n, h) for n in node_ids]
+            assert len({b["block_hash"] for b in blocks}) == 1, (h, blocks)
+            assert len({b["app_hash"] for b in blocks}) == 1, (h, blocks)
 
     def sign_transfer(self, bank: str, to: str, amount: int, *, expiry_blocks: int = 5000) -> bytes:
         home = self.entries[bank].home
@@ -196,18 +274,23 @@ class Network:
         return get_json(f"{self.api(node_id)}/v1/transactions/{tx_hash}?wait_ms={wait_ms}")
 
     def wait_final(self, node_id: str, tx_hash: str, timeout_s: float = 60) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        """The transaction's status at `node_id` once it is no longer pending."""
+        last: list[object] = ["nothing"]
+
+        def settled() -> dict[str, Any] | None:
             try:
-                status = self.tx_status(node_id, tx_hash, wait_ms=1000)
+                status = self.tx_status(node_id, tx_hash, wait_ms=500)
             except ApiError as exc:
-                if exc.status != 404:  # not yet gossiped to this node
+                if exc.status != 404:  # 404: not yet gossiped to this node
                     raise
-                time.sleep(0.1)
-                continue
-            if status["status"] != "pending":
-                return status
-        raise AssertionError(f"{tx_hash} not final at {node_id} within {timeout_s}s")
+                last[0] = exc
+                return None
+            last[0] = status
+            return status if status["status"] != "pending" else None
+
+        return self.wait_for(
+            settled, timeout_s, f"{tx_hash} settled at {node_id}", seen=lambda: last[0]
+        )
 
     def evidence_count(self) -> int:
         return sum(
@@ -215,6 +298,41 @@ class Network:
             for n in self.entries
             if self.alive(n)
         )
+
+
+def node_processes_under(directory: Path) -> list[int]:
+    """Pids of running `somnet run --home HOME` processes with HOME inside `directory`."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            args = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue  # it exited meanwhile
+        if "cli.main" in args and "run" in args and "--home" in args[:-1]:
+            home = Path(args[args.index("--home") + 1])
+            if home.is_relative_to(directory):
+                pids.append(int(proc.name))
+    return pids
+
+
+@contextlib.contextmanager
+def node_processes_reaped(directory: Path) -> Iterator[list[int]]:
+    """On exit, SIGKILL the node processes still running under `directory`, and put their
+    pids in the yielded list (empty when the devnet or demo stopped them itself).
+
+    The devnet and the demo start their nodes in a session of their own, so if the test
+    has to kill the parent, its nodes would run on and load the machine for later tests.
+    """
+    leftovers: list[int] = []
+    try:
+        yield leftovers
+    finally:
+        for pid in node_processes_under(directory):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            leftovers.append(pid)
 
 
 def dump_logs(network: Network) -> str:

@@ -8,13 +8,18 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from cli.devnet import load_network
 from cli.http import ApiError, get_json
-from tests.integration.network import free_port_range
+from tests.integration.network import (
+    free_port_range,
+    node_processes_reaped,
+    node_processes_under,
+)
+from tests.integration.waiting import LineReader, stop_process, wait_for
 
 pytestmark = pytest.mark.network
 
@@ -30,42 +35,58 @@ def somnet(
 
 def test_devnet_transfer_status_and_clean_stop(tmp_path: Path) -> None:
     home = tmp_path / "devnet"
-    base_port = free_port_range(12)
-    devnet = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "devnet", "--home", str(home),
-         "--base-port", str(base_port)],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    assert devnet.stdout is not None
-    lines = []
+    with node_processes_reaped(tmp_path) as leftovers:
+        devnet = subprocess.Popen(
+            [sys.executable, "-m", "cli.main", "devnet", "--home", str(home),
+             "--base-port", str(free_port_range(12))],
+            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        output = LineReader.of(devnet)
+        try:
+            output.wait_line(lambda line: line.strip() == "ready", 120, "devnet to print ready")
+            assert len(node_processes_under(tmp_path)) == 6  # so `leftovers` can see them
+            check_transfer_and_status(tmp_path, home, output.lines)
+        finally:
+            devnet.send_signal(signal.SIGTERM)
+            returncode = stop_process(devnet, timeout_s=60)
+    lines = output.read_to_end(timeout_s=10)
+    assert returncode == 0, output.tail()
+    assert lines[-1].strip() == "stopped"
+    assert leftovers == []  # the devnet stopped every node before it printed "stopped"
+    for entry in load_network(home):
+        with pytest.raises(ApiError):  # and nothing else answers on their ports
+            get_json(f"{entry.api_url}/v1/status")
+
+
+def check_transfer_and_status(tmp_path: Path, home: Path, printed: list[str]) -> None:
+    assert any("bank-1" in line and "http://127.0.0.1:" in line for line in printed)
+    sent = somnet("transfer", "--home", str(home / "bank-1"), "--to", "bank-2",
+                  "--amount", "12.50", "--wait", cwd=tmp_path)  # fmt: skip
+    assert sent.returncode == 0, sent.stderr
+    result = json.loads(sent.stdout)
+    assert (result["status"], result["amount_tyiyn"]) == ("final", 1250)
+    # Final at bank-1 says nothing of bank-2 yet: wait until bank-2 has that block.
+    api = {e.node_id: e.api_url for e in load_network(home)}["bank-2"]
+    wait_for(
+        lambda: height_at(api) >= result["height"],
+        60,
+        f"bank-2 at height {result['height']}",
+        seen=lambda: height_at(api),
+    )
+    shown = somnet("status", "--api", api, "--json", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    status = json.loads(shown.stdout.splitlines()[-1])
+    assert {"height", "last_block_hash", "app_hash", "role", "peers"} <= set(status)
+    assert status["role"] == "bank"
+    assert status["height"] >= result["height"]
+    assert get_json(f"{api}/v1/accounts/bank-2")["balance"] == 100_000_000_000 + 1250
+
+
+def height_at(api: str) -> int:
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            line = devnet.stdout.readline()
-            assert line, "devnet exited before ready: " + "".join(lines)
-            lines.append(line)
-            if line.strip() == "ready":
-                break
-        assert any("bank-1" in line and "http://127.0.0.1:" in line for line in lines)
-        sent = somnet("transfer", "--home", str(home / "bank-1"), "--to", "bank-2",
-                      "--amount", "12.50", "--wait", cwd=tmp_path)  # fmt: skip
-        assert sent.returncode == 0, sent.stderr
-        result = json.loads(sent.stdout)
-        assert (result["status"], result["amount_tyiyn"]) == ("final", 1250)
-        api = f"http://127.0.0.1:{base_port + 11}"  # bank-2, the sixth node
-        shown = somnet("status", "--api", api, "--json", cwd=tmp_path)
-        status = json.loads(shown.stdout.splitlines()[-1])
-        assert {"height", "last_block_hash", "app_hash", "role", "peers"} <= set(status)
-        assert status["role"] == "bank"
-        assert status["height"] >= result["height"]
-        assert get_json(f"{api}/v1/accounts/bank-2")["balance"] == 100_000_000_000 + 1250
-    finally:
-        devnet.send_signal(signal.SIGTERM)
-        rest, _ = devnet.communicate(timeout=60)
-    assert devnet.returncode == 0
-    assert rest.strip().endswith("stopped")
-    with pytest.raises(ApiError):
-        get_json(f"http://127.0.0.1:{base_port + 1}/v1/status")  # the children are gone
+        return int(get_json(f"{api}/v1/status")["height"])
+    except ApiError:
+        return -1
 
 
 @pytest.mark.parametrize(

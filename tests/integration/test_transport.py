@@ -14,9 +14,21 @@ from aiohttp import web
 from nacl.signing import SigningKey
 
 from node.transport import PEER_PATH, TAG_DIALER, PeerAddress, PeerNetwork, TransportLimits
+from tests.integration.waiting import wait_for_async, within
 
 CHAIN = "somnet-test"
-LIMITS = TransportLimits(frame_bytes_max=64 * 1024, backoff_ms_min=20, backoff_ms_max=200)
+LIMITS = TransportLimits(
+    frame_bytes_max=64 * 1024,
+    backoff_ms_min=20,
+    backoff_ms_max=200,
+    # Longer than any step of a test, so that an idle connection that a test opened holds
+    # its handshake slot until the test closes it, however slow the machine is.
+    handshake_timeout_ms=120_000,
+)
+DEADLINE_S = 30
+DOWN_PEER = "d"
+"""Known to every host but never running: a raw link speaking as it competes with no
+real peer (a raw link as "b" would be closed as soon as the real b redials)."""
 
 
 def key(name: str) -> SigningKey:
@@ -55,19 +67,12 @@ def host_network(host: Host) -> PeerNetwork:
     return host.network
 
 
-async def wait_until(predicate: object, timeout_s: float = 10.0) -> None:
-    assert callable(predicate)
-    async with asyncio.timeout(timeout_s):
-        while not predicate():  # noqa: ASYNC110 - polls state another component owns
-            await asyncio.sleep(0.01)
-
-
 @pytest.fixture
 async def trio() -> AsyncIterator[dict[str, Host]]:
     hosts = {name: Host(name) for name in ("a", "b", "c")}
     for host in hosts.values():
         await listen(host)
-    known = {name: bytes(key(name).verify_key) for name in hosts}
+    known = {name: bytes(key(name).verify_key) for name in (*hosts, DOWN_PEER)}
     for host in hosts.values():
         peers = [PeerAddress(peer_id=o.name, url=o.url) for o in hosts.values() if o is not host]
         host.network = PeerNetwork(
@@ -90,16 +95,38 @@ async def trio() -> AsyncIterator[dict[str, Host]]:
 
 async def test_authenticated_peers_exchange_batched_payloads(trio: dict[str, Host]) -> None:
     a, b, c = trio["a"], trio["b"], trio["c"]
-    await wait_until(lambda: len(host_network(a).connected_peers()) == 2)
+    await wait_connected(a)
     payloads = [i.to_bytes(4, "big") for i in range(500)]
     for payload in payloads:
         host_network(a).broadcast(payload)
-    await wait_until(lambda: len(b.received) == 500 and len(c.received) == 500)
+    await wait_for_async(
+        lambda: len(b.received) == 500 and len(c.received) == 500,
+        DEADLINE_S,
+        "500 payloads at b and at c",
+        seen=lambda: (len(b.received), len(c.received)),
+    )
     assert b.received == [("a", p) for p in payloads]  # order kept within one link
     assert c.received == [("a", p) for p in payloads]
 
 
-async def dial_raw(url: str, hello: list[object]) -> tuple[aiohttp.ClientSession, object]:
+async def wait_connected(host: Host) -> None:
+    """Until `host` has links in both directions with both real peers: their handshakes
+    are done, so they hold no handshake slot and will not redial during the test."""
+    await wait_for_async(
+        lambda: len(host_network(host).connected_peers()) == 2,
+        DEADLINE_S,
+        f"{host.name} linked with both peers",
+        seen=host_network(host).connected_peers,
+    )
+
+
+async def receive(ws: aiohttp.ClientWebSocketResponse, what: str) -> aiohttp.WSMessage:
+    return await within(ws.receive(), DEADLINE_S, what)
+
+
+async def dial_raw(
+    url: str, hello: list[object]
+) -> tuple[aiohttp.ClientSession, aiohttp.ClientWebSocketResponse]:
     session = aiohttp.ClientSession()
     ws = await session.ws_connect(url + PEER_PATH)
     await ws.send_bytes(msgpack.packb(hello))
@@ -109,8 +136,7 @@ async def dial_raw(url: str, hello: list[object]) -> tuple[aiohttp.ClientSession
 async def test_unknown_key_is_refused(trio: dict[str, Host]) -> None:
     a = trio["a"]
     session, ws = await dial_raw(a.url, [CHAIN, "mallory", "a", b"\0" * 32])
-    assert isinstance(ws, aiohttp.ClientWebSocketResponse)
-    msg = await ws.receive()
+    msg = await receive(ws, "the refusal")
     assert msg.type == aiohttp.WSMsgType.CLOSE
     await session.close()
     assert host_network(a).counters["handshake_refused"] == 1
@@ -119,12 +145,11 @@ async def test_unknown_key_is_refused(trio: dict[str, Host]) -> None:
 async def test_known_id_with_wrong_key_is_refused(trio: dict[str, Host]) -> None:
     a = trio["a"]
     session, ws = await dial_raw(a.url, [CHAIN, "b", "a", b"\1" * 32])
-    assert isinstance(ws, aiohttp.ClientWebSocketResponse)
-    challenge = msgpack.unpackb((await ws.receive()).data)
+    challenge = msgpack.unpackb((await receive(ws, "a's challenge")).data)
     assert len(challenge) == 2
     forged = key("mallory").sign(b"whatever").signature  # not b's key
     await ws.send_bytes(msgpack.packb([forged]))
-    assert (await ws.receive()).type == aiohttp.WSMsgType.CLOSE
+    assert (await receive(ws, "the refusal")).type == aiohttp.WSMsgType.CLOSE
     await session.close()
     assert host_network(a).counters["handshake_bad_signature"] == 1
     assert all(peer != "b" or payload for peer, payload in a.received)
@@ -138,7 +163,7 @@ async def authenticated_raw_link(
     session = aiohttp.ClientSession()
     ws = await session.ws_connect(url + PEER_PATH)
     await ws.send_bytes(msgpack.packb([CHAIN, as_id, target, nonce]))
-    listener_nonce, _ = msgpack.unpackb((await ws.receive()).data)
+    listener_nonce, _ = msgpack.unpackb((await receive(ws, f"{target}'s challenge")).data)
     signed = msgpack.packb([TAG_DIALER, CHAIN, as_id, target, listener_nonce, nonce])
     await ws.send_bytes(msgpack.packb([key(as_id).sign(signed).signature]))
     return session, ws
@@ -151,21 +176,31 @@ async def authenticated_raw_link(
         (msgpack.packb([1, 2, 3]), "frame_malformed"),
         (b"x" * (LIMITS.frame_bytes_max + 1), "link_error"),
     ],
+    ids=["garbage", "not-a-batch", "oversized"],  # not 64 KiB of "x" in every report
 )
 async def test_garbage_and_oversized_frames_close_the_link(
     trio: dict[str, Host], junk: bytes, counter: str
 ) -> None:
     a = trio["a"]
-    session, ws = await authenticated_raw_link(a.url, "b", "a")
+    await wait_connected(a)
+    session, ws = await authenticated_raw_link(a.url, DOWN_PEER, "a")
     await ws.send_bytes(junk)
-    assert (await ws.receive()).type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+    closed = await receive(ws, "a to close the link")
+    assert closed.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
     await session.close()
-    await wait_until(lambda: host_network(a).counters[counter] == 1)
+    await wait_for_async(
+        lambda: host_network(a).counters[counter] == 1,
+        DEADLINE_S,
+        f"a to count {counter}",
+        seen=lambda: dict(host_network(a).counters),
+    )
     assert a.received == []
     # The node still serves its real peers.
-    await wait_until(lambda: len(host_network(a).connected_peers()) == 2)
+    assert host_network(a).connected_peers() == ["b", "c"]
     host_network(trio["b"]).send("a", b"still alive")
-    await wait_until(lambda: ("b", b"still alive") in a.received)
+    await wait_for_async(
+        lambda: ("b", b"still alive") in a.received, DEADLINE_S, "a to receive from b"
+    )
 
 
 async def test_full_queue_drops_oldest_and_never_blocks() -> None:
@@ -203,13 +238,17 @@ async def test_queue_is_bounded_in_bytes_too() -> None:
 
 async def test_unauthenticated_connections_are_bounded(trio: dict[str, Host]) -> None:
     a = trio["a"]
+    # The real peers' own handshakes first: one still in progress would take a slot, and
+    # the flood would then refuse two connections instead of one (or a real peer).
+    await wait_connected(a)
     limit = host_network(a).limits.handshakes_max
     session = aiohttp.ClientSession()
     try:
         # Connections that never say hello hold a handshake slot until their timeout.
         idle = [await session.ws_connect(a.url + PEER_PATH) for _ in range(limit)]
         extra = await session.ws_connect(a.url + PEER_PATH)
-        assert (await extra.receive()).type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        refused = await receive(extra, "a to refuse the connection over the limit")
+        assert refused.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
         assert host_network(a).counters["handshake_busy"] == 1
         for ws in idle:
             await ws.close()
@@ -217,4 +256,6 @@ async def test_unauthenticated_connections_are_bounded(trio: dict[str, Host]) ->
         await session.close()
     # Real peers still get in once the slots are free.
     host_network(trio["b"]).send("a", b"after the flood")
-    await wait_until(lambda: ("b", b"after the flood") in a.received)
+    await wait_for_async(
+        lambda: ("b", b"after the flood") in a.received, DEADLINE_S, "a to receive from b"
+    )
