@@ -281,7 +281,8 @@ class Network:
             try:
                 status = self.tx_status(node_id, tx_hash, wait_ms=500)
             except ApiError as exc:
-                if exc.status != 404:  # 404: not yet gossiped to this node
+                # 404: not yet known here; 503 CATCHING_UP: this node cannot tell yet.
+                if exc.status != 404 and exc.body.get("code") != "CATCHING_UP":
                     raise
                 last[0] = exc
                 return None

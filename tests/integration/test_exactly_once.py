@@ -43,8 +43,9 @@ def signal_node(network: Network, node_id: str, signum: signal.Signals) -> None:
 def start_and_wait_caught_up(network: Network, bank: str) -> None:
     network.start()
     network.wait_for(
-        f"{bank} caught up at height >= 1",
         lambda: network.height(bank) >= 1 and bool(network.status(bank)["caught_up"]),
+        60,
+        f"{bank} caught up at height >= 1",
     )
 
 
@@ -77,7 +78,7 @@ def test_accepted_transfers_survive_a_kill_of_the_only_node_holding_them(
     for validator in network.validators:
         network.kill9(validator)  # what they had in their socket buffers is gone too
     network.start(bank, *network.validators)
-    network.wait_for(f"{bank} serving its API", lambda: network.height(bank) >= 0)
+    network.wait_for(lambda: network.height(bank) >= 0, 60, f"{bank} serving its API")
     for tx_hash in accepted:
         assert network.wait_final(bank, tx_hash)["status"] == "final"
     assert network.balance(bank, bank) == before - 12 * AMOUNT  # each applied once
@@ -98,7 +99,7 @@ def test_a_catching_up_node_refuses_to_judge_then_answers_the_truth(network: Net
     for validator in network.validators:
         signal_node(network, validator, signal.SIGSTOP)
     network.start(bank)
-    network.wait_for(f"{bank} serving its API", lambda: network.height(bank) >= 0)
+    network.wait_for(lambda: network.height(bank) >= 0, 60, f"{bank} serving its API")
     status = network.status(bank)
     assert status["caught_up"] is False, status
     fresh = network.sign_transfer(bank, other, AMOUNT)
@@ -111,8 +112,9 @@ def test_a_catching_up_node_refuses_to_judge_then_answers_the_truth(network: Net
     for validator in network.validators:
         signal_node(network, validator, signal.SIGCONT)
     network.wait_for(
-        f"{bank} caught up to height {target}",
         lambda: network.height(bank) >= target and bool(network.status(bank)["caught_up"]),
+        60,
+        f"{bank} caught up to height {target}",
     )
     answer = post_bytes(f"{network.api(bank)}/v1/transactions", final_tx)
     assert (answer["status"], answer["tx_hash"]) == ("final", final_hash), answer

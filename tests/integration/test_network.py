@@ -215,7 +215,7 @@ async def abuse(network: Network, target: str) -> None:
         (msgpack.packb([b"\x93\x01\x02"]), counted("payload_malformed"), "a junk payload"),
         (
             msgpack.packb([msgpack.packb([1, b"not a vote"])]),
-            counted("consensus_malformed"),
+            counted("peer_disconnected"),  # consensus from a bank: disconnected
             "a junk consensus message",
         ),
         (

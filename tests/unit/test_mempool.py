@@ -134,6 +134,7 @@ def test_a_node_catching_up_refuses_what_it_cannot_judge() -> None:
         (b"junk", RefusalCode.MALFORMED),
         (bytes(64) + transfer("bank-e", "bank-e", "bank-f", 1)[64:], RefusalCode.BAD_SIGNATURE),
     ],
+    ids=["junk", "bad-signature"],  # stable ids: every xdist worker must collect the same
 )
 def test_bad_transactions_are_refused_and_nothing_is_kept(tx: bytes, code: RefusalCode) -> None:
     mempool = Mempool(Ledger(make_genesis(START)), txs_max=10)
