@@ -173,7 +173,16 @@ class Network:
             timeout_s,
         )
 
-    def sign_transfer(self, bank: str, to: str, amount: int, *, expiry_blocks: int = 5000) -> bytes:
+    def sign_transfer(
+        self,
+        bank: str,
+        to: str,
+        amount: int,
+        *,
+        expiry_blocks: int = 5000,
+        remittance: str = "test",
+    ) -> bytes:
+        """A transfer signed with the bank's node key; its remittance sealed (node/tx.py)."""
         home = self.entries[bank].home
         return sign_transfer(
             load_key_file(home / "node_key.json"),
@@ -184,7 +193,8 @@ class Network:
             from_account=bank,
             to_account=to,
             amount=amount,
-            remittance="test",
+            remittance=remittance,
+            recipients=self.genesis.remittance_keys(bank, [to]) if remittance else None,
         )
 
     def submit(self, node_id: str, tx: bytes) -> str:
