@@ -49,6 +49,8 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     api = f"http://{config.api_listen}"
     try:
         height = int(get_json(f"{api}/v1/status")["height"])
+        # The remittance is sealed to the sending bank, the receiving bank and the issuer.
+        recipients = genesis.remittance_keys(config.node_id, [args.to]) if args.remittance else None
         tx = sign_transfer(
             key,
             genesis.chain_id,
@@ -59,6 +61,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
             to_account=args.to,
             amount=amount,
             remittance=args.remittance,
+            recipients=recipients,
         )
         result = post_bytes(f"{api}/v1/transactions", tx)
         while args.wait and result["status"] == "pending":
@@ -95,7 +98,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     transfer.add_argument("--amount", required=True, help="som, e.g. 12.50")
     transfer.add_argument("--from", dest="from_account", default=None)
     transfer.add_argument("--uetr", default=None, help="UUID; a fresh one if omitted")
-    transfer.add_argument("--remittance", default="")
+    transfer.add_argument(
+        "--remittance",
+        default="",
+        help="text for the receiving bank (1..140 characters); it travels sealed to the "
+        "sending and receiving banks and the central bank, never in clear",
+    )
     transfer.add_argument("--expiry-blocks", type=int, default=EXPIRY_BLOCKS_DEFAULT)
     transfer.add_argument("--wait", action="store_true", help="wait until final or refused")
     transfer.set_defaults(handler=cmd_transfer)

@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
             base_port=args.base_port,
         )
     entries = load_network(home)
-    chain_id = load_genesis(home / "genesis.json").chain_id
+    genesis = load_genesis(home / "genesis.json")
     print(f"somnet demo: starting {len(entries)} nodes in {home} (logs: {home}/<node>/node.log)")
     children = start_nodes(entries)
     stats: TrafficStats | None = None
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         stats = asyncio.run(
             run_traffic(
                 banks_of(entries),
-                chain_id=chain_id,
+                genesis=genesis,
                 rate_per_s=args.rate,
                 duration_s=args.duration,
                 on_second=print_second,

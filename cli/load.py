@@ -42,11 +42,11 @@ def summary(stats: TrafficStats, rate: float, duration_s: float) -> dict[str, ob
 def cmd_load(args: argparse.Namespace) -> int:
     directory = Path(args.home)
     entries = load_network(directory)
-    chain_id = load_genesis(directory / "genesis.json").chain_id
+    genesis = load_genesis(directory / "genesis.json")
     stats = asyncio.run(
         run_traffic(
             banks_of(entries),
-            chain_id=chain_id,
+            genesis=genesis,
             rate_per_s=args.rate,
             duration_s=args.duration,
             on_second=print_second,

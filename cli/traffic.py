@@ -4,7 +4,8 @@ Each bank node's own key signs transfers from its main account to another bank; 
 submitted to that bank's node over HTTP (keep-alive). Finality is observed by following
 the chain at one node: each new block's transaction hashes are matched against what was
 submitted, so latency is measured from submit to the moment the block is seen final,
-without one extra request per transfer.
+without one extra request per transfer. Every transfer carries a remittance, sealed to
+its two banks and the issuer like any bank's (node/tx.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import aiohttp
 from nacl.signing import SigningKey
 
 from cli.devnet import NodeEntry
+from node.genesis import Genesis
 from node.keys import load_key_file
 from node.tx import decode_tx, sign_transfer
 
@@ -110,10 +112,10 @@ async def _submit(
         stats.refused += 1
 
 
-def _sign(bank: Bank, to: str, chain_id: str, height: int, rng: random.Random) -> bytes:
+def _sign(bank: Bank, to: str, genesis: Genesis, height: int, rng: random.Random) -> bytes:
     return sign_transfer(
         bank.key,
-        chain_id,
+        genesis.chain_id,
         signer=bank.bank_id,
         uetr=uuid.uuid4().bytes,  # never reused across runs: a reused UETR is a DUPLICATE
         expiry_height=height + EXPIRY_BLOCKS,
@@ -121,13 +123,14 @@ def _sign(bank: Bank, to: str, chain_id: str, height: int, rng: random.Random) -
         to_account=to,
         amount=rng.randrange(1, 10_000),
         remittance="somnet traffic",
+        recipients=genesis.remittance_keys(bank.bank_id, [to]),
     )
 
 
 async def run_traffic(
     banks: list[Bank],
     *,
-    chain_id: str,
+    genesis: Genesis,
     rate_per_s: float,
     duration_s: float | None,
     on_second: Callable[[TrafficStats, float], None],
@@ -138,6 +141,7 @@ async def run_traffic(
     assert len(banks) >= 2
     assert rate_per_s > 0
     rng = random.Random(seed)
+    chain_id = genesis.chain_id
     stats = TrafficStats()
     stop = asyncio.Event()
     limit = asyncio.Semaphore(SUBMIT_CONCURRENCY)
@@ -164,7 +168,7 @@ async def run_traffic(
                     await asyncio.sleep(due - now)
                 sender, receiver = rng.sample(banks, 2)
                 # Expiry counts from the latest height seen, so long runs stay valid.
-                tx = _sign(sender, receiver.bank_id, chain_id, max(height, stats.height), rng)
+                tx = _sign(sender, receiver.bank_id, genesis, max(height, stats.height), rng)
                 stats.submitted += 1
                 task = asyncio.create_task(submit_one(sender, tx))
                 tasks.add(task)

@@ -8,6 +8,9 @@ code: a transaction refusal carries its RefusalCode name as it is.
     GET  /v1/transactions/{hash}    ?wait_ms=N waits up to N ms for a final answer
     GET  /v1/accounts/{id}          balance in tyiyn
     GET  /v1/accounts/{id}/proof    the balance with its Merkle proof up to the app hash
+    GET  /v1/accounts/{id}/transactions  ?limit=N (1..1000, default 100): settled
+                                    transactions touching it, newest first, recent blocks
+                                    only, with the remittances this node may open
     GET  /v1/blocks/{height}        header, transaction hashes, certificate signers
     GET  /v1/status                 height, hashes, role, peers, caught_up
     GET  /v1/evidence               ?from_height=H: stored proofs of equivocation
@@ -27,6 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
+from nacl.signing import SigningKey
 
 from consensus.wire import decode_certificate, decode_evidence
 from node.block import decode_block
@@ -35,6 +39,7 @@ from node.errors import NodeError, RefusalCode, TxRefused
 from node.intake import Intake
 from node.ledger import decode_tx_result
 from node.mempool import decode_dropped
+from node.statement import STATEMENT_LIMIT_DEFAULT, STATEMENT_LIMIT_MAX, Reader, account_statement
 from node.tx import TX_SIZE_MAX, decode_tx
 
 __all__ = ["ApiContext", "build_api"]
@@ -57,11 +62,13 @@ class ApiContext:
         intake: Intake,
         role: str,
         connected_peers: Callable[[], list[str]],
+        remittance_key: SigningKey | None = None,
     ) -> None:
         self.driver = driver
         self.intake = intake
         self.role = role
         self.connected_peers = connected_peers
+        self.remittance_key = remittance_key  # opens remittances sealed to this node
         self._settled = asyncio.Event()
         driver.on_settled.append(self._notify)
 
@@ -208,6 +215,26 @@ async def get_account_proof(request: web.Request) -> web.Response:
     )
 
 
+async def get_account_transactions(request: web.Request) -> web.Response:
+    """The account's statement (node/statement.py)."""
+    context = request.app[CONTEXT]
+    account = request.match_info["account"]
+    try:
+        limit = int(request.query.get("limit", str(STATEMENT_LIMIT_DEFAULT)))
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= STATEMENT_LIMIT_MAX:
+        return error(400, "MALFORMED", f"limit must be an integer of 1..{STATEMENT_LIMIT_MAX}")
+    ledger = context.driver.ledger
+    if account not in ledger.balances:
+        return error(404, RefusalCode.UNKNOWN_ACCOUNT.name, f"no account {account!r}")
+    reader = Reader(participant_id=context.driver.node_id, signing_key=context.remittance_key)
+    statement = account_statement(
+        context.driver.store, ledger.chain_id, ledger.height, account, limit=limit, reader=reader
+    )
+    return web.json_response(statement)
+
+
 async def get_block(request: web.Request) -> web.Response:
     context = request.app[CONTEXT]
     try:
@@ -315,6 +342,7 @@ def build_api(context: ApiContext) -> web.Application:
     app.router.add_get("/v1/transactions/{tx_hash}", get_transaction)
     app.router.add_get("/v1/accounts/{account}", get_account)
     app.router.add_get("/v1/accounts/{account}/proof", get_account_proof)
+    app.router.add_get("/v1/accounts/{account}/transactions", get_account_transactions)
     app.router.add_get("/v1/blocks/{height}", get_block)
     app.router.add_get("/v1/status", get_status)
     app.router.add_get("/v1/evidence", get_evidence)

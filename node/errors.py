@@ -33,6 +33,7 @@ class RefusalCode(enum.IntEnum):
     SUPPLY_LIMIT = 13  # an issue would push outstanding som beyond 2**63-1 tyiyn
     MEMPOOL_FULL = 14  # the node holds as many pending transactions as it may; retry later
     CATCHING_UP = 15  # the node is behind the network and cannot judge it yet; retry later
+    MISADDRESSED = 16  # a sealed remittance not sealed to exactly the banks it must reach
 
 
 class TxRefused(NodeError):

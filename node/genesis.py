@@ -28,9 +28,11 @@ canonical Ed25519 points of large order (libsodium crypto_core_ed25519_is_valid_
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,9 +43,9 @@ from nacl.bindings import crypto_core_ed25519_is_valid_point
 from consensus.config import Validator, ValidatorSet
 from consensus.errors import ConfigError
 from consensus.messages import ValidatorId
-from node.errors import GenesisError
+from node.errors import GenesisError, RefusalCode, TxRefused
 from node.ids import ID_RULE, is_id
-from node.tx import AMOUNT_MAX
+from node.tx import AMOUNT_MAX, remittance_recipients
 
 __all__ = ["Account", "Genesis", "Participant", "Role", "load_genesis", "parse_genesis"]
 
@@ -99,6 +101,33 @@ class Genesis:
                 if p.voting_power > 0
             )
         )
+
+    def owner_of(self, account_id: str) -> str | None:
+        """The participant owning the account, or None; O(log accounts)."""
+        accounts = self.accounts
+        index = bisect.bisect_left(accounts, account_id, key=lambda a: a.account_id)
+        if index < len(accounts) and accounts[index].account_id == account_id:
+            return accounts[index].owner
+        return None
+
+    def remittance_keys(self, signer: str, credited_accounts: Iterable[str]) -> dict[str, bytes]:
+        """The Ed25519 public keys, by participant id, that a remittance of `signer`
+        paying these accounts is sealed to (node.tx.remittance_recipients).
+
+        Raises:
+            TxRefused: UNKNOWN_ACCOUNT, naming an account or the signer not in genesis.
+        """
+        keys = {p.participant_id: p.public_key for p in self.participants}
+        banks = []
+        for account in credited_accounts:
+            owner = self.owner_of(account)
+            if owner is None:
+                raise TxRefused(RefusalCode.UNKNOWN_ACCOUNT, f"no account {account!r}")
+            banks.append(owner)
+        if signer not in keys:
+            raise TxRefused(RefusalCode.UNKNOWN_ACCOUNT, f"no participant {signer!r}")
+        recipients = remittance_recipients(signer, self.issuer.participant_id, banks)
+        return {recipient: keys[recipient] for recipient in recipients}
 
     def encode(self) -> bytes:
         packed = msgpack.packb(

@@ -9,9 +9,9 @@ Theory of operation.
   proposer, time, tx root) and every transaction decodes and carries a valid signature of
   a genesis participant. A block with a malformed or badly signed transaction is invalid.
 - Business rules are applied deterministically instead: a transaction refused for
-  INSUFFICIENT_FUNDS, UNKNOWN_ACCOUNT, NOT_AUTHORIZED or SUPPLY_LIMIT is recorded as a
-  refused `TxResult`, consumes its (signer, UETR) and changes no balance; the block stays
-  valid, because every honest node reaches the same refusal.
+  INSUFFICIENT_FUNDS, UNKNOWN_ACCOUNT, NOT_AUTHORIZED, MISADDRESSED or SUPPLY_LIMIT is
+  recorded as a refused `TxResult`, consumes its (signer, UETR) and changes no balance;
+  the block stays valid, because every honest node reaches the same refusal.
 - Exactly once: an ISO 20022 UETR names one payment for ever, so every (signer, UETR)
   a block consumed stays consumed for as long as the chain exists (`References`; the
   node keeps them in LMDB, not in memory). A block is invalid (not merely refused) if
@@ -65,7 +65,18 @@ from node.genesis import Genesis
 from node.merkle import merkle_root
 from node.state_tree import AccountProof, AccountTree, verify_account_proof
 from node.store import Store, StoreCorrupted
-from node.tx import AMOUNT_MAX, SIGNATURE_SIZE, Issue, Payout, Redeem, Transfer, Tx, decode_tx
+from node.tx import (
+    AMOUNT_MAX,
+    SIGNATURE_SIZE,
+    Issue,
+    Payout,
+    Redeem,
+    Transfer,
+    Tx,
+    decode_tx,
+    remittance_recipients,
+    signed_message,
+)
 
 __all__ = [
     "EXPIRY_HEIGHTS_MAX",
@@ -387,7 +398,8 @@ class Ledger:
         left to the block, where the result is recorded.
 
         Raises:
-            TxRefused: EXPIRED, EXPIRY_TOO_FAR, UNKNOWN_ACCOUNT or NOT_AUTHORIZED.
+            TxRefused: EXPIRED, EXPIRY_TOO_FAR, UNKNOWN_ACCOUNT, NOT_AUTHORIZED or
+                MISADDRESSED.
         """
         next_height = self.height + 1
         if tx.expiry_height < next_height:
@@ -409,18 +421,32 @@ class Ledger:
             owner = self._owners.get(tx.from_account)
             if owner is None or tx.to_account not in balances:
                 return RefusalCode.UNKNOWN_ACCOUNT
-            return None if owner == tx.signer else RefusalCode.NOT_AUTHORIZED
+            if owner != tx.signer:
+                return RefusalCode.NOT_AUTHORIZED
+            return self._misaddressed(tx)
         if type(tx) is Payout:
             owner = self._owners.get(tx.from_account)
             if owner is None or any(to not in balances for to, _ in tx.legs):
                 return RefusalCode.UNKNOWN_ACCOUNT
-            return None if owner == tx.signer else RefusalCode.NOT_AUTHORIZED
+            if owner != tx.signer:
+                return RefusalCode.NOT_AUTHORIZED
+            return self._misaddressed(tx)
         if tx.signer != self.issuer_id:
             return RefusalCode.NOT_AUTHORIZED
         if type(tx) is Issue:
             return None if tx.to_account in balances else RefusalCode.UNKNOWN_ACCOUNT
         assert type(tx) is Redeem
         return None if tx.from_account in balances else RefusalCode.UNKNOWN_ACCOUNT
+
+    def _misaddressed(self, tx: Transfer | Payout) -> RefusalCode | None:
+        """MISADDRESSED unless a sealed remittance goes to exactly the sending bank, the
+        issuer and the owners of the credited accounts (node/tx.py); all accounts known."""
+        if tx.envelope is None:
+            return None
+        credited = [tx.to_account] if isinstance(tx, Transfer) else [to for to, _ in tx.legs]
+        banks = [self._owners[account] for account in credited]
+        required = remittance_recipients(tx.signer, self.issuer_id, banks)
+        return None if tx.envelope.recipients == required else RefusalCode.MISADDRESSED
 
     # -----------------------------------------------------------------------------------
     # Signatures: checked once, before a transaction enters the mempool or a block.
@@ -431,7 +457,7 @@ class Ledger:
         if public_key is None:
             raise TxRefused(RefusalCode.NOT_AUTHORIZED, f"signer {tx.signer!r} is unknown")
         try:
-            crypto_sign_open(tx.raw, public_key)
+            crypto_sign_open(signed_message(tx), public_key)
         except (CryptoError, ValueError) as exc:
             raise TxRefused(RefusalCode.BAD_SIGNATURE, f"not signed by {tx.signer!r}") from exc
 
@@ -728,13 +754,15 @@ class Ledger:
         for index, tx in enumerate(txs):
             code: int
             if type(tx) is Transfer:  # one unpacking instead of an attribute load each
-                _, tx_hash, signer, uetr, _, from_account, to_account, amount, _ = tx
+                _, tx_hash, signer, uetr, _, from_account, to_account, amount, envelope = tx
                 owner = owners.get(from_account)
                 to_balance = balances.get(to_account)
                 if owner is None or to_balance is None:
                     code = RefusalCode.UNKNOWN_ACCOUNT
                 elif owner != signer:
                     code = RefusalCode.NOT_AUTHORIZED
+                elif envelope is not None and self._misaddressed(tx) is not None:
+                    code = RefusalCode.MISADDRESSED
                 elif (from_balance := balances[from_account]) < amount:
                     code = RefusalCode.INSUFFICIENT_FUNDS
                 else:

@@ -226,7 +226,11 @@ async def serve(loaded: Loaded, stop: asyncio.Event) -> None:
     restored = intake.restore()
     role = loaded.me.role if replica is None else f"validator ({loaded.me.role})"
     context = ApiContext(
-        driver=driver, intake=intake, role=role, connected_peers=network.connected_peers
+        driver=driver,
+        intake=intake,
+        role=role,
+        connected_peers=network.connected_peers,
+        remittance_key=SigningKey(loaded.signer_seed),
     )
     peer_app = web.Application(client_max_size=1024)
     peer_app.router.add_routes(network.routes())

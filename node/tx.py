@@ -1,7 +1,8 @@
-"""Signed som transactions: canonical encodings, decoding with limits, signatures.
+"""Signed som transactions: canonical encodings, decoding with limits, signatures, and
+remittance text sealed to the banks that may read it.
 
-Wire format of a transaction: `signature (64 bytes) || signed bytes`, which is exactly
-libsodium's "signed message" layout, so verification needs no copying. The signed bytes
+Wire format of a transaction: `signature (64 bytes) || signed bytes [|| envelope]`. The
+signature and the signed bytes are libsodium's "signed message" layout. The signed bytes
 are a canonical msgpack array (never a map):
 
     [tag, chain id, signer, uetr, expiry height, <kind fields>...]
@@ -12,10 +13,62 @@ are a canonical msgpack array (never a map):
 - every id (the signer, the accounts) follows the genesis id rule (node/ids.py: URL-safe
   ASCII, 1..64 characters), or the transaction is MALFORMED;
 - (signer, UETR) is the replay key; the ledger refuses a second transaction with it;
-- the transaction hash is sha256 of the signed bytes only, so another (or malleated)
-  signature over the same content never makes a second transaction.
+- the transaction hash is sha256 of the wire bytes after the signature (the signed
+  bytes, and the envelope they commit to), so another (or malleated) signature over the
+  same content never makes a second transaction.
 
-Decoding accepts only the canonical encoding (re-encoding the decoded array must give
+Kinds: transfer v1 `[..., from, to, amount, ""]`, transfer v2 `[..., from, to, amount,
+remittance hash]`, payout v1 `[..., from, [[to, amount], ...], ""]`, payout v2 `[...,
+from, legs, remittance hash]`, issue `[..., to, amount, reserve reference]`, redeem
+`[..., from, amount, reserve reference]`.
+
+Remittance privacy (issue 8). Every node stores and gossips every transaction, so the
+remittance text of a payment never travels in clear: it is sealed to the banks that may
+read it, and only they can open it.
+- v1 transfers and payouts carry no remittance: their last field must be empty text
+  (MALFORMED otherwise). A payment with a remittance is v2; one without is v1. So each
+  content has one encoding, and no plaintext remittance is ever on the wire or on disk.
+- v2: the signed bytes end with `remittance hash` = sha256(envelope), and the envelope
+  follows them on the wire, outside the signature but committed to by it. The envelope
+  is a canonical msgpack array
+
+      [b"somnet/remittance/envelope/v1", commitment, [[recipient id, box], ...]]
+
+  with one sealed box per recipient, recipients in ascending id order. Every box is a
+  libsodium sealed box (crypto_box_seal: an ephemeral X25519 key, XSalsa20-Poly1305) of
+  the same content `msgpack [salt (16 random bytes), text (1..140 characters)]`, sealed
+  to the recipient's X25519 key converted from its genesis Ed25519 key
+  (crypto_sign_ed25519_pk_to_curve25519; the recipient opens with its node key's
+  seed converted by crypto_sign_ed25519_sk_to_curve25519). `commitment` =
+  sha256(b"somnet/remittance/commitment/v1" || content).
+- Recipients (`remittance_recipients`): the sending bank (the signer, who owns the
+  debited account), the issuer (the central bank), and the owner of every credited
+  account (a transfer's `to`, each payout leg's), without repeats. At most
+  RECIPIENTS_MAX (16) boxes: a payout whose legs reach more banks cannot carry a
+  remittance, and is split or sent without one.
+- Why two hashes. The signed remittance hash covers the whole envelope, so validators
+  check it without any key (the envelope is exactly the one the sender signed; nobody
+  relaying the transaction can swap a box) and the transaction hash still names one
+  content. The commitment covers the plaintext with a secret random salt: each recipient
+  checks that what it opened is what the sender committed to, and so that every
+  recipient reads the same text; without the salt, anyone could confirm a guessed text
+  against the hash.
+- What a validator checks (`decode_tx`, MALFORMED otherwise): the envelope decodes
+  canonically within its limits, its sha256 is the signed remittance hash, recipients
+  are valid ids in strictly ascending order, 1..16 of them, and every box has the same
+  size, that of a sealed content of 1..140 characters. What the ledger checks, with
+  genesis (`Ledger`, refused MISADDRESSED otherwise): the recipients are exactly
+  `remittance_recipients` of the transaction. What nobody but a recipient can check:
+  that a box really is sealed to its recipient's key and holds the committed content.
+  A sender that seals garbage is found out by the recipient (`open_remittance` gives
+  None) and its signature over the envelope proves what it sent.
+- What stays visible to every node: the amounts, accounts and parties (as before), the
+  recipient ids (they follow from the accounts anyway), and the text's length in bytes
+  (boxes are not padded).
+- A node key now also decrypts: a stolen node key exposes the remittances sealed to
+  that bank, as well as letting its holder sign.
+
+Decoding accepts only the canonical encoding (re-encoding the decoded arrays must give
 the same bytes), so one content has exactly one hash. `decode_tx` raises nothing but
 `TxRefused`.
 """
@@ -23,12 +76,19 @@ the same bytes), so one content has exactly one hash. `decode_tx` raises nothing
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
 import msgpack
-from nacl.bindings import crypto_sign_open
+from nacl.bindings import (
+    crypto_box_SEALBYTES,
+    crypto_sign_ed25519_pk_to_curve25519,
+    crypto_sign_open,
+)
 from nacl.exceptions import CryptoError
+from nacl.public import PublicKey, SealedBox
 from nacl.signing import SigningKey
+from nacl.utils import random as random_bytes
 
 from node.errors import RefusalCode, TxRefused
 from node.ids import ID_CHARS_MAX, ID_RULE, is_id
@@ -36,19 +96,26 @@ from node.ids import ID_CHARS_MAX, ID_RULE, is_id
 __all__ = [
     "AMOUNT_MAX",
     "PAYOUT_LEGS_MAX",
+    "RECIPIENTS_MAX",
+    "REMITTANCE_CHARS_MAX",
     "TX_SIZE_MAX",
     "UETR_SIZE",
+    "Envelope",
     "Issue",
     "Payout",
     "Redeem",
     "Transfer",
     "Tx",
     "decode_tx",
+    "open_remittance",
     "reference_key",
+    "remittance_recipients",
+    "seal_remittance",
     "sign_issue",
     "sign_payout",
     "sign_redeem",
     "sign_transfer",
+    "signed_message",
     "verify_tx_signature",
 ]
 
@@ -56,36 +123,69 @@ AMOUNT_MAX = 2**63 - 1  # tyiyn; 1 som = 100 tyiyn
 HEIGHT_MAX = 2**63 - 1
 UETR_SIZE = 16
 SIGNATURE_SIZE = 64
+HASH_SIZE = 32
 REMITTANCE_CHARS_MAX = 140
 RESERVE_REFERENCE_CHARS_MAX = 64
 PAYOUT_LEGS_MAX = 1000
-# A full payout: 1000 legs of (64-char account, 9-byte amount) plus the envelope.
 TX_SIZE_MAX = 128 * 1024
-assert PAYOUT_LEGS_MAX * (ID_CHARS_MAX + 2 + 9 + 1) + 4096 < TX_SIZE_MAX
 
 TAG_TRANSFER = b"somnet/tx/transfer/v1"
+TAG_TRANSFER_V2 = b"somnet/tx/transfer/v2"
 TAG_ISSUE = b"somnet/tx/issue/v1"
 TAG_REDEEM = b"somnet/tx/redeem/v1"
 TAG_PAYOUT = b"somnet/tx/payout/v1"
+TAG_PAYOUT_V2 = b"somnet/tx/payout/v2"
+TAG_ENVELOPE = b"somnet/remittance/envelope/v1"
+TAG_COMMITMENT = b"somnet/remittance/commitment/v1"
 COMMON_FIELDS = 5  # tag, chain id, signer, uetr, expiry height
+
+# The sealed remittance: one box per recipient, each the same sealed content.
+RECIPIENTS_MAX = 16  # the sending bank, the issuer and up to 14 receiving banks
+SALT_SIZE = 16
+SEAL_OVERHEAD = crypto_box_SEALBYTES  # the ephemeral public key and the MAC: 48 bytes
+# The content [salt, text]: a fixarray, bin 8 salt, then the text as fixstr (<= 31
+# bytes), str 8 or str 16 (140 characters of UTF-8 are at most 560 bytes).
+CONTENT_SIZE_MIN = 1 + 2 + SALT_SIZE + 1 + 1
+CONTENT_SIZE_MAX = 1 + 2 + SALT_SIZE + 3 + 4 * REMITTANCE_CHARS_MAX
+BOX_SIZE_MIN = SEAL_OVERHEAD + CONTENT_SIZE_MIN
+BOX_SIZE_MAX = SEAL_OVERHEAD + CONTENT_SIZE_MAX
+# [tag, commitment, [[id, box], ...]] with every field at its largest.
+ENVELOPE_SIZE_MAX = (
+    1 + (2 + len(TAG_ENVELOPE)) + (2 + HASH_SIZE) + 3
+    + RECIPIENTS_MAX * (1 + (2 + ID_CHARS_MAX) + (3 + BOX_SIZE_MAX))
+)  # fmt: skip
+assert SEAL_OVERHEAD == 48
+assert BOX_SIZE_MAX < 2**16  # a box is at most a bin 16
+# A full payout: 1000 legs of (64-char account, 9-byte amount), the largest envelope and
+# the rest of the array.
+assert PAYOUT_LEGS_MAX * (ID_CHARS_MAX + 2 + 9 + 1) + ENVELOPE_SIZE_MAX + 4096 < TX_SIZE_MAX
 
 
 # Transactions are immutable NamedTuples, not frozen dataclasses: a node builds one per
 # transaction on its hot path, and a frozen dataclass's __init__ (one object.__setattr__
-# per field) costs about 2 us against 0.3 us here. Fields are read by name only. Every
-# kind starts with the same five fields: raw, tx_hash, signer, uetr, expiry_height.
+# per field) costs about 2 us against 0.3 us here. Every kind starts with the same five
+# fields: raw, tx_hash, signer, uetr, expiry_height.
+
+
+class Envelope(NamedTuple):
+    """A v2 transaction's remittance, sealed once per recipient (see the module doc)."""
+
+    commitment: bytes  # sha256(TAG_COMMITMENT || content), content = [salt, text]
+    recipients: tuple[str, ...]  # participant ids, strictly ascending
+    boxes: tuple[bytes, ...]  # boxes[i] is the content sealed to recipients[i]
+    size: int  # bytes of its encoding, which ends the wire bytes
 
 
 class Transfer(NamedTuple):
-    raw: bytes  # the wire bytes: signature || signed bytes
-    tx_hash: bytes  # sha256 of the signed bytes
+    raw: bytes  # the wire bytes: signature || signed bytes [|| envelope]
+    tx_hash: bytes  # sha256 of the wire bytes after the signature
     signer: str  # participant id whose key signs
     uetr: bytes  # 16-byte ISO 20022 end-to-end reference
     expiry_height: int  # last height at which the transaction may apply
     from_account: str
     to_account: str
     amount: int
-    remittance: str
+    envelope: Envelope | None  # the sealed remittance (v2); None: no remittance (v1)
 
 
 class Issue(NamedTuple):
@@ -125,7 +225,7 @@ class Payout(NamedTuple):
     from_account: str
     legs: tuple[tuple[str, int], ...]  # (to account, amount)
     total: int  # sum of the leg amounts, checked <= AMOUNT_MAX
-    remittance: str
+    envelope: Envelope | None  # the sealed remittance (v2); None: no remittance (v1)
 
 
 Tx = Transfer | Issue | Redeem | Payout
@@ -137,18 +237,37 @@ def reference_key(signer: str, uetr: bytes) -> bytes:
     return uetr + signer.encode()
 
 
+def signed_message(tx: Tx) -> bytes:
+    """`signature || signed bytes`: the wire bytes without the envelope, which is what
+    libsodium's crypto_sign_open checks against the signer's key."""
+    if (type(tx) is Transfer or type(tx) is Payout) and tx.envelope is not None:
+        size = len(tx.raw) - tx.envelope.size
+        assert size > SIGNATURE_SIZE
+        return tx.raw[:size]
+    return tx.raw
+
+
 def verify_tx_signature(tx: Tx, public_key: bytes) -> bool:
     """True if the transaction's signature verifies with `public_key`."""
     try:
-        crypto_sign_open(tx.raw, public_key)
+        crypto_sign_open(signed_message(tx), public_key)
     except (CryptoError, ValueError, TypeError):
         return False
     return True
 
 
+def remittance_recipients(
+    signer: str, issuer: str, receiving_banks: Iterable[str]
+) -> tuple[str, ...]:
+    """The participants a remittance is sealed to, in envelope order: the sending bank
+    (the signer), the issuer, and the owners of the credited accounts."""
+    return tuple(sorted({signer, issuer, *receiving_banks}))
+
+
 # ---------------------------------------------------------------------------------------
-# Signing (used by banks' clients, the CLI and tests). Each builder decodes what it made,
-# so a client can never produce a transaction the network would refuse as malformed.
+# Signing and sealing (used by banks' clients, the CLI and tests). Each builder decodes
+# what it made, so a client can never produce a transaction the network would refuse as
+# malformed.
 
 
 # One packer, reused: Packer.pack runs in C without releasing the GIL and resets itself,
@@ -163,15 +282,109 @@ def _pack(obj: object) -> bytes:
     return packed
 
 
-def _sign(key: SigningKey, chain_id: str, fields: list[object]) -> bytes:
+def seal_remittance(text: str, recipients: Mapping[str, bytes]) -> bytes:
+    """Seal `text` once for each recipient and return the envelope's encoding.
+
+    Args:
+        text: 1..140 characters.
+        recipients: participant id -> genesis Ed25519 public key, for exactly the
+            `remittance_recipients` of the transaction (Genesis.remittance_keys).
+    Raises:
+        TxRefused: MALFORMED, naming the text or the recipient that is wrong.
+    """
+    _text(text, "remittance", 1, REMITTANCE_CHARS_MAX)
+    if not 1 <= len(recipients) <= RECIPIENTS_MAX:
+        raise _malformed(f"a remittance is sealed to 1..{RECIPIENTS_MAX} recipients")
+    content = _pack([random_bytes(SALT_SIZE), text])
+    assert CONTENT_SIZE_MIN <= len(content) <= CONTENT_SIZE_MAX
+    entries: list[list[object]] = []
+    for recipient in sorted(recipients):
+        _id(recipient, "remittance recipient")
+        try:
+            key = crypto_sign_ed25519_pk_to_curve25519(recipients[recipient])
+        except (CryptoError, ValueError, TypeError) as exc:
+            raise _malformed(f"recipient {recipient!r}: not an Ed25519 public key") from exc
+        entries.append([recipient, SealedBox(PublicKey(key)).encrypt(content)])
+    commitment = _sha256(TAG_COMMITMENT + content).digest()
+    envelope = _pack([TAG_ENVELOPE, commitment, entries])
+    assert len(envelope) <= ENVELOPE_SIZE_MAX
+    return envelope
+
+
+def open_remittance(tx: Tx, participant_id: str, signing_key: SigningKey) -> str | None:
+    """The remittance text of `tx` as the participant `participant_id` reads it.
+
+    Returns None when the transaction carries no remittance, the participant is not one
+    of its recipients, or its box does not open with `signing_key` to the content the
+    sender committed to (a wrong key, or a sender that sealed garbage).
+    """
+    envelope = tx.envelope if type(tx) is Transfer or type(tx) is Payout else None
+    if envelope is None or participant_id not in envelope.recipients:
+        return None
+    box = envelope.boxes[envelope.recipients.index(participant_id)]
+    try:
+        content = SealedBox(signing_key.to_curve25519_private_key()).decrypt(box)
+    except CryptoError:
+        return None
+    if _sha256(TAG_COMMITMENT + content).digest() != envelope.commitment:
+        return None
+    return _decode_content(content)
+
+
+def _decode_content(content: bytes) -> str | None:
+    """The text of a sealed content [salt, text], or None if it is not well formed."""
+    try:
+        obj = msgpack.unpackb(
+            content,
+            raw=False,
+            strict_map_key=True,
+            use_list=True,
+            max_bin_len=SALT_SIZE,
+            max_str_len=CONTENT_SIZE_MAX,
+            max_array_len=2,
+            max_map_len=0,
+            max_ext_len=0,
+        )
+    except Exception:  # msgpack raises several types on bad bytes; all mean one thing
+        return None
+    if type(obj) is not list or len(obj) != 2 or _PACKER.pack(obj) != content:
+        return None
+    salt, text = obj
+    if type(salt) is not bytes or len(salt) != SALT_SIZE:
+        return None
+    if type(text) is not str or not 1 <= len(text) <= REMITTANCE_CHARS_MAX:
+        return None
+    return text
+
+
+def _sign(key: SigningKey, chain_id: str, fields: list[object], envelope: bytes = b"") -> bytes:
     try:
         signed = _pack(fields)
     except (OverflowError, TypeError, ValueError) as exc:
         raise _malformed(f"a field cannot be encoded: {exc}") from exc
-    raw = bytes(key.sign(signed))
+    raw = bytes(key.sign(signed)) + envelope
     tx = decode_tx(raw, chain_id)
     assert tx.raw == raw
     return raw
+
+
+def _sign_with_remittance(
+    key: SigningKey,
+    chain_id: str,
+    tags: tuple[bytes, bytes],
+    fields: list[object],
+    remittance: str,
+    recipients: Mapping[str, bytes] | None,
+) -> bytes:
+    """v1 with an empty last field when there is no remittance; else v2, its last field
+    the hash of the envelope that follows the signed bytes."""
+    v1, v2 = tags
+    if not remittance:
+        return _sign(key, chain_id, [v1, *fields, ""])
+    if recipients is None:
+        raise _malformed("a remittance is sealed: give its recipients' public keys")
+    envelope = seal_remittance(remittance, recipients)
+    return _sign(key, chain_id, [v2, *fields, _sha256(envelope).digest()], envelope)
 
 
 def sign_transfer(
@@ -185,11 +398,16 @@ def sign_transfer(
     to_account: str,
     amount: int,
     remittance: str = "",
+    recipients: Mapping[str, bytes] | None = None,
 ) -> bytes:
-    """Return the wire bytes of a signed transfer. Raises TxRefused if a field is invalid."""
+    """Return the wire bytes of a signed transfer: v1 without a remittance, v2 with it
+    sealed to `recipients` (participant id -> Ed25519 public key, from
+    Genesis.remittance_keys). Raises TxRefused if a field is invalid."""
     _amount(amount, "amount")
-    fields: list[object] = [TAG_TRANSFER, chain_id, signer, uetr, expiry_height]
-    return _sign(key, chain_id, [*fields, from_account, to_account, amount, remittance])
+    fields: list[object] = [chain_id, signer, uetr, expiry_height]
+    fields += [from_account, to_account, amount]
+    tags = (TAG_TRANSFER, TAG_TRANSFER_V2)
+    return _sign_with_remittance(key, chain_id, tags, fields, remittance, recipients)
 
 
 def sign_issue(
@@ -234,12 +452,15 @@ def sign_payout(
     from_account: str,
     legs: list[tuple[str, int]],
     remittance: str = "",
+    recipients: Mapping[str, bytes] | None = None,
 ) -> bytes:
+    """Return the wire bytes of a signed payout; the remittance as in `sign_transfer`."""
     for index, (_, amount) in enumerate(legs):
         _amount(amount, f"leg {index} amount")
-    fields: list[object] = [TAG_PAYOUT, chain_id, signer, uetr, expiry_height]
     encoded_legs = [[to, amount] for to, amount in legs]
-    return _sign(key, chain_id, [*fields, from_account, encoded_legs, remittance])
+    fields: list[object] = [chain_id, signer, uetr, expiry_height, from_account, encoded_legs]
+    tags = (TAG_PAYOUT, TAG_PAYOUT_V2)
+    return _sign_with_remittance(key, chain_id, tags, fields, remittance, recipients)
 
 
 # ---------------------------------------------------------------------------------------
@@ -273,10 +494,12 @@ def _amount(x: object, what: str) -> int:
     return x
 
 
-def _unpack(signed: bytes) -> list[Any]:
+def _unpack(body: bytes) -> tuple[list[Any], bytes]:
+    """The signed array that starts `body`, and the bytes after it (a v2 transaction's
+    envelope; empty for every other transaction)."""
     try:
         obj = msgpack.unpackb(
-            signed,
+            body,
             raw=False,
             strict_map_key=True,
             use_list=True,
@@ -286,11 +509,16 @@ def _unpack(signed: bytes) -> list[Any]:
             max_map_len=0,
             max_ext_len=0,
         )
+        rest = b""
+    except msgpack.ExtraData as extra:  # the array is followed by more bytes
+        obj, rest = extra.unpacked, extra.extra
+        assert type(rest) is bytes
+        assert rest
     except Exception as exc:  # msgpack raises several types on hostile bytes; all mean one thing
         raise _malformed(f"not canonical msgpack: {type(exc).__name__}") from exc
     if type(obj) is not list or len(obj) < COMMON_FIELDS:
         raise _malformed("expected an array of at least 5 fields")
-    return obj
+    return obj, rest
 
 
 def decode_tx(data: bytes, chain_id: str) -> Tx:
@@ -306,21 +534,22 @@ def decode_tx(data: bytes, chain_id: str) -> Tx:
     """
     if type(data) is not bytes or not SIGNATURE_SIZE < len(data) <= TX_SIZE_MAX:
         raise _malformed(f"expected bytes of {SIGNATURE_SIZE + 1}..{TX_SIZE_MAX}")
-    signed = data[SIGNATURE_SIZE:]
-    f = _unpack(signed)
+    body = data[SIGNATURE_SIZE:]
+    f, rest = _unpack(body)
+    signed = body[: len(body) - len(rest)] if rest else body
     if _PACKER.pack(f) != signed:
         raise _malformed("not the canonical encoding")
-    if len(f) == COMMON_FIELDS + 4 and f[0] == TAG_TRANSFER and f[1] == chain_id:
+    if not rest and len(f) == COMMON_FIELDS + 4 and f[0] == TAG_TRANSFER and f[1] == chain_id:
         transfer = _valid_transfer(f, data, signed)
         if transfer is not None:
             return transfer
-    return _decode_checked(f, data, signed, chain_id)  # names the refusal, or another kind
+    return _decode_checked(f, data, rest, chain_id)  # names the refusal, or another kind
 
 
 def _valid_transfer(f: list[Any], data: bytes, signed: bytes) -> Transfer | None:
-    """The common case in one expression: a well-formed transfer of this chain, or None
-    (then `_decode_checked` finds which rule it breaks). Accepts exactly what the field
-    by field checks accept; tests/unit/test_tx.py compares the two."""
+    """The common case in one expression: a well-formed v1 transfer of this chain, or
+    None (then `_decode_checked` finds which rule it breaks). Accepts exactly what the
+    field by field checks accept; tests/unit/test_tx.py compares the two."""
     _, _, signer, uetr, expiry, from_, to, amount, remittance = f
     if (
         is_id(signer)
@@ -333,16 +562,17 @@ def _valid_transfer(f: list[Any], data: bytes, signed: bytes) -> Transfer | None
         and type(amount) is int
         and 1 <= amount <= AMOUNT_MAX
         and type(remittance) is str
-        and len(remittance) <= REMITTANCE_CHARS_MAX
+        and not remittance
         and from_ != to
     ):
         tx_hash = _sha256(signed).digest()
-        return Transfer(data, tx_hash, signer, uetr, expiry, from_, to, amount, remittance)
+        return Transfer(data, tx_hash, signer, uetr, expiry, from_, to, amount, None)
     return None
 
 
-def _decode_checked(f: list[Any], data: bytes, signed: bytes, chain_id: str) -> Tx:
-    """Field by field, so a refusal names the first rule broken."""
+def _decode_checked(f: list[Any], data: bytes, rest: bytes, chain_id: str) -> Tx:
+    """Field by field, so a refusal names the first rule broken. `rest`: the bytes after
+    the signed array."""
     tag = f[0]
     if type(f[1]) is not str:
         raise _malformed("chain id: expected text")
@@ -355,15 +585,17 @@ def _decode_checked(f: list[Any], data: bytes, signed: bytes, chain_id: str) -> 
     if type(expiry) is not int or not 1 <= expiry <= HEIGHT_MAX:
         raise _malformed("expiry height: expected a positive integer")
     _id(f[2], "signer")
-    tx_hash = hashlib.sha256(signed).digest()
-    if tag == TAG_TRANSFER:
-        return _decode_transfer(f, data, tx_hash)
+    if rest and tag not in (TAG_TRANSFER_V2, TAG_PAYOUT_V2):
+        raise _malformed("bytes follow the signed array")
+    tx_hash = hashlib.sha256(data[SIGNATURE_SIZE:]).digest()
+    if tag == TAG_TRANSFER or tag == TAG_TRANSFER_V2:
+        return _decode_transfer(f, data, tx_hash, rest)
     if tag == TAG_ISSUE:
         return _decode_issue(f, data, tx_hash)
     if tag == TAG_REDEEM:
         return _decode_redeem(f, data, tx_hash)
-    if tag == TAG_PAYOUT:
-        return _decode_payout(f, data, tx_hash)
+    if tag == TAG_PAYOUT or tag == TAG_PAYOUT_V2:
+        return _decode_payout(f, data, tx_hash, rest)
     raise _malformed("unknown transaction tag")
 
 
@@ -373,8 +605,74 @@ def _fields(f: list[Any], kind: str, count: int) -> list[Any]:
     return f[COMMON_FIELDS:]
 
 
-def _decode_transfer(f: list[Any], data: bytes, tx_hash: bytes) -> Transfer:
-    from_, to, amount, remittance = _fields(f, "transfer", 4)
+def _remittance(tag: bytes, last: object, rest: bytes) -> Envelope | None:
+    """A transfer's or payout's last signed field: empty text in v1; in v2 the hash of
+    the envelope in `rest`."""
+    if tag == TAG_TRANSFER or tag == TAG_PAYOUT:
+        assert not rest  # _decode_checked refused bytes after a v1 array
+        if type(last) is not str or last:
+            raise _malformed("remittance: v1 carries none; a remittance travels sealed (v2)")
+        return None
+    assert tag == TAG_TRANSFER_V2 or tag == TAG_PAYOUT_V2
+    if type(last) is not bytes or len(last) != HASH_SIZE:
+        raise _malformed(f"remittance hash: expected {HASH_SIZE} bytes")
+    return _decode_envelope(rest, last)
+
+
+def _decode_envelope(data: bytes, remittance_hash: bytes) -> Envelope:
+    """The envelope after a v2 transaction's signed bytes, checked against its signed
+    hash, its limits and the canonical encoding. Raises TxRefused MALFORMED."""
+    if not data:
+        raise _malformed("remittance: the sealed remittance is missing")
+    if len(data) > ENVELOPE_SIZE_MAX:
+        raise _malformed(f"remittance: the envelope exceeds {ENVELOPE_SIZE_MAX} bytes")
+    if _sha256(data).digest() != remittance_hash:
+        raise _malformed("remittance: the envelope is not the one signed (hash differs)")
+    try:
+        obj = msgpack.unpackb(
+            data,
+            raw=False,
+            strict_map_key=True,
+            use_list=True,
+            max_bin_len=BOX_SIZE_MAX,
+            max_str_len=ID_CHARS_MAX,
+            max_array_len=RECIPIENTS_MAX,
+            max_map_len=0,
+            max_ext_len=0,
+        )
+    except Exception as exc:  # msgpack raises several types on hostile bytes
+        raise _malformed(f"remittance: not canonical msgpack: {type(exc).__name__}") from exc
+    if type(obj) is not list or len(obj) != 3 or obj[0] != TAG_ENVELOPE:
+        raise _malformed("remittance: expected [envelope tag, commitment, boxes]")
+    _, commitment, entries = obj
+    if type(commitment) is not bytes or len(commitment) != HASH_SIZE:
+        raise _malformed(f"remittance commitment: expected {HASH_SIZE} bytes")
+    if type(entries) is not list or not 1 <= len(entries) <= RECIPIENTS_MAX:
+        raise _malformed(f"remittance: expected 1..{RECIPIENTS_MAX} sealed boxes")
+    recipients: list[str] = []
+    boxes: list[bytes] = []
+    for index, entry in enumerate(entries):
+        if type(entry) is not list or len(entry) != 2:
+            raise _malformed(f"remittance box {index}: expected [recipient, box]")
+        recipient = _id(entry[0], f"remittance box {index} recipient")
+        if recipients and recipient <= recipients[-1]:
+            raise _malformed("remittance: recipients must be in strictly ascending order")
+        box = entry[1]
+        if type(box) is not bytes or not BOX_SIZE_MIN <= len(box) <= BOX_SIZE_MAX:
+            raise _malformed(
+                f"remittance box {index}: expected {BOX_SIZE_MIN}..{BOX_SIZE_MAX} bytes"
+            )
+        if boxes and len(box) != len(boxes[0]):
+            raise _malformed("remittance: every box seals the same content, so has one size")
+        recipients.append(recipient)
+        boxes.append(box)
+    if _PACKER.pack(obj) != data:
+        raise _malformed("remittance: not the canonical encoding")
+    return Envelope(commitment, tuple(recipients), tuple(boxes), len(data))
+
+
+def _decode_transfer(f: list[Any], data: bytes, tx_hash: bytes, rest: bytes) -> Transfer:
+    from_, to, amount, last = _fields(f, "transfer", 4)
     tx = Transfer(
         raw=data,
         tx_hash=tx_hash,
@@ -384,7 +682,7 @@ def _decode_transfer(f: list[Any], data: bytes, tx_hash: bytes) -> Transfer:
         from_account=_id(from_, "from account"),
         to_account=_id(to, "to account"),
         amount=_amount(amount, "amount"),
-        remittance=_text(remittance, "remittance", 0, REMITTANCE_CHARS_MAX),
+        envelope=_remittance(f[0], last, rest),
     )
     if tx.from_account == tx.to_account:
         raise TxRefused(RefusalCode.SELF_TRANSFER, "from and to are the same account")
@@ -419,8 +717,8 @@ def _decode_redeem(f: list[Any], data: bytes, tx_hash: bytes) -> Redeem:
     )
 
 
-def _decode_payout(f: list[Any], data: bytes, tx_hash: bytes) -> Payout:
-    from_, raw_legs, remittance = _fields(f, "payout", 3)
+def _decode_payout(f: list[Any], data: bytes, tx_hash: bytes, rest: bytes) -> Payout:
+    from_, raw_legs, last = _fields(f, "payout", 3)
     from_account = _id(from_, "from account")
     if type(raw_legs) is not list:
         raise _malformed("legs: expected an array")
@@ -448,5 +746,5 @@ def _decode_payout(f: list[Any], data: bytes, tx_hash: bytes) -> Payout:
         from_account=from_account,
         legs=tuple(legs),
         total=total,
-        remittance=_text(remittance, "remittance", 0, REMITTANCE_CHARS_MAX),
+        envelope=_remittance(f[0], last, rest),
     )

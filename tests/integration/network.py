@@ -251,7 +251,16 @@ class Network:
             assert len({b["block_hash"] for b in blocks}) == 1, (h, blocks)
             assert len({b["app_hash"] for b in blocks}) == 1, (h, blocks)
 
-    def sign_transfer(self, bank: str, to: str, amount: int, *, expiry_blocks: int = 5000) -> bytes:
+    def sign_transfer(
+        self,
+        bank: str,
+        to: str,
+        amount: int,
+        *,
+        expiry_blocks: int = 5000,
+        remittance: str = "test",
+    ) -> bytes:
+        """A transfer signed with the bank's node key; its remittance sealed (node/tx.py)."""
         home = self.entries[bank].home
         return sign_transfer(
             load_key_file(home / "node_key.json"),
@@ -262,7 +271,8 @@ class Network:
             from_account=bank,
             to_account=to,
             amount=amount,
-            remittance="test",
+            remittance=remittance,
+            recipients=self.genesis.remittance_keys(bank, [to]) if remittance else None,
         )
 
     def submit(self, node_id: str, tx: bytes) -> str:

@@ -86,6 +86,8 @@ def transfer(
     expiry_height: int = 100,
     remittance: str = "",
 ) -> bytes:
+    """A signed transfer; a remittance is sealed to the banks genesis says."""
+    recipients = make_genesis().remittance_keys(signer, [to_account]) if remittance else None
     return sign_transfer(
         key_of(signer),
         CHAIN_ID,
@@ -96,6 +98,7 @@ def transfer(
         to_account=to_account,
         amount=amount,
         remittance=remittance,
+        recipients=recipients,
     )
 
 
@@ -126,8 +129,16 @@ def redeem(signer: str, from_account: str, amount: int, *, expiry_height: int = 
 
 
 def payout(
-    signer: str, from_account: str, legs: list[tuple[str, int]], *, expiry_height: int = 100
+    signer: str,
+    from_account: str,
+    legs: list[tuple[str, int]],
+    *,
+    expiry_height: int = 100,
+    remittance: str = "",
 ) -> bytes:
+    """A signed payout; a remittance is sealed to the banks genesis says."""
+    credited = [to for to, _ in legs]
+    recipients = make_genesis().remittance_keys(signer, credited) if remittance else None
     return sign_payout(
         key_of(signer),
         CHAIN_ID,
@@ -136,6 +147,8 @@ def payout(
         expiry_height=expiry_height,
         from_account=from_account,
         legs=legs,
+        remittance=remittance,
+        recipients=recipients,
     )
 
 

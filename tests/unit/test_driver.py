@@ -303,7 +303,7 @@ async def test_a_proposer_never_builds_a_block_over_the_size_it_accepts(tmp_path
     [proposal] = proposals(node)
     assert len(proposal.value.payload) <= limit
     block = decode_block(proposal.value.payload)
-    assert 20 <= len(block.txs) < 100
+    assert 5 <= len(block.txs) < 100  # as many as fit, not all
     checked = node.driver._check_value(Height(1), proposal.value)
     assert checked.valid  # its own check accepts what it built
 

@@ -45,8 +45,22 @@ amounts = st.one_of(st.integers(1, 3_000), st.integers(1, AMOUNT_MAX))
 
 
 @st.composite
+def remittances(
+    draw: st.DrawFn, signer: str, credited: list[str]
+) -> tuple[str, dict[str, bytes] | None]:
+    """No remittance, one sealed to its banks, or one sealed to the signer alone."""
+    text = draw(st.sampled_from(["", "", "inv 1"]))
+    if not text:
+        return text, None
+    if draw(st.booleans()):
+        return text, make_genesis().remittance_keys(signer, credited)
+    return text, {signer: bytes(key_of(signer).verify_key)}  # misaddressed
+
+
+@st.composite
 def signed_txs(draw: st.DrawFn) -> bytes:
-    """A signed transaction of any kind, often unauthorized, underfunded or replayed."""
+    """A signed transaction of any kind, often unauthorized, underfunded, replayed or
+    with a remittance sealed to the wrong banks."""
     kind = draw(st.sampled_from(["transfer", "transfer", "payout", "issue", "redeem"]))
     signer = draw(st.sampled_from(SIGNERS))
     uetr = draw(st.sampled_from(UETRS))
@@ -54,6 +68,7 @@ def signed_txs(draw: st.DrawFn) -> bytes:
     key = key_of(signer)
     if kind == "transfer":
         from_, to = draw(st.lists(st.sampled_from(ACCOUNTS), min_size=2, max_size=2, unique=True))
+        remittance, recipients = draw(remittances(signer, [to]))
         return sign_transfer(
             key,
             CHAIN_ID,
@@ -63,6 +78,8 @@ def signed_txs(draw: st.DrawFn) -> bytes:
             from_account=from_,
             to_account=to,
             amount=draw(amounts),
+            remittance=remittance,
+            recipients=recipients,
         )
     if kind == "payout":
         from_ = draw(st.sampled_from(ACCOUNTS))
@@ -72,6 +89,7 @@ def signed_txs(draw: st.DrawFn) -> bytes:
                 st.tuples(st.sampled_from(others), st.integers(1, 2_000)), min_size=1, max_size=4
             )
         )
+        remittance, recipients = draw(remittances(signer, [to for to, _ in legs]))
         return sign_payout(
             key,
             CHAIN_ID,
@@ -80,6 +98,8 @@ def signed_txs(draw: st.DrawFn) -> bytes:
             expiry_height=expiry,
             from_account=from_,
             legs=legs,
+            remittance=remittance,
+            recipients=recipients,
         )
     account = draw(st.sampled_from(ACCOUNTS))
     if kind == "issue":
@@ -138,6 +158,9 @@ class Model:
             legs = [(tx.to_account, tx.amount)] if isinstance(tx, Transfer) else list(tx.legs)
             if owner[tx.from_account] != tx.signer:
                 return RefusalCode.NOT_AUTHORIZED
+            banks = {tx.signer, ISSUER, *(owner[to] for to, _ in legs)}
+            if tx.envelope is not None and tx.envelope.recipients != tuple(sorted(banks)):
+                return RefusalCode.MISADDRESSED
             debits[tx.from_account] = sum(amount for _, amount in legs)
             for to, amount in legs:
                 credits[to] = credits.get(to, 0) + amount
@@ -221,6 +244,22 @@ def settled_code(txs: list[bytes], *, blocks_before: int = 0) -> RefusalCode | N
     return codes_of(chain.settle(txs))[-1]
 
 
+def sealed_to_the_sender_alone() -> bytes:
+    """A remittance the receiving bank and the issuer cannot read: MISADDRESSED."""
+    return sign_transfer(
+        key_of("bank-e"),
+        CHAIN_ID,
+        signer="bank-e",
+        uetr=bytes(16),
+        expiry_height=10,
+        from_account="bank-e",
+        to_account="bank-f",
+        amount=1,
+        remittance="invoice 7",
+        recipients={"bank-e": bytes(key_of("bank-e").verify_key)},
+    )
+
+
 def test_every_refusal_code_is_reachable() -> None:
     ledger = Ledger(make_genesis(START))
     chain = Chain(ledger)
@@ -238,6 +277,7 @@ def test_every_refusal_code_is_reachable() -> None:
         settled_code([transfer("bank-f", "bank-e", "bank-f", 1)]),
         settled_code([transfer("bank-e", "bank-e", "nobody", 1)]),
         settled_code([transfer("bank-e", "bank-e", "bank-f", 5_001)]),
+        settled_code([sealed_to_the_sender_alone()]),
         refusal_of(
             lambda: pool_holding(first).add(transfer("bank-e", "bank-e", "bank-f", 2, uetr=uetr))
         ),

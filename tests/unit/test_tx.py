@@ -24,6 +24,7 @@ from node.tx import (
     _decode_checked,
     _valid_transfer,
     decode_tx,
+    open_remittance,
     reference_key,
     verify_tx_signature,
 )
@@ -69,12 +70,8 @@ def refusal(data: bytes) -> RefusalCode:
 def test_every_kind_round_trips() -> None:
     t = decode_tx(transfer("bank-e", "bank-e", "bank-f", 5, remittance="inv 42"), CHAIN_ID)
     assert isinstance(t, Transfer)
-    assert (t.from_account, t.to_account, t.amount, t.remittance) == (
-        "bank-e",
-        "bank-f",
-        5,
-        "inv 42",
-    )
+    assert (t.from_account, t.to_account, t.amount) == ("bank-e", "bank-f", 5)
+    assert open_remittance(t, "bank-f", key_of("bank-f")) == "inv 42"
     i = decode_tx(issue("nbkr", "bank-e", 7), CHAIN_ID)
     assert isinstance(i, Issue)
     assert (i.to_account, i.amount, i.reserve_reference) == ("bank-e", 7, "reserve/2024/001")
@@ -165,6 +162,9 @@ def test_self_transfer_is_refused() -> None:
         {"signer": "x" * 65},
         {"from": b"bank-e"},
         {"remittance": "x" * 141},
+        {"remittance": "x"},  # v1 carries no remittance: plaintext is refused (issue 8)
+        {"remittance": b""},
+        {"remittance": None},
         {"chain": 7},
     ],
 )
@@ -191,10 +191,12 @@ def test_an_id_that_needs_escaping_in_a_url_is_malformed(bad_id: str) -> None:
     assert info.value.code is RefusalCode.MALFORMED
 
 
-def test_remittance_limit_is_inclusive() -> None:
-    tx = decode_tx(signed(transfer_fields(remittance="я" * 140)), CHAIN_ID)
-    assert isinstance(tx, Transfer)
-    assert tx.remittance == "я" * 140
+def test_a_plaintext_remittance_is_refused_in_every_v1_kind() -> None:
+    """Issue 8: a remittance travels sealed (v2, tests/unit/test_remittance.py)."""
+    assert refusal(signed(transfer_fields(remittance="salary"))) is RefusalCode.MALFORMED
+    common = [CHAIN_ID, "bank-e", bytes(16), 10, "bank-e", [["bank-f", 1]]]
+    assert refusal(signed([TAG_PAYOUT, *common, "salary"])) is RefusalCode.MALFORMED
+    assert isinstance(decode_tx(signed([TAG_PAYOUT, *common, ""]), CHAIN_ID), Payout)
 
 
 def test_non_canonical_encoding_is_refused() -> None:
@@ -260,7 +262,7 @@ def checked_outcome(data: bytes) -> object:
     """The field-by-field path alone, without decode_tx's transfer shortcut."""
     signed_bytes = data[64:]
     try:
-        return _decode_checked(msgpack.unpackb(signed_bytes), data, signed_bytes, CHAIN_ID)
+        return _decode_checked(msgpack.unpackb(signed_bytes), data, b"", CHAIN_ID)
     except TxRefused as exc:
         return exc.code
 
@@ -278,7 +280,7 @@ def test_transfer_shortcut_agrees_with_the_field_checks(field: str, value: objec
 
 
 def test_transfer_shortcut_is_taken_and_builds_the_same_transaction() -> None:
-    data = transfer("bank-e", "bank-e", "bank-f", 5, remittance="inv 42")
+    data = transfer("bank-e", "bank-e", "bank-f", 5)
     fields = msgpack.unpackb(data[64:])
     fast = _valid_transfer(fields, data, data[64:])
     assert fast is not None
