@@ -12,11 +12,11 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from node.api import ApiContext, build_api
 from node.intake import Intake
-from node.protocol import Status, SyncBlocks
+from node.protocol import SyncBlocks
 from node.statement import STATEMENT_LIMIT_MAX
 from node.tx import decode_tx
 from tests.unit.ledger_support import CHAIN_ID, issue, key_of, payout, transfer
-from tests.unit.test_driver import Node, certified_chain, hear, make_node
+from tests.unit.test_driver import Node, certified_chain, hear, make_node, status_at
 
 TEXT = "salary run 11/2026, client ACME LLC"
 
@@ -28,6 +28,7 @@ async def open_api(node: Node) -> TestClient[Any, Any]:
         broadcast=lambda payload: None,
         wake=node.driver.note_transactions,
         caught_up=node.driver.caught_up,
+        proposes=False,
     )
     context = ApiContext(
         driver=node.driver,
@@ -57,8 +58,9 @@ BLOCKS = {1: [TO_F], 2: [PLAIN, TO_VAL], 4: [PAYOUT, POOR, MINT]}
 
 async def node_at(tmp_path: Path, node_id: str) -> tuple[Node, TestClient[Any, Any]]:
     node = make_node(tmp_path, node_id)
-    hear(node, "val-b", Status(height=4))
-    hear(node, "val-b", SyncBlocks(blocks=tuple(certified_chain(4, BLOCKS))))
+    blocks = certified_chain(4, BLOCKS)
+    hear(node, "val-b", status_at(blocks, 4))
+    hear(node, "val-b", SyncBlocks(blocks=tuple(blocks)))
     assert node.driver.ledger.height == 4
     return node, await open_api(node)
 
