@@ -15,6 +15,11 @@ code: a transaction refusal carries its RefusalCode name as it is.
     GET  /v1/status                 height, hashes, role, peers, caught_up
     GET  /v1/evidence               ?from_height=H: stored proofs of equivocation
 
+Bodies are raw bytes (application/octet-stream, also when no Content-Type is given) or
+JSON (application/json); any other type is 415 UNSUPPORTED_MEDIA_TYPE. Every failure,
+down to an unparsable request, an unknown route or our own bug, is a JSON error; the
+connection limits and deadlines in front of the routes are node.api_server's.
+
 A transaction's status is one of: pending (kept, waiting for a block), final (applied),
 refused (its block recorded a refusal code, or another transaction consumed its UETR),
 expired (never settled and never will: safe to send again with a new UETR).
@@ -26,13 +31,23 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 from nacl.signing import SigningKey
 
 from consensus.wire import decode_certificate, decode_evidence
+from node.api_server import (
+    API_GUARD,
+    ECHO_CHARS_MAX,
+    ApiGuard,
+    ApiLimits,
+    bounded,
+    describe,
+)
+from node.api_server import json_error as error
 from node.block import decode_block
 from node.driver import Driver, Settled
 from node.errors import NodeError, RefusalCode, TxRefused
@@ -44,11 +59,22 @@ from node.tx import TX_SIZE_MAX, decode_tx
 
 __all__ = ["ApiContext", "build_api"]
 
+log = logging.getLogger(__name__)
+
 WAIT_MS_MAX = 60_000
 STATUS_BY_CODE = {
     RefusalCode.MEMPOOL_FULL: 503,
     RefusalCode.CATCHING_UP: 503,
     RefusalCode.DUPLICATE: 409,
+}
+BODY_TYPES = ("application/octet-stream", "application/json")
+# The stable code of each HTTP error aiohttp or the guard raises; other 4xx are BAD_REQUEST.
+CODE_BY_STATUS = {
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    408: "REQUEST_TIMEOUT",
+    413: "TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
 }
 
 
@@ -87,21 +113,32 @@ class ApiContext:
 CONTEXT = web.AppKey("context", ApiContext)
 
 
-def error(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"code": code, "message": message}, status=status)
-
-
 async def read_tx(request: web.Request) -> bytes:
+    """The transaction bytes of a submission: the raw body, or the hex in a JSON body.
+
+    Raises:
+        web.HTTPUnsupportedMediaType: neither raw bytes nor JSON.
+        TxRefused: MALFORMED, for JSON that is not {"tx": "<hex>"} (nested without end,
+            not UTF-8, not an object, ...).
+    """
+    if request.content_type not in BODY_TYPES:
+        expected = " or ".join(BODY_TYPES)
+        message = f"expected {expected}, got {bounded(request.content_type)}"
+        raise web.HTTPUnsupportedMediaType(text=message)
     body = await request.read()
     if request.content_type == "application/json":
         try:
             document = json.loads(body)
+            if not isinstance(document, dict):
+                raise TypeError("the document must be an object")
             hex_tx = document["tx"]
             if not isinstance(hex_tx, str):
                 raise TypeError("tx must be a hex string")
             return bytes.fromhex(hex_tx)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise TxRefused(RefusalCode.MALFORMED, f'expected {{"tx": "<hex>"}}: {exc}') from exc
+        # RecursionError: the decoder's own bound on nesting ([[[[...]]]]), not a crash.
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
+            message = f'expected {{"tx": "<hex>"}}: {bounded(exc)}'
+            raise TxRefused(RefusalCode.MALFORMED, message) from exc
     return body
 
 
@@ -313,31 +350,47 @@ async def get_status(request: web.Request) -> web.Response:
             "peers": context.connected_peers(),
             "mempool_size": len(driver.mempool),
             "counters": dict(driver.counters),
+            "api": request.app[API_GUARD].counters(),
         }
     )
 
 
 @web.middleware
 async def json_errors(
-    request: web.Request, handler: Callable[[web.Request], Any]
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """Every error leaves as JSON with a stable code, 404s and bad methods included."""
+    """Every error leaves as JSON with a stable code: 404s, bad methods, refused bodies,
+    and our own bugs (500 INTERNAL, one bounded log line, no traceback on the wire)."""
     try:
-        response = await handler(request)
-        assert isinstance(response, web.StreamResponse)
-        return response
+        return await handler(request)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "TOO_LARGE"}
-        return error(exc.status, code.get(exc.status, "BAD_REQUEST"), exc.reason)
+        code = CODE_BY_STATUS.get(exc.status, "BAD_REQUEST" if exc.status < 500 else "INTERNAL")
+        text = (exc.text or "").removeprefix(f"{exc.status}: ") or exc.reason
+        response = error(exc.status, code, text)
+        if "Allow" in exc.headers:  # RFC 9110: a 405 names the methods the route has
+            response.headers["Allow"] = exc.headers["Allow"]
+        if exc.status == 408:  # a slow client: do not wait for its next request
+            response.force_close()
+        return response
     except NodeError as exc:
-        return error(500, "NODE_ERROR", str(exc))
+        log.error("api %s %s: %s", request.method, bounded(request.path), describe(exc))
+        return error(500, "NODE_ERROR", str(exc)[:ECHO_CHARS_MAX])
+    except Exception as exc:  # our own bug; CancelledError is no Exception and goes on
+        log.error("api %s %s failed: %s", request.method, bounded(request.path), describe(exc))
+        return error(500, "INTERNAL", "internal error; the node logged it")
 
 
-def build_api(context: ApiContext) -> web.Application:
-    app = web.Application(client_max_size=TX_SIZE_MAX * 2 + 1024, middlewares=[json_errors])
+def build_api(context: ApiContext, limits: ApiLimits | None = None) -> web.Application:
+    """The API application; serve it through node.api_server.ApiSite for the limits."""
+    guard = ApiGuard(limits or ApiLimits())
+    # json_errors is outermost, so that what the guard raises (408, 413) leaves as JSON.
+    app = web.Application(
+        client_max_size=TX_SIZE_MAX * 2 + 1024, middlewares=[json_errors, guard.middleware()]
+    )
     app[CONTEXT] = context
+    app[API_GUARD] = guard
     app.router.add_post("/v1/transactions", submit_transaction)
     app.router.add_get("/v1/transactions/{tx_hash}", get_transaction)
     app.router.add_get("/v1/accounts/{account}", get_account)

@@ -12,6 +12,8 @@ at start (exit status 10) instead of crashing or stalling when it first uses it:
 - the frame size against the block limits of every node's decoder and of the mempool;
 - the block's transaction count against the block decoder's limit;
 - the LMDB map size against what LMDB can map;
+- the API's connection limits against the descriptors a node may take (and the limit per
+  client address against the total), its deadlines against 100 ms and an hour;
 - every other integer against 1 and the largest integer TOML can write.
 """
 
@@ -70,6 +72,15 @@ class NodeConfig:
     timeout_vote_ms: int = 1_000
     store_map_size_bytes: int = 8 * 1024**3
     log_level: str = "INFO"
+    api_connections_max: int = 512
+    """Open API connections in all; a new one beyond gets 503 TOO_MANY_CONNECTIONS."""
+    api_connections_per_address_max: int = 256
+    """Open API connections from one client address (an IPv6 client by its /64)."""
+    api_header_timeout_ms: int = 10_000
+    """Time for a complete request head, from the connection's opening or its last
+    answer: a slow or idle connection is closed after it."""
+    api_body_timeout_ms: int = 10_000
+    """Time for a complete request body once its head arrived (408 REQUEST_TIMEOUT)."""
 
     @property
     def block_bytes_max(self) -> int:
@@ -103,7 +114,13 @@ SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
         "frame_bytes_max": ("frame_bytes_max", int),
         "queue_payloads_max": ("peer_queue_payloads_max", int),
     },
-    "api": {"listen": ("api_listen", str)},
+    "api": {
+        "listen": ("api_listen", str),
+        "connections_max": ("api_connections_max", int),
+        "connections_per_address_max": ("api_connections_per_address_max", int),
+        "header_timeout_ms": ("api_header_timeout_ms", int),
+        "body_timeout_ms": ("api_body_timeout_ms", int),
+    },
     "mempool": {"txs_max": ("mempool_txs_max", int)},
     "consensus": {
         "block_txs_max": ("block_txs_max", int),
@@ -140,6 +157,13 @@ FRAME_BYTES_MAX = 2 * BLOCK_SIZE_MAX
 # x86-64 gives a process 128 TiB of address space and lmdb.open overflows at 2**64.
 MAP_SIZE_BYTES_MIN = 4 * BLOCK_SIZE_MAX
 MAP_SIZE_BYTES_MAX = 2**44
+# API connections: each is a descriptor, and node.descriptors raises the process's limit to
+# at most 65,536, which must also hold the peers and the rest of the node.
+API_CONNECTIONS_MAX = 60_000
+# An API deadline under 100 ms would cut off honest clients on a busy network; one over an
+# hour would let a slow client hold a connection as good as for ever.
+API_TIMEOUT_MS_MIN = 100
+API_TIMEOUT_MS_MAX = 3_600_000
 # Inclusive bounds of the integer settings; the consensus timeouts are judged by the core.
 INT_BOUNDS: dict[str, tuple[int, int]] = {
     "frame_bytes_max": (FRAME_BYTES_MIN, FRAME_BYTES_MAX),
@@ -148,6 +172,10 @@ INT_BOUNDS: dict[str, tuple[int, int]] = {
     "block_txs_max": (1, TXS_MAX),
     "empty_block_interval_ms": (1, INT_MAX),
     "store_map_size_bytes": (MAP_SIZE_BYTES_MIN, MAP_SIZE_BYTES_MAX),
+    "api_connections_max": (1, API_CONNECTIONS_MAX),
+    "api_connections_per_address_max": (1, API_CONNECTIONS_MAX),
+    "api_header_timeout_ms": (API_TIMEOUT_MS_MIN, API_TIMEOUT_MS_MAX),
+    "api_body_timeout_ms": (API_TIMEOUT_MS_MIN, API_TIMEOUT_MS_MAX),
 }
 assert set(INT_BOUNDS) | set(REPLICA_FIELDS) == {
     name for table in SCHEMA.values() for name, kind in table.values() if kind is int
@@ -259,6 +287,11 @@ def _validated(
         if not low <= value <= high:
             bounds = f">= {low}" if high == INT_MAX else f"in {low}..{high}"
             raise ConfigError(f"{where(name)} must be {bounds}, got {value}")
+    if config.api_connections_per_address_max > config.api_connections_max:
+        raise ConfigError(
+            f"{where('api_connections_per_address_max')} must be at most api.connections_max "
+            f"({config.api_connections_max}), got {config.api_connections_per_address_max}"
+        )
     _check_replica_settings(config, where)
     if config.log_level not in LOG_LEVELS:
         levels = ", ".join(LOG_LEVELS)

@@ -25,8 +25,10 @@ from consensus.messages import DurableState, Height, ValidatorId
 from consensus.replica import Replica
 from consensus.wire import decode_durable_state
 from node.api import ApiContext, build_api
+from node.api_server import ApiLimits, ApiSite
 from node.clock import SystemClock
 from node.config import ConfigError, NodeConfig, load_config
+from node.descriptors import descriptors_needed, raise_descriptor_limit
 from node.driver import Disconnect, Driver, DriverLimits, PeerPayload, SendTo
 from node.errors import GenesisError
 from node.fatal import FatalReason, fatal
@@ -187,11 +189,20 @@ def route_payload(driver: Driver, intake: Intake, peer_id: str, data: bytes) -> 
         driver.submit_from_peer(PeerPayload(peer_id=peer_id, payload=payload, size_bytes=len(data)))
 
 
-async def listen(runner: web.AppRunner, key: str, address: str) -> None:
+def peer_site(runner: web.AppRunner, host: str, port: int) -> web.BaseSite:
+    return web.TCPSite(runner, host, port, reuse_address=True)
+
+
+async def listen(
+    runner: web.AppRunner,
+    key: str,
+    address: str,
+    site: Callable[[web.AppRunner, str, int], web.BaseSite],
+) -> None:
     await runner.setup()
     host, _, port = address.rpartition(":")
     try:
-        await web.TCPSite(runner, host, int(port), reuse_address=True).start()
+        await site(runner, host, int(port)).start()
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             fatal(FatalReason.ADDRESS_IN_USE, f"{key} {address} is in use")
@@ -199,9 +210,33 @@ async def listen(runner: web.AppRunner, key: str, address: str) -> None:
         fatal(FatalReason.CONFIG, f"{key} {address}: cannot listen: {exc}")
 
 
+def check_descriptors(config: NodeConfig, peer_count: int) -> None:
+    """Raise the descriptor limit; stop (CONFIG) if the API's connections cannot fit."""
+    available = raise_descriptor_limit()
+    connections_max = config.api_connections_max
+    needed = descriptors_needed(api_connections_max=connections_max, peer_count=peer_count)
+    if available < needed:
+        fatal(
+            FatalReason.CONFIG,
+            f"api.connections_max {connections_max} with {peer_count} peers needs {needed} "
+            f"file descriptors, the limit is {available}: raise the hard RLIMIT_NOFILE "
+            "(ulimit -Hn, systemd LimitNOFILE=) or lower api.connections_max",
+        )
+
+
+def api_limits(config: NodeConfig) -> ApiLimits:
+    return ApiLimits(
+        connections_max=config.api_connections_max,
+        connections_per_address_max=config.api_connections_per_address_max,
+        header_timeout_ms=config.api_header_timeout_ms,
+        body_timeout_ms=config.api_body_timeout_ms,
+    )
+
+
 async def serve(loaded: Loaded, stop: asyncio.Event) -> None:
     replica = build_replica(loaded)
     peers = peer_addresses(loaded)
+    check_descriptors(loaded.config, len(peers))
     # The network delivers to the driver and the driver sends through the network; the
     # callback is only called after network.start(), when both exist.
     network = build_network(
@@ -234,9 +269,10 @@ async def serve(loaded: Loaded, stop: asyncio.Event) -> None:
     )
     peer_app = web.Application(client_max_size=1024)
     peer_app.router.add_routes(network.routes())
-    runners = [web.AppRunner(peer_app), web.AppRunner(build_api(context), access_log=None)]
-    await listen(runners[0], "p2p.listen", loaded.config.peer_listen)
-    await listen(runners[1], "api.listen", loaded.config.api_listen)
+    api_app = build_api(context, api_limits(loaded.config))
+    runners = [web.AppRunner(peer_app), web.AppRunner(api_app, access_log=None)]
+    await listen(runners[0], "p2p.listen", loaded.config.peer_listen, peer_site)
+    await listen(runners[1], "api.listen", loaded.config.api_listen, ApiSite)
     await network.start()
     log.info("node=%s height=%d role=%s pending=%d ready", driver.node_id,
              loaded.ledger.height, role, restored)  # fmt: skip

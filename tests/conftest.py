@@ -9,6 +9,14 @@ from __future__ import annotations
 from collections.abc import Generator
 
 import pytest
+from hypothesis import settings
+
+# Property tests draw the same examples on every run, so `make test` passes or fails the
+# same way each time: a property test never fails by luck. Explore new examples on demand
+# with `pytest --hypothesis-profile=explore`; a failure found there becomes an @example.
+settings.register_profile("deterministic", derandomize=True, database=None)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile("deterministic")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
