@@ -92,7 +92,7 @@ def start_with_nofile(network: Network, nofile: tuple[int, int]) -> subprocess.P
             preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, limit),
         )
     network.processes[NODE] = process
-    network.wait_for("the API answers", lambda: network.height(NODE) >= 0)
+    network.wait_for(lambda: network.height(NODE) >= 0, 60, "the API answers")
     return process
 
 
