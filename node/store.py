@@ -294,19 +294,21 @@ def _check_data_file(path: Path) -> None:
         )
 
 
-def _open_env(path: Path, map_size_bytes: int) -> lmdb.Environment:
+def _open_env(path: Path, map_size_bytes: int, *, readonly: bool = False) -> lmdb.Environment:
+    """The LMDB environment with every option explicit. Read-only still takes the lock
+    file, so a running node's writes cannot tear a read."""
     assert map_size_bytes > 0
     try:
         return lmdb.open(
             str(path),
             map_size=map_size_bytes,
             subdir=True,
-            readonly=False,
+            readonly=readonly,
             metasync=True,
             sync=True,
             map_async=False,
             mode=0o600,
-            create=True,
+            create=not readonly,
             readahead=False,
             writemap=False,
             meminit=False,
@@ -850,22 +852,7 @@ class Store:
                 f"store at {path} belongs to chain {marker.get('chain_id')!r}, not {chain_id!r}"
             )
         _check_data_file(path)
-        try:
-            # The lock file is still used, so a running node's writes cannot tear a read.
-            env = lmdb.open(
-                str(path),
-                map_size=map_size_bytes,
-                subdir=True,
-                readonly=True,
-                create=False,
-                readahead=False,
-                max_readers=MAX_READERS,
-                max_dbs=MAX_DBS,
-                max_spare_txns=1,
-                lock=True,
-            )
-        except lmdb.Error as exc:
-            raise StoreError(f"cannot open LMDB environment at {path}: {exc}") from exc
+        env = _open_env(path, map_size_bytes, readonly=True)
         return cls(path=path, env=env, chain_id=chain_id, map_size_bytes=map_size_bytes)
 
     def load_record(self, db_name: bytes, key: bytes) -> bytes | None:
