@@ -64,6 +64,9 @@ class NodeConfig:
     peers: tuple[PeerEntry, ...] = field(default=())
     frame_bytes_max: int = 4 * 1024 * 1024
     peer_queue_payloads_max: int = 10_000
+    peer_allow_only_genesis_addresses: bool = False
+    """Accept peer connections only from the hosts of genesis peer addresses (and of
+    [[peers]] URLs); any other source address is refused before the WebSocket upgrade."""
     mempool_txs_max: int = 100_000
     block_txs_max: int = 5_000
     empty_block_interval_ms: int = 5_000
@@ -113,6 +116,7 @@ SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
         "listen": ("peer_listen", str),
         "frame_bytes_max": ("frame_bytes_max", int),
         "queue_payloads_max": ("peer_queue_payloads_max", int),
+        "allow_only_genesis_addresses": ("peer_allow_only_genesis_addresses", bool),
     },
     "api": {
         "listen": ("api_listen", str),
@@ -228,6 +232,8 @@ def _typed(where: str, value: object, kind: type, home: Path) -> object:
         return home / value
     if kind is int and (type(value) is not int):
         raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if kind is bool and type(value) is not bool:
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
     if kind is str and not isinstance(value, str):
         raise ConfigError(f"{where}: expected a string, got {value!r}")
     return value
@@ -239,6 +245,10 @@ def _from_env(where: str, text: str, kind: type, home: Path) -> object:
             return int(text, 10)
         except ValueError as exc:
             raise ConfigError(f"{where}: expected an integer, got {text!r}") from exc
+    if kind is bool:
+        if text not in ("true", "false"):
+            raise ConfigError(f"{where}: expected true or false, got {text!r}")
+        return text == "true"
     return _typed(where, text, kind, home)
 
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from nacl.signing import SigningKey
@@ -161,6 +162,11 @@ def build_driver(
 def build_network(
     loaded: Loaded, peers: list[PeerAddress], on_payload: Callable[[str, bytes], None]
 ) -> PeerNetwork:
+    allowed_hosts = None
+    if loaded.config.peer_allow_only_genesis_addresses:
+        # The hosts genesis names, and those node.toml reaches peers by (container names).
+        allowed_hosts = {host_of(p.peer_address) for p in loaded.genesis.participants}
+        allowed_hosts |= {urlsplit(p.url).hostname or "" for p in loaded.config.peers} - {""}
     return PeerNetwork(
         chain_id=loaded.genesis.chain_id,
         self_id=loaded.me.participant_id,
@@ -172,7 +178,13 @@ def build_network(
             frame_bytes_max=loaded.config.frame_bytes_max,
             queue_payloads_max=loaded.config.peer_queue_payloads_max,
         ),
+        allowed_hosts=allowed_hosts,
     )
+
+
+def host_of(address: str) -> str:
+    """The host of a genesis host:port (an IPv6 address without its brackets)."""
+    return address.rpartition(":")[0].strip("[]")
 
 
 def route_payload(driver: Driver, intake: Intake, peer_id: str, data: bytes) -> None:

@@ -15,17 +15,26 @@ Theory of operation:
   `frame_bytes_max`, so many small messages cost one syscall.
 - Inbound frames larger than `frame_bytes_max` close the link (aiohttp enforces it);
   malformed frames are counted and close the link. Nothing from a peer raises past here.
+- Anyone can reach the peer port, so a connection that has not authenticated yet costs
+  little and holds little: it gets `handshake_timeout_ms` to finish; each source address
+  may have `handshakes_per_address_max` connections in their handshake (more are refused
+  before the WebSocket upgrade); and when all `handshakes_max` slots are taken, a newcomer
+  evicts the oldest handshake of the address that holds the most, so a flood from a few
+  addresses never keeps a genuine peer out. Optionally (`allowed_hosts`), only the
+  addresses genesis names may connect at all. Warnings about peers are throttled.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import ipaddress
 import logging
 import os
 import random
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+import socket
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
 
 import aiohttp
 import msgpack
@@ -33,6 +42,8 @@ from aiohttp import web
 from nacl.signing import SigningKey
 
 from consensus.crypto import verify_bytes
+from node.clock import Clock, SystemClock
+from node.throttled_log import ThrottledLog
 
 __all__ = ["PeerAddress", "PeerNetwork", "TransportLimits"]
 
@@ -43,6 +54,9 @@ TAG_DIALER = b"somnet/peer/dialer/v1"
 NONCE_SIZE = 32
 HANDSHAKE_BYTES_MAX = 1024
 PEER_PATH = "/peer"
+CLOSE_TIMEOUT_S = 1.0  # how long a closing link waits for the other side's close frame
+RESOLVE_INTERVAL_MS = 30_000  # allowed host names are resolved again at most this often
+RESOLVE_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -53,9 +67,14 @@ class TransportLimits:
     """Payloads queued per peer before the oldest is dropped."""
     queue_bytes_max: int = 64 * 1024 * 1024
     """Bytes queued per peer before the oldest payloads are dropped."""
-    handshake_timeout_ms: int = 5_000
+    handshake_timeout_ms: int = 2_000
+    """From the WebSocket upgrade to an authenticated link: three messages, one round trip
+    and a half, so even a slow WAN link finishes well within it."""
     handshakes_max: int = 64
-    """Unauthenticated connections in their handshake at once; more are closed."""
+    """Unauthenticated connections in their handshake at once; a newcomer beyond it evicts
+    the oldest handshake of the address holding the most."""
+    handshakes_per_address_max: int = 8
+    """Connections in their handshake from one source address; more are refused."""
     backoff_ms_min: int = 100
     backoff_ms_max: int = 5_000
 
@@ -68,6 +87,28 @@ class PeerAddress:
 
 
 FrameHandler = Callable[[str, bytes], None]
+
+
+@dataclass(slots=True)
+class _Handshake:
+    """A slot held by one unauthenticated connection while it is in its handshake."""
+
+    address: str
+    evicted: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def normalized_address(text: str | None) -> str:
+    """An IP address as text in one canonical form (IPv4-mapped IPv6 as IPv4), so that a
+    remote address and an allowed one compare equal; anything else unchanged."""
+    if text is None:
+        return ""
+    try:
+        address = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return text
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
 
 
 def _pack(obj: object) -> bytes:
@@ -101,9 +142,16 @@ class PeerNetwork:
         peers: list[PeerAddress],
         on_payload: FrameHandler,
         limits: TransportLimits,
+        allowed_hosts: Collection[str] | None = None,
+        clock: Clock | None = None,
     ) -> None:
+        """Args:
+        allowed_hosts: if given, only connections from these hosts (IP addresses or
+            names, resolved at most every RESOLVE_INTERVAL_MS) reach the handshake.
+        """
         assert self_id in known_keys
         assert all(p.peer_id in known_keys and p.peer_id != self_id for p in peers)
+        assert limits.handshakes_per_address_max <= limits.handshakes_max
         self.chain_id = chain_id
         self.self_id = self_id
         self._key = signing_key
@@ -117,7 +165,14 @@ class PeerNetwork:
         self._queued_bytes: dict[str, int] = dict.fromkeys(self._peers, 0)
         self._wakeups: dict[str, asyncio.Event] = {p: asyncio.Event() for p in self._peers}
         self._outbound: set[str] = set()
-        self._handshaking = 0
+        self._clock = clock if clock is not None else SystemClock()
+        self._log = ThrottledLog(log, clock=self._clock)
+        # Unauthenticated connections in their handshake, by source address, oldest first.
+        self._handshakes: dict[str, collections.deque[_Handshake]] = {}
+        self._handshake_count = 0
+        self._allowed_hosts = None if allowed_hosts is None else frozenset(allowed_hosts)
+        self._allowed_addresses: frozenset[str] = frozenset()
+        self._resolved_at_ms: int | None = None
         self._inbound: dict[str, web.WebSocketResponse] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._session: aiohttp.ClientSession | None = None
@@ -274,7 +329,8 @@ class PeerNetwork:
                         listener_nonce])  # fmt: skip
         if not verify_bytes(self._known_keys[peer_id], signed, signature):
             self.counters["handshake_bad_signature"] += 1
-            log.warning("peer=%s refused: listener signature does not verify", peer_id)
+            self._log.warning(peer_id, "handshake", "peer=%s refused: listener signature does "
+                              "not verify", peer_id)  # fmt: skip
             return False
         mine = _pack([TAG_DIALER, self.chain_id, self.self_id, peer_id, listener_nonce,
                       dialer_nonce])  # fmt: skip
@@ -283,22 +339,31 @@ class PeerNetwork:
 
     # -- receiving ---------------------------------------------------------------------
 
-    async def _accept(self, request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(max_msg_size=self.limits.frame_bytes_max, heartbeat=10.0)
-        await ws.prepare(request)
-        peer_id: str | None = None
-        if self._handshaking >= self.limits.handshakes_max:
-            # Unauthenticated connections cost a socket each: bound them.
+    async def _accept(self, request: web.Request) -> web.StreamResponse:
+        address = normalized_address(request.remote)
+        if not await self._address_allowed(address):
+            self.counters["address_refused"] += 1
+            self._log.warning(address, "address", "peer connection from %s refused: not an "
+                              "address genesis names", address)  # fmt: skip
+            return web.Response(status=403)
+        slot = self._take_handshake_slot(address)
+        if slot is None:
             self.counters["handshake_busy"] += 1
-        else:
-            self._handshaking += 1
-            try:
-                async with asyncio.timeout(self.limits.handshake_timeout_ms / 1000):
-                    peer_id = await self._listener_handshake(ws, request.remote)
-            except TimeoutError:
-                self.counters["handshake_timeout"] += 1
-            finally:
-                self._handshaking -= 1
+            self._log.warning(address, "busy", "peer connection from %s refused: %d of its "
+                              "connections are in their handshake", address,
+                              self.limits.handshakes_per_address_max)  # fmt: skip
+            return web.Response(status=503)
+        ws = web.WebSocketResponse(
+            max_msg_size=self.limits.frame_bytes_max,
+            heartbeat=10.0,
+            timeout=CLOSE_TIMEOUT_S,
+            compress=False,
+        )
+        try:
+            await ws.prepare(request)
+            peer_id = await self._handshake_in_slot(ws, slot)
+        finally:
+            self._release_handshake_slot(slot)
         if peer_id is None:
             await ws.close(code=aiohttp.WSCloseCode.POLICY_VIOLATION)
             return ws
@@ -314,9 +379,90 @@ class PeerNetwork:
                 del self._inbound[peer_id]
         return ws
 
-    async def _listener_handshake(
-        self, ws: web.WebSocketResponse, remote: str | None
-    ) -> str | None:
+    async def _address_allowed(self, address: str) -> bool:
+        if self._allowed_hosts is None or address in self._allowed_addresses:
+            return True
+        now_ms = self._clock.now_ms()
+        if self._resolved_at_ms is not None and now_ms - self._resolved_at_ms < RESOLVE_INTERVAL_MS:
+            return False
+        # A name in genesis may have moved (a container restarted): look again, but at
+        # most once per interval, however many strangers knock.
+        self._resolved_at_ms = now_ms
+        self._allowed_addresses = await self._resolve(self._allowed_hosts)
+        return address in self._allowed_addresses
+
+    async def _resolve(self, hosts: frozenset[str]) -> frozenset[str]:
+        loop = asyncio.get_running_loop()
+        addresses: set[str] = set()
+        for host in sorted(hosts):
+            try:
+                addresses.add(normalized_address(str(ipaddress.ip_address(host))))
+                continue  # an IP address already
+            except ValueError:
+                pass
+            try:
+                async with asyncio.timeout(RESOLVE_TIMEOUT_S):
+                    infos = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+            except (OSError, TimeoutError) as exc:
+                self.counters["resolve_failed"] += 1
+                self._log.warning(host, "resolve", "allowed peer host %r does not resolve: %s",
+                                  host, exc)  # fmt: skip
+                continue
+            addresses.update(normalized_address(str(info[4][0])) for info in infos)
+        return frozenset(addresses)
+
+    def _take_handshake_slot(self, address: str) -> _Handshake | None:
+        """A handshake slot for a new connection from `address`, or None if that address
+        holds its share. A full table makes room by evicting the oldest handshake of the
+        address that holds the most slots: a flood only ever displaces itself."""
+        queue = self._handshakes.setdefault(address, collections.deque())
+        if len(queue) >= self.limits.handshakes_per_address_max:
+            return None
+        if self._handshake_count >= self.limits.handshakes_max:
+            busiest = max(self._handshakes.values(), key=len)
+            assert busiest  # the count is positive, so some address holds a slot
+            self._release_handshake_slot(busiest[0]).evicted.set()
+            self.counters["handshake_evicted"] += 1
+        slot = _Handshake(address=address)
+        queue.append(slot)
+        self._handshake_count += 1
+        assert self._handshake_count <= self.limits.handshakes_max
+        return slot
+
+    def _release_handshake_slot(self, slot: _Handshake) -> _Handshake:
+        queue = self._handshakes.get(slot.address)
+        if queue is not None and slot in queue:
+            queue.remove(slot)
+            self._handshake_count -= 1
+            if not queue:
+                del self._handshakes[slot.address]
+        assert self._handshake_count >= 0
+        return slot
+
+    async def _handshake_in_slot(self, ws: web.WebSocketResponse, slot: _Handshake) -> str | None:
+        """The listener's handshake, until it ends, times out or its slot is evicted."""
+        handshake = asyncio.create_task(self._listener_handshake(ws, slot.address))
+        evicted = asyncio.create_task(slot.evicted.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {handshake, evicted},
+                timeout=self.limits.handshake_timeout_ms / 1000,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            handshake.cancel()
+            evicted.cancel()
+            await asyncio.gather(handshake, evicted, return_exceptions=True)
+        if handshake not in done:
+            if evicted not in done:
+                self.counters["handshake_timeout"] += 1
+            return None
+        if handshake.cancelled() or handshake.exception() is not None:
+            self.counters["handshake_error"] += 1
+            return None
+        return handshake.result()
+
+    async def _listener_handshake(self, ws: web.WebSocketResponse, remote: str) -> str | None:
         hello = _unpack_handshake((await ws.receive()).data, 4)
         if hello is None:
             self.counters["handshake_malformed"] += 1
@@ -325,8 +471,8 @@ class PeerNetwork:
         known = isinstance(peer_id, str) and peer_id in self._known_keys
         if chain_id != self.chain_id or expected_id != self.self_id or not known:
             self.counters["handshake_refused"] += 1
-            log.warning("peer from %s refused: unknown id %r or wrong chain/target", remote,
-                        peer_id)  # fmt: skip
+            self._log.warning(remote, "handshake", "peer from %s refused: unknown id %r or "
+                              "wrong chain/target", remote, peer_id)  # fmt: skip
             return None
         assert isinstance(peer_id, str)
         if not isinstance(dialer_nonce, bytes) or len(dialer_nonce) != NONCE_SIZE:
@@ -344,7 +490,8 @@ class PeerNetwork:
             return None
         if not verify_bytes(self._known_keys[peer_id], signed, reply[0]):
             self.counters["handshake_bad_signature"] += 1
-            log.warning("peer=%s from %s refused: signature does not verify", peer_id, remote)
+            self._log.warning(remote, "handshake", "peer=%s from %s refused: signature does "
+                              "not verify", peer_id, remote)  # fmt: skip
             return None
         return peer_id
 
@@ -352,18 +499,21 @@ class PeerNetwork:
         async for msg in ws:
             if msg.type != aiohttp.WSMsgType.BINARY:
                 self.counters["frame_not_binary"] += 1
-                log.warning("peer=%s sent a non-binary frame; closing", peer_id)
+                self._log.warning(peer_id, "frame", "peer=%s sent a non-binary frame; closing",
+                                  peer_id)  # fmt: skip
                 break
             payloads = self._decode_frame(msg.data)
             if payloads is None:
                 self.counters["frame_malformed"] += 1
-                log.warning("peer=%s sent a malformed frame; closing", peer_id)
+                self._log.warning(peer_id, "frame", "peer=%s sent a malformed frame; closing",
+                                  peer_id)  # fmt: skip
                 break
             for payload in payloads:
                 self._on_payload(peer_id, payload)
         if ws.exception() is not None:
             self.counters["link_error"] += 1
-            log.warning("peer=%s link closed with error: %s", peer_id, ws.exception())
+            self._log.warning(peer_id, "link", "peer=%s link closed with error: %s", peer_id,
+                              ws.exception())  # fmt: skip
 
     def _decode_frame(self, data: bytes) -> list[bytes] | None:
         try:

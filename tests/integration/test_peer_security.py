@@ -1,0 +1,209 @@
+"""The peer port in front of a hostile participant (issue 8, findings 5-7), in one process:
+real loopback sockets, PeerNetwork listeners and dialers, and attackers that hold no key.
+
+Attackers connect from other loopback addresses (127.0.0.2, ...: Linux routes all of
+127/8 to lo), so the listener tells them apart from genuine peers on 127.0.0.1 the way it
+would on a real network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+import pytest
+from aiohttp import web
+from nacl.signing import SigningKey
+
+from node.transport import PEER_PATH, PeerAddress, PeerNetwork, TransportLimits
+
+CHAIN = "somnet-test"
+DEADLINE_S = 30.0
+
+
+def key(name: str) -> SigningKey:
+    return SigningKey(hashlib.sha256(name.encode()).digest())
+
+
+KNOWN = {name: bytes(key(name).verify_key) for name in ("a", "b", "c")}
+
+
+async def wait_until(
+    predicate: Callable[[], object], what: str, timeout_s: float = DEADLINE_S
+) -> None:
+    try:
+        async with asyncio.timeout(timeout_s):
+            while not predicate():  # noqa: ASYNC110 - polls state another component owns
+                await asyncio.sleep(0.01)
+    except TimeoutError:
+        raise AssertionError(f"timed out after {timeout_s}s waiting for {what}") from None
+
+
+@dataclass
+class Listener:
+    """Node "a": a PeerNetwork that only listens (no peers to dial)."""
+
+    network: PeerNetwork
+    runner: web.AppRunner
+    url: str
+    received: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+@contextlib.asynccontextmanager
+async def listener(limits: TransportLimits, **options: object) -> AsyncIterator[Listener]:
+    received: list[tuple[str, bytes]] = []
+    network = PeerNetwork(
+        chain_id=CHAIN,
+        self_id="a",
+        signing_key=key("a"),
+        known_keys=KNOWN,
+        peers=[],
+        on_payload=lambda peer, payload: received.append((peer, payload)),
+        limits=limits,
+        **options,  # type: ignore[arg-type]
+    )
+    app = web.Application()
+    app.router.add_routes(network.routes())
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    server = site._server
+    assert isinstance(server, asyncio.base_events.Server)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    await network.start()
+    try:
+        yield Listener(network=network, runner=runner, url=url, received=received)
+    finally:
+        await network.stop()
+        await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def dialer(
+    name: str, target: Listener, limits: TransportLimits
+) -> AsyncIterator[PeerNetwork]:
+    """A genuine peer `name` that dials `target` (and listens nowhere)."""
+    network = PeerNetwork(
+        chain_id=CHAIN,
+        self_id=name,
+        signing_key=key(name),
+        known_keys=KNOWN,
+        peers=[PeerAddress(peer_id="a", url=target.url)],
+        on_payload=lambda peer, payload: None,
+        limits=limits,
+    )
+    await network.start()
+    try:
+        yield network
+    finally:
+        await network.stop()
+
+
+class Flood:
+    """Keeps `count` idle, never-authenticating WebSockets open to `url`, spread over
+    `addresses` source addresses, reopening each as soon as the listener closes it."""
+
+    def __init__(self, url: str, count: int, addresses: int) -> None:
+        self.url = url
+        self.count = count
+        self.sessions = [
+            aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(local_addr=(f"127.0.0.{2 + i}", 0), limit=0)
+            )
+            for i in range(addresses)
+        ]
+        self.open = 0
+        self.refused = 0
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def __aenter__(self) -> Flood:
+        self.tasks = [
+            asyncio.create_task(self._hold(self.sessions[i % len(self.sessions)]))
+            for i in range(self.count)
+        ]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        for session in self.sessions:
+            await session.close()
+
+    async def _hold(self, session: aiohttp.ClientSession) -> None:
+        while True:
+            try:
+                async with session.ws_connect(self.url + PEER_PATH, autoping=False) as ws:
+                    self.open += 1
+                    try:
+                        await ws.receive()  # the listener closes it, or it waits for ever
+                    finally:
+                        self.open -= 1
+            except (aiohttp.ClientError, OSError):
+                self.refused += 1
+            await asyncio.sleep(0.01)  # a flood, not a busy loop on this test's own core
+
+
+async def genuine_handshake(
+    target: Listener, name: str, payload: bytes, limits: TransportLimits
+) -> object:
+    """One genuine peer's first dial to `target`: "linked" if its payload arrived, else the
+    dialer's and the listener's counters (its first attempt failed)."""
+    async with dialer(name, target, limits) as genuine:
+        genuine.send("a", payload)
+
+        def failed() -> bool:
+            return genuine.counters["handshake_malformed"] + genuine.counters["dial_failed"] > 0
+
+        await wait_until(
+            lambda: (name, payload) in target.received or failed(), "the handshake to end"
+        )
+        if (name, payload) in target.received:
+            return "linked"
+        return dict(genuine.counters), dict(target.network.counters)
+
+
+# -- finding 5: a keyless flood must not keep genuine peers out -------------------------
+
+
+async def test_genuine_peers_get_in_while_keyless_connections_flood_the_port() -> None:
+    """Issue 8 finding 5: 64 idle WebSockets held every handshake slot, over and over, and
+    8 of 9 genuine handshakes were refused. Now each source address has a few slots, and a
+    full table gives way to a newcomer: the oldest handshake of the busiest address goes."""
+    limits = TransportLimits(frame_bytes_max=64 * 1024, backoff_ms_min=20, backoff_ms_max=200)
+    async with listener(limits) as a:
+        flood_size = 2 * limits.handshakes_max
+        async with Flood(a.url, flood_size, addresses=16) as flood:
+            await wait_until(
+                lambda: flood.open >= limits.handshakes_max // 2, "the flood to hold slots"
+            )
+            for attempt in range(9):
+                name = "b" if attempt % 2 == 0 else "c"
+                outcome = await genuine_handshake(a, name, f"hello {attempt}".encode(), limits)
+                assert outcome == "linked", (f"genuine handshake {attempt}", outcome)
+        assert a.network.counters["handshake_evicted"] > 0  # the table was full
+
+
+async def test_one_address_holds_only_its_share_of_handshake_slots() -> None:
+    limits = TransportLimits(frame_bytes_max=64 * 1024)
+    async with listener(limits) as a:
+        connector = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0), limit=0)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            idle = [
+                await session.ws_connect(a.url + PEER_PATH)
+                for _ in range(limits.handshakes_per_address_max)
+            ]
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await session.ws_connect(a.url + PEER_PATH)
+            assert refused.value.status == 503
+            assert a.network.counters["handshake_busy"] == 1
+            # Another address still gets in, and a genuine peer completes its handshake.
+            outcome = await genuine_handshake(a, "b", b"hello", limits)
+            assert outcome == "linked"
+            for ws in idle:
+                await ws.close()
