@@ -130,6 +130,27 @@ class Intake:
             self._wake()
         return refused
 
+    @property
+    def proposes(self) -> bool:
+        """Whether this node holds peers' transactions at all (a validator)."""
+        return self._proposes
+
+    def admit_verified(self, peer_id: str, txs: Sequence[Tx]) -> int:
+        """Admit a peer's gossip whose signatures node.verifier checked off the event loop;
+        returns how many were refused (all, on a node that does not propose)."""
+        if not self._proposes:
+            return len(txs)
+        refused = 0
+        added = False
+        for tx in txs:
+            try:
+                added |= self.mempool.add_verified(tx, source=peer_id).admission is Admission.ADDED
+            except TxRefused:
+                refused += 1
+        if added:
+            self._wake()
+        return refused
+
     def restore(self) -> int:
         """Re-admit what the store kept before a restart, and record the fate of what can
         no longer settle; gossip the rest again. Returns how many are pending again."""

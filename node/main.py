@@ -12,7 +12,7 @@ import errno
 import logging
 import random
 import signal
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ from node.protocol import ProtocolError, Txs, decode_payload
 from node.runtime import long_lived_state
 from node.store import Store, StoreCorrupted, StoreError, StoreFull
 from node.transport import PeerAddress, PeerNetwork, TransportLimits
+from node.verifier import TxVerifier, VerifierLimits
 
 __all__ = ["run_node"]
 
@@ -160,7 +161,9 @@ def build_driver(
 
 
 def build_network(
-    loaded: Loaded, peers: list[PeerAddress], on_payload: Callable[[str, bytes], None]
+    loaded: Loaded,
+    peers: list[PeerAddress],
+    on_payload: Callable[[str, bytes], Awaitable[None] | None],
 ) -> PeerNetwork:
     allowed_hosts = None
     if loaded.config.peer_allow_only_genesis_addresses:
@@ -187,18 +190,51 @@ def host_of(address: str) -> str:
     return address.rpartition(":")[0].strip("[]")
 
 
-def route_payload(driver: Driver, intake: Intake, peer_id: str, data: bytes) -> None:
-    """Transactions go straight to the intake; everything else to the driver's inbox."""
+def route_payload(
+    driver: Driver,
+    intake: Intake,
+    network: PeerNetwork,
+    verifier: TxVerifier,
+    peer_id: str,
+    data: bytes,
+) -> Awaitable[None] | None:
+    """Transactions go to the intake once verified off the loop (the link waits for them);
+    everything else to the driver's inbox. A payload that does not decode closes the link:
+    no honest peer sends one."""
     try:
         payload = decode_payload(data)
     except ProtocolError as exc:
         driver.counters["payload_malformed"] += 1
-        log.warning("peer=%s sent a malformed payload: %s", peer_id, exc)
-        return
+        network.disconnect(peer_id, f"malformed payload: {exc}")
+        return None
     if isinstance(payload, Txs):
-        driver.counters["gossip_tx_refused"] += intake.from_peer(peer_id, payload.txs)
-    else:
-        driver.submit_from_peer(PeerPayload(peer_id=peer_id, payload=payload, size_bytes=len(data)))
+        if not intake.proposes:  # it would refuse them all: spend no checks on them
+            driver.counters["gossip_tx_refused"] += len(payload.txs)
+            return None
+        return admit_gossip(driver, intake, network, verifier, peer_id, payload.txs)
+    driver.submit_from_peer(PeerPayload(peer_id=peer_id, payload=payload, size_bytes=len(data)))
+    return None
+
+
+async def admit_gossip(
+    driver: Driver,
+    intake: Intake,
+    network: PeerNetwork,
+    verifier: TxVerifier,
+    peer_id: str,
+    txs: Sequence[bytes],
+) -> None:
+    batch = await verifier.check(
+        peer_id, txs, lambda checked: intake.admit_verified(peer_id, checked)
+    )
+    counts = {
+        "gossip_tx_refused": batch.refused_count,
+        "gossip_tx_over_budget": batch.over_budget_count,
+        "gossip_peer_fault": int(batch.fault is not None),
+    }
+    driver.counters.update({name: count for name, count in counts.items() if count})
+    if batch.fault is not None:
+        network.disconnect(peer_id, f"gossiped a transaction no honest peer sends: {batch.fault}")
 
 
 def peer_site(runner: web.AppRunner, host: str, port: int) -> web.BaseSite:
@@ -251,8 +287,11 @@ async def serve(loaded: Loaded, stop: asyncio.Event) -> None:
     check_descriptors(loaded.config, len(peers))
     # The network delivers to the driver and the driver sends through the network; the
     # callback is only called after network.start(), when both exist.
+    verifier = TxVerifier(loaded.ledger.check_tx, limits=VerifierLimits(), clock=SystemClock())
     network = build_network(
-        loaded, peers, lambda peer, data: route_payload(driver, intake, peer, data)
+        loaded,
+        peers,
+        lambda peer, data: route_payload(driver, intake, network, verifier, peer, data),
     )
     driver = build_driver(loaded, replica, peers, network.send, network.disconnect)
     validator_peers = driver.validator_peers
@@ -282,7 +321,8 @@ async def serve(loaded: Loaded, stop: asyncio.Event) -> None:
     peer_app = web.Application(client_max_size=1024)
     peer_app.router.add_routes(network.routes())
     api_app = build_api(context, api_limits(loaded.config))
-    runners = [web.AppRunner(peer_app), web.AppRunner(api_app, access_log=None)]
+    # No access log on the peer port: anyone can connect, as often as they like.
+    runners = [web.AppRunner(peer_app, access_log=None), web.AppRunner(api_app, access_log=None)]
     await listen(runners[0], "p2p.listen", loaded.config.peer_listen, peer_site)
     await listen(runners[1], "api.listen", loaded.config.api_listen, ApiSite)
     await network.start()
@@ -295,6 +335,7 @@ async def serve(loaded: Loaded, stop: asyncio.Event) -> None:
     with contextlib.suppress(asyncio.CancelledError):
         await driver_task
     await network.stop()
+    verifier.close()
     for runner in runners:
         await runner.cleanup()
     if driver_task in done and driver_task.exception() is not None:

@@ -143,8 +143,18 @@ class Mempool:
                 NOT_AUTHORIZED, UNKNOWN_ACCOUNT, DUPLICATE, EXPIRED, EXPIRY_TOO_FAR,
                 MEMPOOL_FULL, CATCHING_UP, ...).
         """
+        tx = decode_tx(tx_bytes, self._ledger.chain_id)  # cheap; MALFORMED, WRONG_CHAIN
+        return self._admit(tx, source=source, catching_up=catching_up, signature_checked=False)
+
+    def add_verified(self, tx: Tx, *, source: str) -> Admitted:
+        """Admit a peer's transaction that `Ledger.check_tx` already decoded and verified,
+        off the event loop (node.verifier). Raises TxRefused as `add` does."""
+        return self._admit(tx, source=source, catching_up=False, signature_checked=True)
+
+    def _admit(
+        self, tx: Tx, *, source: str, catching_up: bool, signature_checked: bool
+    ) -> Admitted:
         ledger = self._ledger
-        tx = decode_tx(tx_bytes, ledger.chain_id)  # cheap; raises MALFORMED / WRONG_CHAIN
         if tx.tx_hash in self._txs:
             return Admitted(admission=Admission.PENDING, tx=tx)
         # Before expiry: the same bytes always get their first result, even once expired.
@@ -166,7 +176,8 @@ class Mempool:
         if len(self._txs) >= self.txs_max or self._bytes + len(tx.raw) > self.bytes_max:
             raise TxRefused(RefusalCode.MEMPOOL_FULL, "the mempool is full; retry later")
         self._check_shares(tx.signer, source)
-        ledger.check_signature(tx)  # the one signature check this transaction gets here
+        if not signature_checked:
+            ledger.check_signature(tx)  # the one signature check this transaction gets here
         self._txs[tx.tx_hash] = tx
         self._bytes += len(tx.raw)
         self._keys[key] = tx.tx_hash

@@ -22,6 +22,14 @@ Theory of operation:
   evicts the oldest handshake of the address that holds the most, so a flood from a few
   addresses never keeps a genuine peer out. Optionally (`allowed_hosts`), only the
   addresses genesis names may connect at all. Warnings about peers are throttled.
+- A payload handler may return an awaitable (a batch of transactions to verify): the
+  link waits for it before the next payload, so one link's payloads take effect in order
+  and a peer that sends faster than we check waits its turn.
+- `disconnect(peer_id, reason)` is for a peer that sent what no honest peer sends (a
+  payload that does not decode): it closes both links and refuses the peer, inbound and
+  outbound, for a hold-off that doubles with each fault up to `holdoff_ms_max`.
+  `on_peer_down` is called whenever a peer's inbound link ends, before a new one from the
+  same peer delivers anything, so that what the peer claimed can be forgotten.
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ import logging
 import os
 import random
 import socket
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -77,6 +85,9 @@ class TransportLimits:
     """Connections in their handshake from one source address; more are refused."""
     backoff_ms_min: int = 100
     backoff_ms_max: int = 5_000
+    holdoff_ms_min: int = 5_000
+    """How long a disconnected peer is refused after its first fault; doubles with each."""
+    holdoff_ms_max: int = 60_000
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -86,7 +97,13 @@ class PeerAddress:
     """Base URL of the peer's listener, e.g. http://127.0.0.1:26656."""
 
 
-FrameHandler = Callable[[str, bytes], None]
+FrameHandler = Callable[[str, bytes], Awaitable[None] | None]
+"""Called with (peer id, payload); an awaitable it returns is awaited before the link's
+next payload."""
+
+
+def _no_peer_down(peer_id: str) -> None:
+    pass
 
 
 @dataclass(slots=True)
@@ -143,11 +160,13 @@ class PeerNetwork:
         on_payload: FrameHandler,
         limits: TransportLimits,
         allowed_hosts: Collection[str] | None = None,
+        on_peer_down: Callable[[str], None] = _no_peer_down,
         clock: Clock | None = None,
     ) -> None:
         """Args:
         allowed_hosts: if given, only connections from these hosts (IP addresses or
             names, resolved at most every RESOLVE_INTERVAL_MS) reach the handshake.
+        on_peer_down: called with a peer's id when its inbound link ends.
         """
         assert self_id in known_keys
         assert all(p.peer_id in known_keys and p.peer_id != self_id for p in peers)
@@ -158,6 +177,7 @@ class PeerNetwork:
         self._known_keys = dict(known_keys)
         self._peers = {p.peer_id: p for p in peers}
         self._on_payload = on_payload
+        self._on_peer_down = on_peer_down
         self.limits = limits
         self._queues: dict[str, collections.deque[bytes]] = {
             p: collections.deque() for p in self._peers
@@ -165,6 +185,10 @@ class PeerNetwork:
         self._queued_bytes: dict[str, int] = dict.fromkeys(self._peers, 0)
         self._wakeups: dict[str, asyncio.Event] = {p: asyncio.Event() for p in self._peers}
         self._outbound: set[str] = set()
+        self._outbound_links: dict[str, aiohttp.ClientWebSocketResponse] = {}
+        self._held_off_until_ms: dict[str, int] = {}  # peer -> refused until (clock ms)
+        self._holdoff_ms_next: dict[str, int] = {}
+        self._closing: set[asyncio.Task[bool]] = set()
         self._clock = clock if clock is not None else SystemClock()
         self._log = ThrottledLog(log, clock=self._clock)
         # Unauthenticated connections in their handshake, by source address, oldest first.
@@ -196,6 +220,7 @@ class PeerNetwork:
         self._tasks.clear()
         for ws in list(self._inbound.values()):
             await ws.close()
+        await asyncio.gather(*self._closing, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -222,20 +247,30 @@ class PeerNetwork:
         for peer_id in self._peers:
             self.send(peer_id, payload)
 
-    def disconnect(self, peer_id: str, reason: str) -> None:
-        """Close the link a misbehaving peer dialed to us."""
-        log.warning("peer=%s disconnected: %s", peer_id, reason)
-        ws = self._inbound.get(peer_id)
-        if ws is not None:
-            self._tasks.append(asyncio.get_running_loop().create_task(self._close(ws)))
-
-    @staticmethod
-    async def _close(ws: web.WebSocketResponse) -> None:
-        await ws.close()
-
     def connected_peers(self) -> list[str]:
         """Peers with a live link in both directions."""
         return sorted(p for p in self._outbound if p in self._inbound)
+
+    def disconnect(self, peer_id: str, reason: str) -> None:
+        """Close every link with `peer_id` and refuse it, inbound and outbound, for a
+        hold-off: it sent what no honest peer sends. Never blocks."""
+        if peer_id not in self._known_keys:
+            return
+        holdoff_ms = self._holdoff_ms_next.get(peer_id, self.limits.holdoff_ms_min)
+        self._holdoff_ms_next[peer_id] = min(2 * holdoff_ms, self.limits.holdoff_ms_max)
+        self._held_off_until_ms[peer_id] = self._clock.now_ms() + holdoff_ms
+        self.counters["peer_disconnected"] += 1
+        self._log.warning(peer_id, "disconnect", "peer=%s disconnected, refused for %d ms: %s",
+                          peer_id, holdoff_ms, reason)  # fmt: skip
+        for ws in (self._inbound.get(peer_id), self._outbound_links.get(peer_id)):
+            if ws is not None and not ws.closed:
+                task = asyncio.create_task(ws.close(code=aiohttp.WSCloseCode.POLICY_VIOLATION))
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
+
+    def held_off_ms(self, peer_id: str) -> int:
+        """How much longer `peer_id` is refused after a `disconnect` (0: not refused)."""
+        return max(0, self._held_off_until_ms.get(peer_id, 0) - self._clock.now_ms())
 
     def _next_frame(self, peer_id: str) -> bytes:
         queue = self._queues[peer_id]
@@ -256,6 +291,10 @@ class PeerNetwork:
     async def _dial_forever(self, peer_id: str) -> None:
         backoff_ms = self.limits.backoff_ms_min
         while True:
+            holdoff_ms = self.held_off_ms(peer_id)
+            if holdoff_ms > 0:
+                await asyncio.sleep(holdoff_ms / 1000)
+                continue
             try:
                 if await self._dial_once(peer_id):
                     backoff_ms = self.limits.backoff_ms_min  # only after a real link
@@ -287,6 +326,7 @@ class PeerNetwork:
                 if not await self._dialer_handshake(ws, peer_id):
                     return False
             self._outbound.add(peer_id)
+            self._outbound_links[peer_id] = ws
             log.info("peer=%s link up (outbound)", peer_id)
             # The listener never sends data, but its close and pong frames must be read
             # for the link to notice that it is gone.
@@ -295,6 +335,7 @@ class PeerNetwork:
                 await self._send_loop(ws, peer_id, reader)
             finally:
                 reader.cancel()
+                del self._outbound_links[peer_id]
         return True
 
     async def _read_until_closed(self, ws: aiohttp.ClientWebSocketResponse) -> None:
@@ -368,15 +409,18 @@ class PeerNetwork:
             await ws.close(code=aiohttp.WSCloseCode.POLICY_VIOLATION)
             return ws
         previous = self._inbound.get(peer_id)
-        if previous is not None:
-            await previous.close()
         self._inbound[peer_id] = ws
+        if previous is not None:
+            self._on_peer_down(peer_id)  # before the new link delivers anything
+            await previous.close()
         log.info("peer=%s link up (inbound)", peer_id)
         try:
             await self._receive_loop(ws, peer_id)
         finally:
             if self._inbound.get(peer_id) is ws:
                 del self._inbound[peer_id]
+                self._on_peer_down(peer_id)
+        await ws.close()
         return ws
 
     async def _address_allowed(self, address: str) -> bool:
@@ -475,6 +519,9 @@ class PeerNetwork:
                               "wrong chain/target", remote, peer_id)  # fmt: skip
             return None
         assert isinstance(peer_id, str)
+        if self.held_off_ms(peer_id) > 0:
+            self.counters["handshake_held_off"] += 1
+            return None
         if not isinstance(dialer_nonce, bytes) or len(dialer_nonce) != NONCE_SIZE:
             self.counters["handshake_malformed"] += 1
             return None
@@ -508,12 +555,22 @@ class PeerNetwork:
                 self._log.warning(peer_id, "frame", "peer=%s sent a malformed frame; closing",
                                   peer_id)  # fmt: skip
                 break
-            for payload in payloads:
-                self._on_payload(peer_id, payload)
+            if not await self._deliver(peer_id, payloads):
+                break  # the peer was disconnected for one of them: drop the rest
         if ws.exception() is not None:
             self.counters["link_error"] += 1
             self._log.warning(peer_id, "link", "peer=%s link closed with error: %s", peer_id,
                               ws.exception())  # fmt: skip
+
+    async def _deliver(self, peer_id: str, payloads: list[bytes]) -> bool:
+        """Hand one frame's payloads over in order; False once the peer is disconnected."""
+        for payload in payloads:
+            pending = self._on_payload(peer_id, payload)
+            if pending is not None:
+                await pending
+            if self.held_off_ms(peer_id) > 0:
+                return False
+        return True
 
     def _decode_frame(self, data: bytes) -> list[bytes] | None:
         try:

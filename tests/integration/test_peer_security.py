@@ -207,3 +207,109 @@ async def test_one_address_holds_only_its_share_of_handshake_slots() -> None:
             assert outcome == "linked"
             for ws in idle:
                 await ws.close()
+
+
+# -- finding 6: a peer that sends junk is disconnected and held off ---------------------
+
+
+@dataclass
+class Pair:
+    a: PeerNetwork
+    b: PeerNetwork
+    received: dict[str, list[bytes]]
+    down: dict[str, list[str]]
+
+
+@contextlib.asynccontextmanager
+async def pair(limits: TransportLimits) -> AsyncIterator[Pair]:
+    """Nodes a and b, linked both ways. a disconnects b for any payload b"junk"."""
+    received: dict[str, list[bytes]] = {"a": [], "b": []}
+    down: dict[str, list[str]] = {"a": [], "b": []}
+    runners = [web.AppRunner(web.Application(), handle_signals=False) for _ in range(2)]
+    urls: dict[str, str] = {}
+    networks: dict[str, PeerNetwork] = {}
+
+    def on_payload(me: str, peer: str, payload: bytes) -> None:
+        received[me].append(payload)
+        if payload == b"junk":
+            networks[me].disconnect(peer, "it sent junk")
+
+    for name, runner in zip(("a", "b"), runners, strict=True):
+
+        async def accept(request: web.Request, name: str = name) -> web.StreamResponse:
+            return await networks[name]._accept(request)
+
+        runner.app.router.add_get(PEER_PATH, accept)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        server = site._server
+        assert isinstance(server, asyncio.base_events.Server)
+        urls[name] = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    for name, other in (("a", "b"), ("b", "a")):
+        networks[name] = PeerNetwork(
+            chain_id=CHAIN,
+            self_id=name,
+            signing_key=key(name),
+            known_keys=KNOWN,
+            peers=[PeerAddress(peer_id=other, url=urls[other])],
+            on_payload=lambda peer, payload, me=name: on_payload(me, peer, payload),
+            on_peer_down=down[name].append,
+            limits=limits,
+        )
+    for network in networks.values():
+        await network.start()
+    try:
+        yield Pair(a=networks["a"], b=networks["b"], received=received, down=down)
+    finally:
+        for network in networks.values():
+            await network.stop()
+        for runner in runners:
+            await runner.cleanup()
+
+
+async def test_disconnect_closes_both_links_holds_the_peer_off_then_lets_it_back() -> None:
+    limits = TransportLimits(
+        frame_bytes_max=64 * 1024, backoff_ms_min=20, backoff_ms_max=100, holdoff_ms_min=1_000
+    )
+    async with pair(limits) as p:
+        await wait_until(lambda: p.a.connected_peers() == ["b"], "a and b linked")
+        # One frame: the junk, then a payload that must never be delivered.
+        p.b.send("a", b"junk")
+        p.b.send("a", b"after the junk")
+        await wait_until(lambda: p.a.connected_peers() == [], "a to drop both links with b")
+        assert p.received["a"] == [b"junk"]
+        assert p.down["a"] == ["b"]  # b's inbound link ended
+        assert p.a.held_off_ms("b") > 0
+        # b redials and is refused until the hold-off ends; a does not dial b meanwhile.
+        await wait_until(lambda: p.a.counters["handshake_held_off"] > 0, "b's redial refused")
+        assert p.b.connected_peers() == []
+        await wait_until(lambda: p.a.connected_peers() == ["b"], "a and b linked again")
+        assert p.a.held_off_ms("b") == 0
+        p.b.send("a", b"welcome back")
+        await wait_until(lambda: b"welcome back" in p.received["a"], "b's payload after")
+        assert b"after the junk" not in p.received["a"]
+        # A second fault holds b off twice as long.
+        p.a.disconnect("b", "again")
+        assert p.a.held_off_ms("b") > limits.holdoff_ms_min
+
+
+async def test_on_peer_down_comes_before_a_new_link_delivers() -> None:
+    """The driver forgets what a peer claimed on a link that ended: the callback runs
+    for every inbound link that ends, and before its successor delivers a payload."""
+    events: list[str] = []
+    limits = TransportLimits(frame_bytes_max=64 * 1024, backoff_ms_min=20, backoff_ms_max=100)
+    async with pair(limits) as p:
+        p.a._on_peer_down = lambda peer: events.append(f"down {peer}")
+        p.a._on_payload = lambda peer, payload: events.append(f"{peer} {payload.decode()}")
+        await wait_until(lambda: p.a.connected_peers() == ["b"], "a and b linked")
+        p.b.send("a", b"one")
+        await wait_until(lambda: events == ["b one"], "the first payload")
+        # b's outbound link breaks (as if the network dropped it); b redials.
+        link = p.b._outbound_links["a"]
+        await link.close()
+        await wait_until(lambda: "down b" in events, "a to see b's inbound link end")
+        await wait_until(lambda: p.a.connected_peers() == ["b"], "a and b linked again")
+        p.b.send("a", b"two")
+        await wait_until(lambda: events[-1:] == ["b two"], "the second payload")
+        assert events == ["b one", "down b", "b two"]
