@@ -1,14 +1,16 @@
-"""Authenticated peer links over aiohttp WebSockets, with batched binary frames.
+"""Encrypted, authenticated peer links over aiohttp WebSockets, with batched binary frames.
 
 Theory of operation:
 - Each node dials every configured peer and uses that outbound link only to send; what
   a peer sends arrives on the link the peer dialed (inbound). Two one-way links per pair
   avoid the race of deciding which of two simultaneous connections to keep.
-- A link starts with a mutual challenge: the dialer names itself and the peer it expects
-  and sends a fresh nonce; the listener answers with its own nonce and a signature over
-  both; the dialer signs both in turn. Signed bytes carry a domain tag, the chain id and
-  both ids, so a signature never serves another link, direction or network. Keys come
-  from genesis: an unknown id or a wrong key closes the link.
+- A link starts with the handshake of node/channel.py: ephemeral X25519 keys in both
+  directions (Noise NN), whose transcript (chain id, both ids, both ephemeral keys) each
+  side signs with its genesis Ed25519 key. Keys come from genesis: an unknown id or a
+  wrong key closes the link. Every frame after it is sealed with ChaCha20-Poly1305 under
+  the link's own key and a counter: a frame that fails to open (altered, replayed,
+  reordered or inserted on the path) closes the link, and nothing in it is delivered.
+  Such a frame may come from the path, not the peer, so it costs the peer no hold-off.
 - Sending never blocks the caller: each peer has a bounded queue, and a full queue drops
   its oldest payload (consensus re-broadcasts, gossip is best effort), so one slow peer
   never holds up the others. A sender task packs queued payloads into one frame, up to
@@ -49,18 +51,31 @@ import msgpack
 from aiohttp import web
 from nacl.signing import SigningKey
 
-from consensus.crypto import verify_bytes
+from node.channel import (
+    TAG_DIALER,
+    TAG_LISTENER,
+    TAG_SIZE,
+    Channel,
+    ChannelError,
+    DialerHandshake,
+    ListenerHandshake,
+    decode_hello,
+)
 from node.clock import Clock, SystemClock
 from node.throttled_log import ThrottledLog
 
-__all__ = ["PeerAddress", "PeerNetwork", "TransportLimits"]
+__all__ = [
+    "PEER_PATH",
+    "TAG_DIALER",
+    "TAG_LISTENER",
+    "PeerAddress",
+    "PeerNetwork",
+    "TransportLimits",
+    "dial_handshake",
+]
 
 log = logging.getLogger(__name__)
 
-TAG_LISTENER = b"somnet/peer/listener/v1"
-TAG_DIALER = b"somnet/peer/dialer/v1"
-NONCE_SIZE = 32
-HANDSHAKE_BYTES_MAX = 1024
 PEER_PATH = "/peer"
 CLOSE_TIMEOUT_S = 1.0  # how long a closing link waits for the other side's close frame
 RESOLVE_INTERVAL_MS = 30_000  # allowed host names are resolved again at most this often
@@ -70,7 +85,8 @@ RESOLVE_TIMEOUT_S = 5.0
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TransportLimits:
     frame_bytes_max: int = 4 * 1024 * 1024
-    """Largest WebSocket frame accepted or sent; a larger inbound frame closes the link."""
+    """Largest WebSocket frame accepted or sent, sealed (16 bytes more than the batch in
+    it); a larger inbound frame closes the link."""
     queue_payloads_max: int = 10_000
     """Payloads queued per peer before the oldest is dropped."""
     queue_bytes_max: int = 64 * 1024 * 1024
@@ -132,18 +148,6 @@ def _pack(obj: object) -> bytes:
     packed = msgpack.packb(obj, use_bin_type=True)
     assert isinstance(packed, bytes)
     return packed
-
-
-def _unpack_handshake(data: object, size: int) -> list[object] | None:
-    if not isinstance(data, bytes) or len(data) > HANDSHAKE_BYTES_MAX:
-        return None
-    try:
-        obj = msgpack.unpackb(data, raw=False, max_bin_len=256, max_str_len=256, max_array_len=8)
-    except (ValueError, TypeError, msgpack.UnpackException):
-        return None
-    if type(obj) is not list or len(obj) != size:
-        return None
-    return obj
 
 
 class PeerNetwork:
@@ -275,7 +279,7 @@ class PeerNetwork:
     def _next_frame(self, peer_id: str) -> bytes:
         queue = self._queues[peer_id]
         batch: list[bytes] = []
-        size = 16
+        size = 16 + TAG_SIZE  # the batch's own header, and the seal
         while queue and size + len(queue[0]) + 8 <= self.limits.frame_bytes_max:
             payload = queue.popleft()
             batch.append(payload)
@@ -322,9 +326,20 @@ class PeerNetwork:
             timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
         ) as ws:
             timeout_s = self.limits.handshake_timeout_ms / 1000
-            async with asyncio.timeout(timeout_s):
-                if not await self._dialer_handshake(ws, peer_id):
-                    return False
+            try:
+                async with asyncio.timeout(timeout_s):
+                    channel = await dial_handshake(
+                        ws,
+                        chain_id=self.chain_id,
+                        self_id=self.self_id,
+                        signing_key=self._key,
+                        peer_id=peer_id,
+                        peer_key=self._known_keys[peer_id],
+                    )
+            except ChannelError as exc:
+                self.counters["handshake_failed"] += 1
+                self._log.warning(peer_id, "handshake", "peer=%s refused: %s", peer_id, exc)
+                return False
             self._outbound.add(peer_id)
             self._outbound_links[peer_id] = ws
             log.info("peer=%s link up (outbound)", peer_id)
@@ -332,7 +347,7 @@ class PeerNetwork:
             # for the link to notice that it is gone.
             reader = asyncio.create_task(self._read_until_closed(ws))
             try:
-                await self._send_loop(ws, peer_id, reader)
+                await self._send_loop(ws, peer_id, channel, reader)
             finally:
                 reader.cancel()
                 del self._outbound_links[peer_id]
@@ -343,13 +358,18 @@ class PeerNetwork:
             self.counters["unexpected_reply"] += 1
 
     async def _send_loop(
-        self, ws: aiohttp.ClientWebSocketResponse, peer_id: str, reader: asyncio.Task[None]
+        self,
+        ws: aiohttp.ClientWebSocketResponse,
+        peer_id: str,
+        channel: Channel,
+        reader: asyncio.Task[None],
     ) -> None:
         wakeup = self._wakeups[peer_id]
         while not ws.closed and not reader.done():
             frame = self._next_frame(peer_id)
             if frame:
-                await ws.send_bytes(frame)
+                await ws.send_bytes(channel.send.seal(frame))
+                self.counters["frames_sent"] += 1
                 continue
             wakeup.clear()
             if self._queues[peer_id]:
@@ -357,26 +377,6 @@ class PeerNetwork:
             waiter = asyncio.create_task(wakeup.wait())
             await asyncio.wait({waiter, reader}, return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()
-
-    async def _dialer_handshake(self, ws: aiohttp.ClientWebSocketResponse, peer_id: str) -> bool:
-        dialer_nonce = os.urandom(NONCE_SIZE)
-        await ws.send_bytes(_pack([self.chain_id, self.self_id, peer_id, dialer_nonce]))
-        reply = _unpack_handshake((await ws.receive()).data, 2)
-        if reply is None or not isinstance(reply[0], bytes) or not isinstance(reply[1], bytes):
-            self.counters["handshake_malformed"] += 1
-            return False
-        listener_nonce, signature = reply[0], reply[1]
-        signed = _pack([TAG_LISTENER, self.chain_id, peer_id, self.self_id, dialer_nonce,
-                        listener_nonce])  # fmt: skip
-        if not verify_bytes(self._known_keys[peer_id], signed, signature):
-            self.counters["handshake_bad_signature"] += 1
-            self._log.warning(peer_id, "handshake", "peer=%s refused: listener signature does "
-                              "not verify", peer_id)  # fmt: skip
-            return False
-        mine = _pack([TAG_DIALER, self.chain_id, self.self_id, peer_id, listener_nonce,
-                      dialer_nonce])  # fmt: skip
-        await ws.send_bytes(_pack([self._key.sign(mine).signature]))
-        return True
 
     # -- receiving ---------------------------------------------------------------------
 
@@ -402,12 +402,13 @@ class PeerNetwork:
         )
         try:
             await ws.prepare(request)
-            peer_id = await self._handshake_in_slot(ws, slot)
+            linked = await self._handshake_in_slot(ws, slot)
         finally:
             self._release_handshake_slot(slot)
-        if peer_id is None:
+        if linked is None:
             await ws.close(code=aiohttp.WSCloseCode.POLICY_VIOLATION)
             return ws
+        peer_id, channel = linked
         previous = self._inbound.get(peer_id)
         self._inbound[peer_id] = ws
         if previous is not None:
@@ -415,7 +416,7 @@ class PeerNetwork:
             await previous.close()
         log.info("peer=%s link up (inbound)", peer_id)
         try:
-            await self._receive_loop(ws, peer_id)
+            await self._receive_loop(ws, peer_id, channel)
         finally:
             if self._inbound.get(peer_id) is ws:
                 del self._inbound[peer_id]
@@ -483,7 +484,9 @@ class PeerNetwork:
         assert self._handshake_count >= 0
         return slot
 
-    async def _handshake_in_slot(self, ws: web.WebSocketResponse, slot: _Handshake) -> str | None:
+    async def _handshake_in_slot(
+        self, ws: web.WebSocketResponse, slot: _Handshake
+    ) -> tuple[str, Channel] | None:
         """The listener's handshake, until it ends, times out or its slot is evicted."""
         handshake = asyncio.create_task(self._listener_handshake(ws, slot.address))
         evicted = asyncio.create_task(slot.evicted.wait())
@@ -506,50 +509,58 @@ class PeerNetwork:
             return None
         return handshake.result()
 
-    async def _listener_handshake(self, ws: web.WebSocketResponse, remote: str) -> str | None:
-        hello = _unpack_handshake((await ws.receive()).data, 4)
-        if hello is None:
+    async def _listener_handshake(
+        self, ws: web.WebSocketResponse, remote: str
+    ) -> tuple[str, Channel] | None:
+        try:
+            hello = decode_hello((await ws.receive()).data)
+        except ChannelError as exc:
             self.counters["handshake_malformed"] += 1
+            self._log.warning(remote, "handshake", "peer from %s refused: %s", remote, exc)
             return None
-        chain_id, peer_id, expected_id, dialer_nonce = hello
-        known = isinstance(peer_id, str) and peer_id in self._known_keys
-        if chain_id != self.chain_id or expected_id != self.self_id or not known:
+        peer_id = hello.dialer_id
+        known = peer_id in self._known_keys and peer_id != self.self_id
+        if hello.chain_id != self.chain_id or hello.listener_id != self.self_id or not known:
             self.counters["handshake_refused"] += 1
             self._log.warning(remote, "handshake", "peer from %s refused: unknown id %r or "
                               "wrong chain/target", remote, peer_id)  # fmt: skip
             return None
-        assert isinstance(peer_id, str)
         if self.held_off_ms(peer_id) > 0:
             self.counters["handshake_held_off"] += 1
             return None
-        if not isinstance(dialer_nonce, bytes) or len(dialer_nonce) != NONCE_SIZE:
-            self.counters["handshake_malformed"] += 1
-            return None
-        listener_nonce = os.urandom(NONCE_SIZE)
-        mine = _pack([TAG_LISTENER, self.chain_id, self.self_id, peer_id, dialer_nonce,
-                      listener_nonce])  # fmt: skip
-        await ws.send_bytes(_pack([listener_nonce, self._key.sign(mine).signature]))
-        reply = _unpack_handshake((await ws.receive()).data, 1)
-        signed = _pack([TAG_DIALER, self.chain_id, peer_id, self.self_id, listener_nonce,
-                        dialer_nonce])  # fmt: skip
-        if reply is None or not isinstance(reply[0], bytes):
-            self.counters["handshake_malformed"] += 1
-            return None
-        if not verify_bytes(self._known_keys[peer_id], signed, reply[0]):
+        handshake = ListenerHandshake(
+            hello,
+            signing_key=self._key,
+            dialer_key=self._known_keys[peer_id],
+            ephemeral_secret=os.urandom(32),
+        )
+        try:
+            await ws.send_bytes(handshake.reply())
+            channel = handshake.on_proof((await ws.receive()).data)
+        except ChannelError as exc:
             self.counters["handshake_bad_signature"] += 1
-            self._log.warning(remote, "handshake", "peer=%s from %s refused: signature does "
-                              "not verify", peer_id, remote)  # fmt: skip
+            self._log.warning(remote, "handshake", "peer=%s from %s refused: %s", peer_id,
+                              remote, exc)  # fmt: skip
             return None
-        return peer_id
+        return peer_id, channel
 
-    async def _receive_loop(self, ws: web.WebSocketResponse, peer_id: str) -> None:
+    async def _receive_loop(
+        self, ws: web.WebSocketResponse, peer_id: str, channel: Channel
+    ) -> None:
         async for msg in ws:
             if msg.type != aiohttp.WSMsgType.BINARY:
                 self.counters["frame_not_binary"] += 1
                 self._log.warning(peer_id, "frame", "peer=%s sent a non-binary frame; closing",
                                   peer_id)  # fmt: skip
                 break
-            payloads = self._decode_frame(msg.data)
+            try:
+                frame = channel.receive.open(msg.data)
+            except ChannelError as exc:
+                # Altered, replayed, reordered or inserted: by the peer or by the path.
+                self.counters["frame_unauthentic"] += 1
+                self._log.warning(peer_id, "frame", "peer=%s link: %s; closing", peer_id, exc)
+                break
+            payloads = self._decode_frame(frame)
             if payloads is None:
                 self.counters["frame_malformed"] += 1
                 self._log.warning(peer_id, "frame", "peer=%s sent a malformed frame; closing",
@@ -588,3 +599,36 @@ class PeerNetwork:
         if type(batch) is not list or not all(type(p) is bytes for p in batch):
             return None
         return batch
+
+
+async def dial_handshake(
+    ws: aiohttp.ClientWebSocketResponse,
+    *,
+    chain_id: str,
+    self_id: str,
+    signing_key: SigningKey,
+    peer_id: str,
+    peer_key: bytes,
+) -> Channel:
+    """The dialer's side of the handshake on a fresh WebSocket (node/channel.py).
+
+    Returns:
+        The link's channel; seal each frame with `channel.send`.
+    Raises:
+        ChannelError: the listener closed the link or failed the handshake.
+    """
+    handshake = DialerHandshake(
+        chain_id=chain_id,
+        dialer_id=self_id,
+        listener_id=peer_id,
+        signing_key=signing_key,
+        listener_key=peer_key,
+        ephemeral_secret=os.urandom(32),
+    )
+    await ws.send_bytes(handshake.hello())
+    reply = await ws.receive()
+    if reply.type != aiohttp.WSMsgType.BINARY:
+        raise ChannelError(f"the listener answered {reply.type.name} {reply.extra or ''}")
+    channel, proof = handshake.on_reply(reply.data)
+    await ws.send_bytes(proof)
+    return channel

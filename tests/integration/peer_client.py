@@ -1,5 +1,5 @@
 """A test's own peer link to a node: a genuine handshake with a participant's real key,
-then frames of the test's choosing (well formed or not)."""
+then frames of the test's choosing (well formed or not), sealed as a node seals them."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import aiohttp
 import msgpack
 from nacl.signing import SigningKey
 
-from node.transport import PEER_PATH, TAG_DIALER
+from node.channel import Channel, ChannelError
+from node.transport import PEER_PATH, dial_handshake
 
 
 class HandshakeRefused(Exception):
@@ -17,9 +18,15 @@ class HandshakeRefused(Exception):
 
 
 class PeerClient:
-    def __init__(self, session: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        ws: aiohttp.ClientWebSocketResponse,
+        channel: Channel,
+    ) -> None:
         self.session = session
         self.ws = ws
+        self.channel = channel
 
     @classmethod
     async def connect(
@@ -38,25 +45,25 @@ class PeerClient:
         session = aiohttp.ClientSession()
         try:
             ws = await session.ws_connect(url + PEER_PATH, max_msg_size=0)
-            nonce = b"\1" * 32
-            await ws.send_bytes(msgpack.packb([chain_id, as_id, target_id, nonce]))
-            reply = await ws.receive()
-            if reply.type != aiohttp.WSMsgType.BINARY:
-                raise HandshakeRefused(f"{reply.type.name} {reply.data!r}")
-            listener_nonce, _ = msgpack.unpackb(reply.data)
-            signed = msgpack.packb([TAG_DIALER, chain_id, as_id, target_id, listener_nonce, nonce])
-            await ws.send_bytes(msgpack.packb([signing_key.sign(signed).signature]))
-        except aiohttp.ClientError as exc:
+            channel = await dial_handshake(
+                ws,
+                chain_id=chain_id,
+                self_id=as_id,
+                signing_key=signing_key,
+                peer_id=target_id,
+                peer_key=target_key,
+            )
+        except (aiohttp.ClientError, ChannelError) as exc:
             await session.close()
             raise HandshakeRefused(str(exc)) from exc
         except BaseException:
             await session.close()
             raise
-        return cls(session, ws)
+        return cls(session, ws, channel)
 
     async def send_payloads(self, payloads: list[bytes]) -> None:
-        """One frame carrying `payloads`, as a node would batch them."""
-        await self.ws.send_bytes(msgpack.packb(payloads, use_bin_type=True))
+        """One frame carrying `payloads`, as a node would batch and seal them."""
+        await self.ws.send_bytes(self.channel.send.seal(msgpack.packb(payloads, use_bin_type=True)))
 
     async def closed_within(self, timeout_s: float) -> bool:
         """True if the node closes the link within `timeout_s`."""

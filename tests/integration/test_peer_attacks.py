@@ -9,19 +9,23 @@ started, with that participant's real key.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
+import msgpack
 import pytest
 
+from cli.http import ApiError
 from node.keys import load_key_file
 from node.protocol import Txs, encode_payload
 from node.transport import PEER_PATH
 from node.tx import sign_transfer
 from tests.integration.network import Network, dump_logs
 from tests.integration.peer_client import HandshakeRefused, PeerClient
+from tests.integration.relay import Relay, Tamper
 
 pytestmark = [pytest.mark.network, pytest.mark.xdist_group("network")]
 
@@ -175,3 +179,163 @@ def test_badly_signed_transactions_cost_the_sender_not_the_node(
     assert seen.get("gossip_peer_fault", 0) == 1, seen
     assert closed, "the link stayed open after a badly signed transaction"
     network.wait_height([validator], network.height(validator) + 2)  # still finalizing
+
+
+# -- finding 7 --------------------------------------------------------------------------
+
+
+def transfer(network: Network, signer: str, to: str, remittance: str) -> bytes:
+    return sign_transfer(
+        load_key_file(network.entries[signer].home / "node_key.json"),
+        network.genesis.chain_id,
+        signer=signer,
+        uetr=uuid.uuid4().bytes,
+        expiry_height=max(network.height(network.validators[0]), 0) + 5000,
+        from_account=signer,
+        to_account=to,
+        amount=1234,
+        remittance=remittance,
+    )
+
+
+def tx_hash(tx: bytes) -> str:
+    return hashlib.sha256(tx[64:]).hexdigest()
+
+
+def known(network: Network, node_id: str, tx: bytes) -> bool:
+    """Whether `node_id` knows the transaction at all (pending, final, refused...)."""
+    try:
+        network.tx_status(node_id, tx_hash(tx))
+    except ApiError as exc:
+        assert exc.status == 404, exc
+        return False
+    return True
+
+
+def gossip(*txs: bytes) -> list[bytes]:
+    return [encode_payload(Txs(txs=(tx,))) for tx in txs]
+
+
+class RelayedLinks:
+    """The test's bank-2 links to the validator through an on-path relay."""
+
+    def __init__(self, network: Network, validator: str, player: str) -> None:
+        self.network = network
+        self.validator = validator
+        self.player = player
+        host, _, port = network.entries[validator].peer_url.removeprefix("http://").rpartition(":")
+        self.relay = Relay(target=(host, int(port)))
+
+    async def connect(self) -> PeerClient:
+        url = f"http://127.0.0.1:{self.relay.port}"
+        keys = {p.participant_id: p.public_key for p in self.network.genesis.participants}
+        return await PeerClient.connect(
+            url,
+            chain_id=self.network.genesis.chain_id,
+            as_id=self.player,
+            signing_key=load_key_file(self.network.entries[self.player].home / "node_key.json"),
+            target_id=self.validator,
+            target_key=keys[self.validator],
+        )
+
+    async def send_until_final(self, *txs: bytes) -> None:
+        """Over a fresh, untampered link: the node accepts and finalizes `txs`."""
+        client = await self.connect()
+        await client.send_payloads(gossip(*txs))
+        for tx in txs:
+            await asyncio.to_thread(self.network.wait_final, self.validator, tx_hash(tx))
+        await client.close()
+
+
+def test_an_on_path_relay_reads_no_transfer(tmp_path: Path, networks: list[Network]) -> None:
+    """Issue 8 finding 7 (a): a relay with no key read every transfer and its remittance
+    text off the peer link. Now every frame after the handshake is encrypted."""
+    network, validator, player = small_network(tmp_path, networks)
+    links = RelayedLinks(network, validator, player)
+    secret = f"invoice {uuid.uuid4()} for grain"
+    tx = transfer(network, player, network.banks[0], secret)
+
+    async def run() -> bytes:
+        await links.relay.start()
+        await links.send_until_final(tx)
+        await links.relay.stop()
+        return links.relay.seen()
+
+    seen = asyncio.run(run())
+    assert network.tx_status(validator, tx_hash(tx))["status"] == "final"
+    assert len(seen) > len(tx)  # the relay did see the link's traffic
+    assert secret.encode() not in seen
+    assert tx[64:] not in seen and tx[:64] not in seen  # neither the content nor the signature
+
+
+def test_a_flipped_byte_drops_the_link_and_nothing_of_its_frame(
+    tmp_path: Path, networks: list[Network]
+) -> None:
+    """Issue 8 finding 7 (b): a frame changed on the way is refused as a whole, and the
+    link drops; the peer reconnects at once and its transfers are final."""
+    network, validator, player = small_network(tmp_path, networks)
+    links = RelayedLinks(network, validator, player)
+    first = transfer(network, player, network.banks[0], "first of the frame")
+    second = transfer(network, player, network.banks[0], "second of the frame")
+
+    def flip_last_byte(index: int, payload: bytes) -> list[bytes]:
+        return [payload[:-1] + bytes([payload[-1] ^ 0x01])] if index == 0 else [payload]
+
+    async def run() -> None:
+        await links.relay.start()
+        links.relay.tamper = flip_last_byte
+        client = await links.connect()
+        await client.send_payloads(gossip(first, second))  # one frame: both, or neither
+        dropped = await client.closed_within(DEADLINE_S)
+        await client.close()
+        assert not known(network, validator, first), "a transfer of the flipped frame was accepted"
+        assert dropped, "the link survived a flipped frame"
+        await links.send_until_final(first, second)  # reconnected at once
+        await links.relay.stop()
+
+    asyncio.run(run())
+    network.wait_height([validator], network.height(validator) + 2)
+
+
+def test_injected_and_replayed_frames_drop_the_link_and_are_not_accepted(
+    tmp_path: Path, networks: list[Network]
+) -> None:
+    """Issue 8 finding 7 (c): a relay inserted frames that the listener attributed to the
+    authenticated peer. Now a frame the relay inserts, or one it sends again, fails its
+    authentication, and the link drops before anything of it is accepted."""
+    network, validator, player = small_network(tmp_path, networks)
+    links = RelayedLinks(network, validator, player)
+    # A genuine transfer the relay got hold of elsewhere; it sends it as if from bank-2.
+    planted = transfer(network, network.banks[0], player, "planted by the relay")
+    honest = transfer(network, player, network.banks[0], "sent by bank-2")
+    again = transfer(network, player, network.banks[0], "sent twice by the relay")
+    frame_of_planted = msgpack.packb(gossip(planted), use_bin_type=True)
+
+    def inject_before_first(index: int, payload: bytes) -> list[bytes]:
+        return [frame_of_planted, payload] if index == 0 else [payload]
+
+    def replay_first(index: int, payload: bytes) -> list[bytes]:
+        return [payload, payload] if index == 0 else [payload]
+
+    async def attack(tamper: Tamper, tx: bytes) -> bool:
+        links.relay.tamper = tamper
+        client = await links.connect()
+        await client.send_payloads(gossip(tx))
+        dropped = await client.closed_within(DEADLINE_S)
+        await client.close()
+        return dropped
+
+    async def run() -> tuple[bool, bool]:
+        await links.relay.start()
+        injected_dropped = await attack(inject_before_first, honest)
+        await links.send_until_final(honest)
+        replayed_dropped = await attack(replay_first, again)
+        await links.send_until_final(again)
+        await links.relay.stop()
+        return injected_dropped, replayed_dropped
+
+    injected_dropped, replayed_dropped = asyncio.run(run())
+    assert not known(network, validator, planted), "the injected transfer was accepted"
+    assert injected_dropped, "the link survived an injected frame"
+    assert replayed_dropped, "the link survived a replayed frame"
+    network.wait_height([validator], network.height(validator) + 2)

@@ -15,11 +15,13 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import aiohttp
+import msgpack
 import pytest
 from aiohttp import web
 from nacl.signing import SigningKey
 
 from node.transport import PEER_PATH, PeerAddress, PeerNetwork, TransportLimits
+from tests.integration.peer_client import HandshakeRefused, PeerClient
 
 CHAIN = "somnet-test"
 DEADLINE_S = 30.0
@@ -158,7 +160,7 @@ async def genuine_handshake(
         genuine.send("a", payload)
 
         def failed() -> bool:
-            return genuine.counters["handshake_malformed"] + genuine.counters["dial_failed"] > 0
+            return genuine.counters["handshake_failed"] + genuine.counters["dial_failed"] > 0
 
         await wait_until(
             lambda: (name, payload) in target.received or failed(), "the handshake to end"
@@ -313,3 +315,80 @@ async def test_on_peer_down_comes_before_a_new_link_delivers() -> None:
         p.b.send("a", b"two")
         await wait_until(lambda: events[-1:] == ["b two"], "the second payload")
         assert events == ["b one", "down b", "b two"]
+
+
+# -- finding 7: every frame is sealed; the handshake binds identities to the keys -------
+# (These replace the version-1 handshake tests of test_transport.py.)
+
+
+async def client_of(
+    a: Listener, as_id: str, *, signing_key: SigningKey | None = None
+) -> PeerClient:
+    return await PeerClient.connect(
+        a.url,
+        chain_id=CHAIN,
+        as_id=as_id,
+        signing_key=signing_key or key(as_id),
+        target_id="a",
+        target_key=KNOWN["a"],
+    )
+
+
+async def test_an_unknown_id_or_another_chain_is_refused_at_hello() -> None:
+    limits = TransportLimits(frame_bytes_max=64 * 1024)
+    async with listener(limits) as a:
+        with pytest.raises(HandshakeRefused):
+            await client_of(a, "mallory")
+        with pytest.raises(HandshakeRefused):
+            await PeerClient.connect(a.url, chain_id="another-chain", as_id="b",
+                                     signing_key=key("b"), target_id="a",
+                                     target_key=KNOWN["a"])  # fmt: skip
+        assert a.network.counters["handshake_refused"] == 2
+
+
+async def test_a_known_id_with_the_wrong_key_never_delivers() -> None:
+    limits = TransportLimits(frame_bytes_max=64 * 1024)
+    async with listener(limits) as a:
+        client = await client_of(a, "b", signing_key=key("mallory"))  # b's id, not b's key
+        await client.send_payloads([b"forged"])
+        assert await client.closed_within(DEADLINE_S)
+        await client.close()
+        assert a.network.counters["handshake_bad_signature"] == 1
+        assert a.received == []
+
+
+async def test_a_listener_with_the_wrong_key_is_refused_by_the_dialer() -> None:
+    limits = TransportLimits(frame_bytes_max=64 * 1024)
+    async with listener(limits) as a:
+        with pytest.raises(HandshakeRefused, match="listener's signature"):
+            await PeerClient.connect(a.url, chain_id=CHAIN, as_id="b", signing_key=key("b"),
+                                     target_id="a", target_key=KNOWN["c"])  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("frame", "counter"),
+    [
+        ("sealed garbage", "frame_malformed"),  # authentic, but not a batch of payloads
+        ("unsealed batch", "frame_unauthentic"),  # a well-formed batch, in clear
+        ("oversized", "link_error"),
+    ],
+)
+async def test_bad_frames_close_the_link_and_deliver_nothing(frame: str, counter: str) -> None:
+    limits = TransportLimits(frame_bytes_max=64 * 1024)
+    async with listener(limits) as a:
+        client = await client_of(a, "b")
+        if frame == "sealed garbage":
+            await client.ws.send_bytes(client.channel.send.seal(b"\xc1\xc1garbage"))
+        elif frame == "unsealed batch":
+            await client.ws.send_bytes(msgpack.packb([b"injected"]))
+        else:
+            await client.ws.send_bytes(b"x" * (limits.frame_bytes_max + 1))
+        assert await client.closed_within(DEADLINE_S)
+        await client.close()
+        await wait_until(lambda: a.network.counters[counter] == 1, f"a to count {counter}")
+        assert a.received == []
+        assert a.network.held_off_ms("b") == 0  # the path may be at fault: no hold-off
+        client = await client_of(a, "b")  # b gets in again at once
+        await client.send_payloads([b"still alive"])
+        await wait_until(lambda: ("b", b"still alive") in a.received, "b's payload")
+        await client.close()
