@@ -460,8 +460,8 @@ class PeerNetwork:
         """A handshake slot for a new connection from `address`, or None if that address
         holds its share. A full table makes room by evicting the oldest handshake of the
         address that holds the most slots: a flood only ever displaces itself."""
-        queue = self._handshakes.setdefault(address, collections.deque())
-        if len(queue) >= self.limits.handshakes_per_address_max:
+        held = self._handshakes.get(address)
+        if held is not None and len(held) >= self.limits.handshakes_per_address_max:
             return None
         if self._handshake_count >= self.limits.handshakes_max:
             busiest = max(self._handshakes.values(), key=len)
@@ -469,7 +469,8 @@ class PeerNetwork:
             self._release_handshake_slot(busiest[0]).evicted.set()
             self.counters["handshake_evicted"] += 1
         slot = _Handshake(address=address)
-        queue.append(slot)
+        # Looked up again: the eviction may have emptied (and removed) this address's queue.
+        self._handshakes.setdefault(address, collections.deque()).append(slot)
         self._handshake_count += 1
         assert self._handshake_count <= self.limits.handshakes_max
         return slot

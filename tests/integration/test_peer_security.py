@@ -392,3 +392,22 @@ async def test_bad_frames_close_the_link_and_deliver_nothing(frame: str, counter
         await client.send_payloads([b"still alive"])
         await wait_until(lambda: ("b", b"still alive") in a.received, "b's payload")
         await client.close()
+
+
+async def test_handshake_slots_are_counted_exactly_through_evictions() -> None:
+    """Every address holds one slot of a full table, and a newcomer's own address is the
+    one evicted from: the books still balance when all slots are released."""
+    limits = TransportLimits(handshakes_max=4, handshakes_per_address_max=2)
+    network = PeerNetwork(chain_id=CHAIN, self_id="a", signing_key=key("a"), known_keys=KNOWN,
+                          peers=[], on_payload=lambda peer, payload: None,
+                          limits=limits)  # fmt: skip
+    slots = [network._take_handshake_slot(f"10.0.0.{i}") for i in range(4)]
+    newcomer = network._take_handshake_slot("10.0.0.0")  # evicts 10.0.0.0's only slot
+    assert newcomer is not None
+    assert slots[0] is not None and slots[0].evicted.is_set()
+    assert network._handshake_count == 4
+    for slot in [*slots, newcomer]:
+        assert slot is not None
+        network._release_handshake_slot(slot)
+    assert network._handshake_count == 0
+    assert network._handshakes == {}
