@@ -214,6 +214,10 @@ class PeerNetwork:
     async def start(self) -> None:
         assert self._session is None
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
+        if self._allowed_hosts is not None:
+            # Before any peer knocks, so the first ones are not refused while we look up.
+            self._resolved_at_ms = self._clock.now_ms()
+            self._allowed_addresses = await self._resolve(self._allowed_hosts)
         for peer_id in self._peers:
             self._tasks.append(asyncio.create_task(self._dial_forever(peer_id)))
 
@@ -437,24 +441,26 @@ class PeerNetwork:
         return address in self._allowed_addresses
 
     async def _resolve(self, hosts: frozenset[str]) -> frozenset[str]:
-        loop = asyncio.get_running_loop()
-        addresses: set[str] = set()
-        for host in sorted(hosts):
-            try:
-                addresses.add(normalized_address(str(ipaddress.ip_address(host))))
-                continue  # an IP address already
-            except ValueError:
-                pass
-            try:
-                async with asyncio.timeout(RESOLVE_TIMEOUT_S):
-                    infos = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-            except (OSError, TimeoutError) as exc:
-                self.counters["resolve_failed"] += 1
-                self._log.warning(host, "resolve", "allowed peer host %r does not resolve: %s",
-                                  host, exc)  # fmt: skip
-                continue
-            addresses.update(normalized_address(str(info[4][0])) for info in infos)
-        return frozenset(addresses)
+        """The addresses of `hosts`, looked up at once, within RESOLVE_TIMEOUT_S in all."""
+        found = await asyncio.gather(*(self._resolve_one(host) for host in sorted(hosts)))
+        return frozenset(address for addresses in found for address in addresses)
+
+    async def _resolve_one(self, host: str) -> list[str]:
+        try:
+            return [normalized_address(str(ipaddress.ip_address(host)))]  # an IP address
+        except ValueError:
+            pass
+        try:
+            async with asyncio.timeout(RESOLVE_TIMEOUT_S):
+                infos = await asyncio.get_running_loop().getaddrinfo(
+                    host, None, type=socket.SOCK_STREAM
+                )
+        except (OSError, TimeoutError) as exc:
+            self.counters["resolve_failed"] += 1
+            self._log.warning(host, "resolve", "allowed peer host %r does not resolve: %s",
+                              host, exc)  # fmt: skip
+            return []
+        return [normalized_address(str(info[4][0])) for info in infos]
 
     def _take_handshake_slot(self, address: str) -> _Handshake | None:
         """A handshake slot for a new connection from `address`, or None if that address

@@ -411,3 +411,16 @@ async def test_handshake_slots_are_counted_exactly_through_evictions() -> None:
         network._release_handshake_slot(slot)
     assert network._handshake_count == 0
     assert network._handshakes == {}
+
+
+async def test_only_allowed_hosts_reach_the_handshake_by_name_or_address() -> None:
+    limits = TransportLimits(frame_bytes_max=64 * 1024, backoff_ms_min=20, backoff_ms_max=100)
+    for allowed in ({"localhost"}, {"127.0.0.1", "no-such-host.invalid"}):
+        async with listener(limits, allowed_hosts=allowed) as a:
+            connector = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
+            async with aiohttp.ClientSession(connector=connector) as session:
+                with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                    await session.ws_connect(a.url + PEER_PATH)
+            assert refused.value.status == 403
+            assert a.network.counters["address_refused"] == 1
+            assert await genuine_handshake(a, "b", b"from 127.0.0.1", limits) == "linked"
