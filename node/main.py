@@ -205,7 +205,7 @@ def route_payload(
         payload = decode_payload(data)
     except ProtocolError as exc:
         driver.counters["payload_malformed"] += 1
-        network.disconnect(peer_id, f"malformed payload: {exc}")
+        network.disconnect(peer_id, f"a payload that does not decode ({exc})")
         return None
     if isinstance(payload, Txs):
         if not intake.proposes:  # it would refuse them all: spend no checks on them
