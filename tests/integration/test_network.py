@@ -15,10 +15,13 @@ from pathlib import Path
 import aiohttp
 import msgpack
 import pytest
+from nacl.signing import SigningKey
 
+from node.channel import DialerHandshake
 from node.keys import load_key_file
-from node.transport import PEER_PATH, TAG_DIALER
+from node.transport import PEER_PATH
 from tests.integration.network import Network, dump_logs
+from tests.integration.peer_client import PeerClient
 from tests.integration.waiting import assert_throughout, wait_for_async, within
 
 pytestmark = pytest.mark.network
@@ -142,41 +145,47 @@ HANDSHAKE_TIMEOUT_S = 30
 DELIVERY_ATTEMPTS_MAX = 5
 
 
-async def raw_link(
-    url: str, as_id: str, target: str, network: Network
-) -> tuple[aiohttp.ClientSession, aiohttp.ClientWebSocketResponse]:
+async def raw_link(url: str, as_id: str, target: str, network: Network) -> PeerClient:
     """A genuine handshake with a genesis key, then the raw socket for abuse."""
-    key = load_key_file(network.entries[as_id].home / "node_key.json")
-    nonce = b"\1" * 32
-    session = aiohttp.ClientSession()
-    ws = await session.ws_connect(url + PEER_PATH, max_msg_size=0)
-    await ws.send_bytes(msgpack.packb([network.genesis.chain_id, as_id, target, nonce]))
-    challenge = await within(ws.receive(), HANDSHAKE_TIMEOUT_S, f"{target}'s challenge")
-    listener_nonce, _ = msgpack.unpackb(challenge.data)
-    signed = msgpack.packb(
-        [TAG_DIALER, network.genesis.chain_id, as_id, target, listener_nonce, nonce]
+    keys = {p.participant_id: p.public_key for p in network.genesis.participants}
+    return await within(
+        PeerClient.connect(
+            url,
+            chain_id=network.genesis.chain_id,
+            as_id=as_id,
+            signing_key=load_key_file(network.entries[as_id].home / "node_key.json"),
+            target_id=target,
+            target_key=keys[target],
+        ),
+        HANDSHAKE_TIMEOUT_S,
+        f"{target}'s handshake",
     )
-    await ws.send_bytes(msgpack.packb([key.sign(signed).signature]))
-    return session, ws
 
 
 async def deliver(
-    network: Network, target: str, frame: bytes, evidence: Callable[[], int], what: str
+    network: Network,
+    target: str,
+    as_id: str,
+    frame: bytes,
+    evidence: Callable[[], int],
+    what: str,
 ) -> None:
-    """Send `frame` to `target` as bank-1 until `evidence()` grows: the target handled it.
+    """Send `frame`, sealed, to `target` as `as_id` until `evidence()` grows: the target
+    handled it.
 
-    The real bank-1 is connected too. When it redials, the target closes our link in its
+    The real `as_id` is connected too. When it redials, the target closes our link in its
     favour, possibly before reading our frame; then the frame goes again on a new link.
     """
     url = network.entries[target].peer_url
     before = evidence()
     for _ in range(DELIVERY_ATTEMPTS_MAX):
-        session, ws = await raw_link(url, network.banks[0], target, network)
+        client = await raw_link(url, as_id, target, network)
+        ws = client.ws
         closed = asyncio.ensure_future(ws.receive())
         try:
             # The node may close the link while the oversized frame is still in flight.
             with contextlib.suppress(ConnectionError, aiohttp.ClientError):
-                await ws.send_bytes(frame)
+                await ws.send_bytes(client.channel.send.seal(frame))
             # A dropped payload keeps the link open, a bad frame closes it: either way the
             # target shows it in `evidence`, unless the real bank-1 took the link first.
             await wait_for_async(
@@ -186,8 +195,7 @@ async def deliver(
                 return
         finally:
             closed.cancel()
-            await ws.close()
-            await session.close()
+            await client.close()
     raise AssertionError(f"{what}: not seen after {DELIVERY_ATTEMPTS_MAX} links")
 
 
@@ -202,31 +210,37 @@ async def abuse(network: Network, target: str) -> None:
     url = network.entries[target].peer_url
     refused = logged("refused: unknown id 'mallory'")
     async with aiohttp.ClientSession() as session, session.ws_connect(url + PEER_PATH) as ws:
-        await ws.send_bytes(
-            msgpack.packb([network.genesis.chain_id, "mallory", target, b"\0" * 32])
+        mallory = DialerHandshake(
+            chain_id=network.genesis.chain_id,
+            dialer_id="mallory",
+            listener_id=target,
+            signing_key=SigningKey(bytes(32)),  # no genesis key: refused at its hello
+            listener_key=bytes(32),
+            ephemeral_secret=bytes(range(32)),
         )
+        await ws.send_bytes(mallory.hello())
         reply = await within(ws.receive(), HANDSHAKE_TIMEOUT_S, "the refusal of mallory")
         assert reply.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
     await wait_for_async(lambda: refused() == 1, 30, "mallory's refusal in the log")
-    # Garbage frames, well-formed junk payloads and an oversized frame from a known peer,
-    # each with the trace it leaves on the target.
+    # Garbage frames, well-formed junk payloads and an oversized frame from known peers,
+    # each with the trace it leaves on the target. A payload no honest peer sends gets its
+    # sender disconnected and refused for a while: those cases come last, one per bank.
+    bank_1, bank_2 = network.banks
+    garbage = b"\xc1" * 100
+    junk_sync = msgpack.packb([msgpack.packb([5, [[b"x", b"y"]]])])
+    oversized = b"\0" * (5 * 1024 * 1024)
+    junk_payload = msgpack.packb([b"\x93\x01\x02"])
+    junk_vote = msgpack.packb([msgpack.packb([1, b"not a vote"])])
     cases = [
-        (b"\xc1" * 100, logged("sent a malformed frame"), "a garbage frame"),
-        (msgpack.packb([b"\x93\x01\x02"]), counted("payload_malformed"), "a junk payload"),
-        (
-            msgpack.packb([msgpack.packb([1, b"not a vote"])]),
-            counted("peer_disconnected"),  # consensus from a bank: disconnected
-            "a junk consensus message",
-        ),
-        (
-            msgpack.packb([msgpack.packb([5, [[b"x", b"y"]]])]),
-            counted("sync_unsolicited", "sync_refused"),
-            "junk sync blocks",
-        ),
-        (b"\0" * (5 * 1024 * 1024), logged("link closed with error"), "an oversized frame"),
+        (bank_1, garbage, logged("sent a malformed frame"), "a garbage frame"),
+        (bank_1, junk_sync, counted("sync_unsolicited", "sync_refused"), "junk sync blocks"),
+        (bank_1, oversized, logged("link closed with error"), "an oversized frame"),
+        (bank_1, junk_payload, counted("payload_malformed"), "a junk payload"),
+        # Consensus from a bank: disconnected.
+        (bank_2, junk_vote, counted("peer_disconnected"), "a junk consensus message"),
     ]
-    for frame, evidence, what in cases:
-        await deliver(network, target, frame, evidence, f"{target} to handle {what}")
+    for as_id, frame, evidence, what in cases:
+        await deliver(network, target, as_id, frame, evidence, f"{target} to handle {what}")
 
 
 def test_unknown_garbage_and_oversized_peers_are_refused(network: Network) -> None:
