@@ -164,6 +164,7 @@ def build_network(
     loaded: Loaded,
     peers: list[PeerAddress],
     on_payload: Callable[[str, bytes], Awaitable[None] | None],
+    on_peer_down: Callable[[str], None],
 ) -> PeerNetwork:
     allowed_hosts = None
     if loaded.config.peer_allow_only_genesis_addresses:
@@ -182,6 +183,7 @@ def build_network(
             queue_payloads_max=loaded.config.peer_queue_payloads_max,
         ),
         allowed_hosts=allowed_hosts,
+        on_peer_down=on_peer_down,
     )
 
 
@@ -292,6 +294,7 @@ async def serve(loaded: Loaded, stop: asyncio.Event) -> None:
         loaded,
         peers,
         lambda peer, data: route_payload(driver, intake, network, verifier, peer, data),
+        lambda peer: driver.forget_peer(peer),  # what it claimed counts no more (finding 2)
     )
     driver = build_driver(loaded, replica, peers, network.send, network.disconnect)
     validator_peers = driver.validator_peers
