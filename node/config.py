@@ -216,6 +216,12 @@ def load_config(home: Path, environ: Mapping[str, str] | None = None) -> NodeCon
             name, kind = SCHEMA[section][key]
             sources[name] = f"{path}: {section}.{key}"
             values[name] = _typed(sources[name], value, kind, home)
+    known = {
+        f"{ENV_PREFIX}{section}_{key}".upper() for section in SCHEMA for key in SCHEMA[section]
+    }
+    unknown = sorted(n for n in environ if n.startswith(ENV_PREFIX) and n not in known)
+    if unknown:  # a mistyped override must not be silently ignored
+        raise ConfigError(f"environment {unknown[0]}: not a setting (see node.example.toml)")
     for section, table in SCHEMA.items():
         for key, (name, kind) in table.items():
             env_name = f"{ENV_PREFIX}{section}_{key}".upper()

@@ -30,7 +30,7 @@ from tests.integration import crash_writer
 from tests.integration.waiting import LineReader, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
-KILLS = int(os.environ.get("SOMNET_CRASH_KILLS", "100"))
+KILLS = int(os.environ.get("CRASH_TEST_KILLS", "100"))
 START_TIMEOUT_S = 60  # a Python start with its imports; long only on a loaded machine
 KILLS_IN_RESTORE_FRACTION = 0.2
 BLOCKS_BEFORE_KILL_MAX = 3
@@ -102,7 +102,7 @@ def check_store(store_path: Path, reported: int) -> int:
 @pytest.mark.slow
 @pytest.mark.timeout(600)  # 100 writer starts and full store checks, on a loaded machine
 def test_store_survives_repeated_kill_9(tmp_path: Path) -> None:
-    rng = random.Random(int(os.environ.get("SOMNET_CRASH_SEED", "20240601")))
+    rng = random.Random(int(os.environ.get("CRASH_TEST_SEED", "20240601")))
     store_path = tmp_path / "store"
     reported = 0
     kills_mid_run = 0

@@ -152,3 +152,10 @@ def test_the_largest_frame_still_gives_blocks_every_node_can_decode(tmp_path: Pa
     environ = {"SOMNET_P2P_FRAME_BYTES_MAX": str(2 * BLOCK_SIZE_MAX + 2)}
     with pytest.raises(ConfigError, match=re.escape("p2p.frame_bytes_max")):
         load_config(tmp_path, environ=environ)
+
+
+def test_a_mistyped_environment_override_is_refused_not_ignored(tmp_path: Path) -> None:
+    """Found in issue 8: a mistyped override (SOMNET_P2P_ALLOW_ONLY_GENESIS_ADRESSES, one D)
+    was silently ignored, and the node ran without the protection asked for."""
+    with pytest.raises(ConfigError, match="SOMNET_API_LISTN: not a setting"):
+        load_config(write(tmp_path, MINIMAL), {"SOMNET_API_LISTN": "0.0.0.0:1"})
