@@ -114,22 +114,6 @@ class Intake:
         if fresh:
             self._wake()
 
-    def from_peer(self, peer_id: str, txs: Sequence[bytes]) -> int:
-        """Admit a peer's gossip; returns how many were refused (all, on a node that does
-        not propose)."""
-        if not self._proposes:
-            return len(txs)
-        refused = 0
-        added = False
-        for tx_bytes in txs:
-            try:
-                added |= self.mempool.add(tx_bytes, source=peer_id).admission is Admission.ADDED
-            except TxRefused:
-                refused += 1
-        if added:
-            self._wake()
-        return refused
-
     @property
     def proposes(self) -> bool:
         """Whether this node holds peers' transactions at all (a validator)."""

@@ -171,6 +171,7 @@ async def test_stored_evidence_is_served_and_verifies(bank: Bank) -> None:
 async def test_a_bank_node_does_not_hold_other_participants_transactions(bank: Bank) -> None:
     """Issue 8 finding 4: transactions from peers sat in a bank node's pool for ever,
     since a bank node never proposes; now they never enter it."""
-    tx = transfer("bank-f", "bank-f", "bank-e", 1)
-    assert bank.intake.from_peer("bank-f", [tx]) == 1
+    tx = decode_tx(transfer("bank-f", "bank-f", "bank-e", 1), CHAIN_ID)
+    assert not bank.intake.proposes
+    assert bank.intake.admit_verified("bank-f", [tx]) == 1
     assert len(bank.node.driver.mempool) == 0
