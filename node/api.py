@@ -55,6 +55,7 @@ from node.intake import Intake
 from node.ledger import decode_tx_result
 from node.mempool import decode_dropped
 from node.statement import STATEMENT_LIMIT_DEFAULT, STATEMENT_LIMIT_MAX, Reader, account_statement
+from node.store import StoreError
 from node.tx import TX_SIZE_MAX, decode_tx
 
 __all__ = ["ApiContext", "build_api"]
@@ -88,9 +89,14 @@ class ApiContext:
         intake: Intake,
         role: str,
         connected_peers: Callable[[], list[str]],
+        on_store_failure: Callable[[StoreError], None],
         remittance_key: SigningKey | None = None,
     ) -> None:
+        """Args:
+        on_store_failure: called when a read finds the store damaged or failing; the
+            node must stop with its fatal status rather than answer from it."""
         self.driver = driver
+        self.on_store_failure = on_store_failure
         self.intake = intake
         self.role = role
         self.connected_peers = connected_peers
@@ -374,6 +380,11 @@ async def json_errors(
         if exc.status == 408:  # a slow client: do not wait for its next request
             response.force_close()
         return response
+    except StoreError as exc:
+        # Stored bytes are not what was written, or the disk fails: the node stops with
+        # its fatal status (node/main.py) rather than answer from it.
+        request.app[CONTEXT].on_store_failure(exc)
+        return error(503, "STORE_FAILED", "this node found its store failing and is stopping")
     except NodeError as exc:
         log.error("api %s %s: %s", request.method, bounded(request.path), describe(exc))
         return error(500, "NODE_ERROR", str(exc)[:ECHO_CHARS_MAX])

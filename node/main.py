@@ -314,11 +314,18 @@ async def serve(loaded: Loaded, stop: asyncio.Event) -> None:
     )
     restored = intake.restore()
     role = loaded.me.role if replica is None else f"validator ({loaded.me.role})"
+    store_failures: list[StoreError] = []
+
+    def on_store_failure(exc: StoreError) -> None:
+        store_failures.append(exc)
+        stop.set()
+
     context = ApiContext(
         driver=driver,
         intake=intake,
         role=role,
         connected_peers=network.connected_peers,
+        on_store_failure=on_store_failure,
         remittance_key=SigningKey(loaded.signer_seed),
     )
     peer_app = web.Application(client_max_size=1024)
@@ -343,6 +350,8 @@ async def serve(loaded: Loaded, stop: asyncio.Event) -> None:
         await runner.cleanup()
     if driver_task in done and driver_task.exception() is not None:
         raise driver_task.exception()  # type: ignore[misc]
+    if store_failures:
+        raise store_failures[0]  # run_node turns it into the fatal exit status
 
 
 def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -376,6 +385,8 @@ def run_node(home: Path) -> int:
         fatal(FatalReason.STORE_FULL, str(exc))
     except StoreCorrupted as exc:
         fatal(FatalReason.STORE_CORRUPTED, str(exc))
+    except StoreError as exc:
+        fatal(FatalReason.STORE_ERROR, str(exc))
     finally:
         loaded.store.close()
     return 0

@@ -43,7 +43,13 @@ async def open_bank(tmp_path: Path) -> Bank:
         proposes=False,
     )
     intake.restore()
-    context = ApiContext(driver=node.driver, intake=intake, role="bank", connected_peers=list)
+    context = ApiContext(
+        driver=node.driver,
+        intake=intake,
+        role="bank",
+        connected_peers=list,
+        on_store_failure=pytest.fail,
+    )
     client = TestClient(TestServer(build_api(context)))
     await client.start_server()
     return Bank(node=node, intake=intake, client=client, gossip=gossip)

@@ -35,6 +35,7 @@ async def open_api(node: Node) -> TestClient[Any, Any]:
         intake=intake,
         role="bank",
         connected_peers=list,
+        on_store_failure=pytest.fail,
         remittance_key=key_of(node.driver.node_id),
     )
     client = TestClient(TestServer(build_api(context)))
