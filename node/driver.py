@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import itertools
 import logging
 import random
@@ -87,6 +88,7 @@ from node.protocol import (
     encode_payload,
 )
 from node.store import Store
+from node.tx import Tx
 
 __all__ = ["Driver", "DriverLimits", "PeerPayload", "SendTo", "Settled"]
 
@@ -143,7 +145,19 @@ class Wake:
     """Re-check whether the next height may start."""
 
 
-Input = Event | PeerPayload | Wake
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TxsVerified:
+    """The signature checks of a proposed block's transactions, done off the event loop:
+    the decoded transactions, or why one failed."""
+
+    height: Height
+    value: Value
+    block: Block
+    txs: tuple[Tx, ...] | None
+    error: BlockError | None
+
+
+Input = Event | PeerPayload | Wake | TxsVerified
 SendTo = Callable[[str, bytes], None]
 Disconnect = Callable[[str, str], None]  # (peer id, reason)
 
@@ -166,7 +180,11 @@ class Driver:
         clock: Clock,
         rng: random.Random,
         disconnect: Disconnect,
+        verify_executor: concurrent.futures.Executor,
     ) -> None:
+        """Args:
+        verify_executor: where a proposed block's signatures are checked, so that a
+            proposer's block of many unknown transactions never blocks the event loop."""
         self.node_id = node_id
         self.ledger = ledger
         self.store = store
@@ -179,6 +197,7 @@ class Driver:
         self._clock = clock
         self._rng = rng  # which peer to ask for blocks
         self._disconnect = disconnect
+        self._verify_executor = verify_executor
         self.inbox: FairInbox[Input] = FairInbox(per_peer_max=INBOX_PER_PEER_MAX)
         self._payload_budget = Budgets(
             rate_per_s=PEER_PAYLOADS_PER_S, burst=PEER_PAYLOADS_BURST, clock=clock
@@ -277,6 +296,8 @@ class Driver:
                 self._wake_pending = False
                 self._maybe_start_height(force=False)
                 self._maybe_sync()
+            case TxsVerified():
+                self._on_txs_verified(item)
             case _:
                 self._step(item)
 
@@ -330,8 +351,9 @@ class Driver:
         delay_ms = max(0, action.deadline_ms - self._clock.now_ms())
         self._loop.call_later(delay_ms / 1000, self._submit_timeout, event)
 
-    def _check_value(self, height: Height, value: Value) -> ValueChecked:
-        valid = False
+    def _check_value(self, height: Height, value: Value) -> ValueChecked | None:
+        """The cheap checks at once; the transactions' signatures in a worker thread,
+        whose answer comes back through the inbox (`_on_txs_verified`)."""
         try:
             if len(value.payload) > self.limits.block_bytes_max:
                 # Larger blocks could be decided but never synced: a sync frame holds the
@@ -340,17 +362,44 @@ class Driver:
             block = decode_block(value.payload)
             if block.header.hash() != value.value_id:
                 raise BlockError("value id is not the block hash")
-            self.ledger.validate_block(
-                block,
-                now_ms=self._clock.unix_ms(),
-                signatures_checked=self.mempool.verified_hashes(),
-            )
-            self._checked[value.value_id] = block
-            valid = True
         except BlockError as exc:
-            self.counters["block_invalid"] += 1
-            log.warning("h=%d proposed block refused: %s", height, exc)
-        return ValueChecked(height=height, value_id=value.value_id, valid=valid)
+            return self._value_refused(height, value, exc)
+        future = self._loop.run_in_executor(
+            self._verify_executor,
+            self.ledger.decode_and_verify,
+            block.txs,
+            self.mempool.verified_hashes(),  # read-only there; only this loop changes it
+        )
+
+        def verified(done: asyncio.Future[tuple[Tx, ...]]) -> None:
+            error = done.exception()
+            if error is not None and not isinstance(error, BlockError):
+                raise error  # our own bug: let it surface
+            txs = None if error is not None else done.result()
+            item = TxsVerified(height=height, value=value, block=block, txs=txs, error=error)
+            self.inbox.put_own(item)
+
+        future.add_done_callback(verified)
+        return None
+
+    def _on_txs_verified(self, item: TxsVerified) -> None:
+        if item.height != self.ledger.height + 1:
+            self.counters["stale_txs_verified"] += 1  # that height is settled already
+            return
+        try:
+            if item.error is not None:
+                raise item.error
+            self.ledger.validate_block(item.block, now_ms=self._clock.unix_ms(), decoded=item.txs)
+        except BlockError as exc:
+            self._step(self._value_refused(item.height, item.value, exc))
+            return
+        self._checked[item.value.value_id] = item.block
+        self._step(ValueChecked(height=item.height, value_id=item.value.value_id, valid=True))
+
+    def _value_refused(self, height: Height, value: Value, exc: BlockError) -> ValueChecked:
+        self.counters["block_invalid"] += 1
+        log.warning("h=%d proposed block refused: %s", height, exc)
+        return ValueChecked(height=height, value_id=value.value_id, valid=False)
 
     def _build_value(self, action: BuildValue) -> ValueBuilt:
         """A block from the mempool that this node's own check accepts: the encoded block

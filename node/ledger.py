@@ -502,6 +502,7 @@ class Ledger:
         *,
         now_ms: int | None = None,
         signatures_checked: Mapping[bytes, Tx] = _NOTHING_CHECKED,
+        decoded: tuple[Tx, ...] | None = None,
     ) -> None:
         """Check that `block` can follow the last settled block (consensus CheckValue).
 
@@ -515,6 +516,8 @@ class Ledger:
                 included) must match too: otherwise a proposer could pair a pooled
                 transaction's content with a bad signature, and nodes with and without
                 it in their pool would disagree on the block.
+            decoded: the block's transactions, already decoded and verified by
+                `decode_and_verify` (off the event loop); nothing of them is redone.
         Raises:
             BlockError: naming the first field or transaction that is wrong.
         """
@@ -525,9 +528,11 @@ class Ledger:
         block_hash = block.header.hash()
         cached = self._decoded
         if cached is None or cached[0] != block_hash:
-            txs = self._decode_and_verify(block.txs, signatures_checked)
-            self._check_consumable(txs, block.header.height)
-            self._decoded = (block_hash, txs)
+            if decoded is None:
+                decoded = self.decode_and_verify(block.txs, signatures_checked)
+            assert len(decoded) == len(block.txs)
+            self._check_consumable(decoded, block.header.height)
+            self._decoded = (block_hash, decoded)
 
     def _check_consumable(self, txs: Sequence[Tx], height: int) -> None:
         """Raises BlockError unless every transaction may be settled at `height`: not
@@ -552,11 +557,15 @@ class Ledger:
                     f"transaction {index}: its (signer, UETR) is consumed by tx {holder.hex()}"
                 )
 
-    def _decode_and_verify(
+    def decode_and_verify(
         self, txs: Sequence[bytes], signatures_checked: Mapping[bytes, Tx]
     ) -> tuple[Tx, ...]:
         """Each transaction decoded once per node: one this node already decoded and
-        verified (same wire bytes) is reused as is; any other is decoded and verified."""
+        verified (same wire bytes) is reused as is; any other is decoded and verified.
+
+        Reads nothing that settling changes (the chain id and the genesis keys), so it may
+        run in a worker thread while the loop goes on (libsodium releases the GIL).
+        Raises BlockError naming the first transaction that fails."""
         decoded: list[Tx] = []
         append = decoded.append
         checked = signatures_checked.get if signatures_checked else None

@@ -7,6 +7,7 @@ stop the node through `fatal` with a distinct exit status, before it touches the
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import errno
 import logging
@@ -47,6 +48,8 @@ from node.verifier import TxVerifier, VerifierLimits
 __all__ = ["run_node"]
 
 log = logging.getLogger(__name__)
+
+BLOCK_VERIFY_WORKERS = 2  # threads checking a proposed block's signatures (libsodium frees the GIL)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -136,6 +139,7 @@ def build_driver(
     peers: list[PeerAddress],
     send: SendTo,
     disconnect: Disconnect,
+    verify_executor: concurrent.futures.Executor,
 ) -> Driver:
     config = loaded.config
     validator_ids = {v.validator_id for v in loaded.genesis.validator_set().validators}
@@ -157,6 +161,7 @@ def build_driver(
         clock=SystemClock(),
         rng=random.Random(),
         disconnect=disconnect,
+        verify_executor=verify_executor,
     )
 
 
@@ -296,7 +301,11 @@ async def serve(loaded: Loaded, stop: asyncio.Event) -> None:
         lambda peer, data: route_payload(driver, intake, network, verifier, peer, data),
         lambda peer: driver.forget_peer(peer),  # what it claimed counts no more (finding 2)
     )
-    driver = build_driver(loaded, replica, peers, network.send, network.disconnect)
+    # A proposed block's signatures are checked here, off the event loop.
+    block_verifier = concurrent.futures.ThreadPoolExecutor(
+        max_workers=BLOCK_VERIFY_WORKERS, thread_name_prefix="block-verify"
+    )
+    driver = build_driver(loaded, replica, peers, network.send, network.disconnect, block_verifier)
     validator_peers = driver.validator_peers
 
     def to_validators(payload: bytes) -> None:
@@ -346,6 +355,7 @@ async def serve(loaded: Loaded, stop: asyncio.Event) -> None:
         await driver_task
     await network.stop()
     verifier.close()
+    block_verifier.shutdown(wait=True, cancel_futures=True)
     for runner in runners:
         await runner.cleanup()
     if driver_task in done and driver_task.exception() is not None:

@@ -4,6 +4,8 @@ up, and what happens to the transactions it kept when blocks settle."""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import dataclasses
 import random
 from dataclasses import dataclass, field
@@ -13,7 +15,15 @@ import pytest
 
 from consensus.config import ReplicaConfig
 from consensus.crypto import Signer
-from consensus.messages import DurableState, Height, Proposal, Round, ValidatorId, VoteType
+from consensus.messages import (
+    DurableState,
+    Height,
+    Proposal,
+    Round,
+    ValidatorId,
+    Value,
+    VoteType,
+)
 from consensus.replica import Replica
 from consensus.wire import decode_evidence, decode_message, encode_certificate, encode_message
 from node.block import decode_block, encode_block
@@ -23,6 +33,7 @@ from node.driver import (
     Driver,
     DriverLimits,
     PeerPayload,
+    TxsVerified,
     Wake,
 )
 from node.errors import RefusalCode
@@ -57,6 +68,9 @@ LIMITS = DriverLimits(
     empty_block_interval_ms=EMPTY_BLOCK_INTERVAL_MS,
     sync_bytes_max=1 << 20,
 )
+
+
+VERIFY_EXECUTOR = concurrent.futures.ThreadPoolExecutor(max_workers=1)
 
 
 @dataclass
@@ -130,6 +144,7 @@ def make_node(tmp_path: Path, node_id: str, limits: DriverLimits = LIMITS) -> No
         clock=clock,
         rng=random.Random(7),
         disconnect=network.disconnect,
+        verify_executor=VERIFY_EXECUTOR,
     )
     return Node(driver=driver, network=network, clock=clock, store=store)
 
@@ -304,8 +319,34 @@ async def test_a_proposer_never_builds_a_block_over_the_size_it_accepts(tmp_path
     assert len(proposal.value.payload) <= limit
     block = decode_block(proposal.value.payload)
     assert 5 <= len(block.txs) < 100  # as many as fit, not all
-    checked = node.driver._check_value(Height(1), proposal.value)
-    assert checked.valid  # its own check accepts what it built
+    assert await checked(node, proposal.value)  # its own check accepts what it built
+
+
+async def checked(node: Node, value: Value) -> bool:
+    """Ask the driver to check a proposed value, as the replica does; await its answer,
+    which comes back through the inbox once the signatures are checked off the loop."""
+    assert node.driver._check_value(Height(node.driver.ledger.height + 1), value) is None
+    item = await asyncio.wait_for(node.driver.inbox.get(), 30)
+    assert isinstance(item, TxsVerified)
+    invalid_before = node.driver.counters["block_invalid"]
+    node.driver.handle(item)
+    return node.driver.counters["block_invalid"] == invalid_before
+
+
+async def test_a_proposal_with_a_badly_signed_transaction_is_refused_off_the_loop(
+    tmp_path: Path,
+) -> None:
+    """Found with issue 8: a proposer's block of unknown transactions was verified on the
+    event loop, as gossip was; now the loop only hands it to a worker thread."""
+    node = make_node(tmp_path, "nbkr")
+    good = [transfer("bank-e", "bank-e", "bank-f", amount) for amount in (1, 2)]
+    bad = bytes(64) + transfer("bank-e", "bank-e", "bank-f", 3)[64:]
+    for txs, valid in ((good, True), ([*good, bad], False)):
+        block = node.driver.ledger.make_block(
+            txs, time_ms=node.clock.unix, proposer="val-b", prev_certificate=None
+        )
+        value = Value(value_id=block.header.hash(), payload=encode_block(block))
+        assert await checked(node, value) is valid
 
 
 async def test_an_uncertified_height_claim_changes_nothing_and_disconnects(tmp_path: Path) -> None:
