@@ -27,7 +27,7 @@ from consensus.messages import DurableState, Height, ValidatorId
 from consensus.replica import Replica
 from consensus.wire import decode_durable_state
 from node.api import ApiContext, build_api
-from node.api_server import ApiLimits, ApiSite
+from node.api_server import API_GUARD, ApiGuard, ApiLimits, ApiSite
 from node.clock import SystemClock
 from node.config import ConfigError, NodeConfig, load_config
 from node.descriptors import descriptors_needed, raise_descriptor_limit
@@ -49,6 +49,7 @@ __all__ = ["run_node"]
 
 log = logging.getLogger(__name__)
 
+PEER_PORT_SLACK = 8  # connections one address may hold beyond its peers and handshakes
 BLOCK_VERIFY_WORKERS = 2  # threads checking a proposed block's signatures (libsodium frees the GIL)
 
 
@@ -244,20 +245,26 @@ async def admit_gossip(
         network.disconnect(peer_id, f"gossiped a transaction no honest peer sends: {batch.fault}")
 
 
-def peer_site(runner: web.AppRunner, host: str, port: int) -> web.BaseSite:
-    return web.TCPSite(runner, host, port, reuse_address=True)
+def peer_port_limits(peer_count: int, transport: TransportLimits) -> ApiLimits:
+    """Connections on the peer port, bounded like the API's: every peer's link (all peers
+    may share one address, behind NAT or on one test machine) plus the handshakes in
+    progress; a connection that sends no request head within the handshake deadline is
+    cut, so raw idle sockets cannot pile up before the handshake's own bounds apply."""
+    per_address = peer_count + transport.handshakes_per_address_max + PEER_PORT_SLACK
+    return ApiLimits(
+        connections_max=per_address + transport.handshakes_max,
+        connections_per_address_max=per_address,
+        header_timeout_ms=transport.handshake_timeout_ms,
+        body_timeout_ms=transport.handshake_timeout_ms,
+    )
 
 
-async def listen(
-    runner: web.AppRunner,
-    key: str,
-    address: str,
-    site: Callable[[web.AppRunner, str, int], web.BaseSite],
-) -> None:
+async def listen(runner: web.AppRunner, key: str, address: str) -> None:
+    """Serve `runner` at `address`, every connection through the application's guard."""
     await runner.setup()
     host, _, port = address.rpartition(":")
     try:
-        await site(runner, host, int(port)).start()
+        await ApiSite(runner, host, int(port)).start()
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             fatal(FatalReason.ADDRESS_IN_USE, f"{key} {address} is in use")
@@ -338,12 +345,13 @@ async def serve(loaded: Loaded, stop: asyncio.Event) -> None:
         remittance_key=SigningKey(loaded.signer_seed),
     )
     peer_app = web.Application(client_max_size=1024)
+    peer_app[API_GUARD] = ApiGuard(peer_port_limits(len(peers), network.limits))
     peer_app.router.add_routes(network.routes())
     api_app = build_api(context, api_limits(loaded.config))
     # No access log on the peer port: anyone can connect, as often as they like.
     runners = [web.AppRunner(peer_app, access_log=None), web.AppRunner(api_app, access_log=None)]
-    await listen(runners[0], "p2p.listen", loaded.config.peer_listen, peer_site)
-    await listen(runners[1], "api.listen", loaded.config.api_listen, ApiSite)
+    await listen(runners[0], "p2p.listen", loaded.config.peer_listen)
+    await listen(runners[1], "api.listen", loaded.config.api_listen)
     await network.start()
     log.info("node=%s height=%d role=%s pending=%d ready", driver.node_id,
              loaded.ledger.height, role, restored)  # fmt: skip
