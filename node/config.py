@@ -32,6 +32,7 @@ from consensus.errors import ConfigError as ConsensusConfigError
 from node.block import BLOCK_SIZE_MAX, CERTIFICATE_SIZE_MAX, HEADER_SIZE_MAX, TXS_MAX
 from node.errors import NodeError
 from node.ids import ID_RULE, is_id
+from node.protocol import SYNC_BLOCKS_MAX
 from node.tx import TX_SIZE_MAX
 
 __all__ = ["ConfigError", "NodeConfig", "PeerEntry", "load_config"]
@@ -93,8 +94,11 @@ class NodeConfig:
 
     @property
     def sync_bytes_max(self) -> int:
-        """Block and certificate bytes in one sync answer (beyond its first block)."""
-        return self.frame_bytes_max // 2
+        """Block and certificate bytes in one sync answer, and the most a peer's sync
+        budget holds: the largest block with the largest certificate. A full block with
+        its certificate is more than block_bytes_max, and an answer smaller than that
+        would never serve it, so no node behind it could catch up."""
+        return self.block_bytes_max + CERTIFICATE_SIZE_MAX
 
     def replica_config(self, chain_id: str) -> ReplicaConfig:
         """The consensus core's configuration: this node's settings per REPLICA_FIELDS."""
@@ -157,6 +161,10 @@ BLOCK_BYTES_MIN = TX_SIZE_MAX + HEADER_SIZE_MAX + CERTIFICATE_SIZE_MAX + 64
 # no validator accepts.
 FRAME_BYTES_MIN = 2 * BLOCK_BYTES_MIN
 FRAME_BYTES_MAX = 2 * BLOCK_SIZE_MAX
+# A sync answer (sync_bytes_max of blocks and certificates, framed per pair) must fit in
+# one frame with the frame's own header and seal, whatever the frame size.
+SYNC_ANSWER_OVERHEAD_BYTES = 16 * SYNC_BLOCKS_MAX + 1024
+assert FRAME_BYTES_MIN // 2 + CERTIFICATE_SIZE_MAX + SYNC_ANSWER_OVERHEAD_BYTES <= FRAME_BYTES_MIN
 # Room for an empty store and a few of the largest blocks with their results; at the top,
 # x86-64 gives a process 128 TiB of address space and lmdb.open overflows at 2**64.
 MAP_SIZE_BYTES_MIN = 4 * BLOCK_SIZE_MAX

@@ -407,6 +407,12 @@ class PeerNetwork:
         try:
             await ws.prepare(request)
             linked = await self._handshake_in_slot(ws, slot)
+        except ConnectionError:
+            # It left before its upgrade was answered. Anyone can, for the price of a
+            # connection, so it is counted, not logged (raised from here, aiohttp logs a
+            # traceback of 1.7 KB for each); the answer below goes nowhere.
+            self.counters["handshake_aborted"] += 1
+            return web.Response(status=400)
         finally:
             self._release_handshake_slot(slot)
         if linked is None:

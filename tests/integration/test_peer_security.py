@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
@@ -21,6 +22,7 @@ from aiohttp import web
 from nacl.signing import SigningKey
 
 from node.transport import PEER_PATH, PeerAddress, PeerNetwork, TransportLimits
+from tests.integration.hostile_peer import abort_upgrades
 from tests.integration.peer_client import HandshakeRefused, PeerClient
 
 CHAIN = "somnet-test"
@@ -209,6 +211,28 @@ async def test_one_address_holds_only_its_share_of_handshake_slots() -> None:
             assert outcome == "linked"
             for ws in idle:
                 await ws.close()
+
+
+async def test_upgrades_abandoned_before_their_answer_are_counted_not_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A stranger that sends a WebSocket upgrade and resets the connection at once made
+    aiohttp log a traceback (1.7 KB) for each, unthrottled: 200 such connections wrote
+    337 KB to a real node's log (test_hostile_peer.py). Now each is counted, not logged."""
+    limits = TransportLimits(frame_bytes_max=64 * 1024)
+    count = 50
+    async with listener(limits) as a:
+        counters = a.network.counters
+        with caplog.at_level(logging.WARNING, logger="aiohttp.server"):
+            await abort_upgrades(a.url, count=count, addresses=10)
+
+            def ended() -> int:
+                errors = sum(r.name == "aiohttp.server" for r in caplog.records)
+                return counters["handshake_aborted"] + counters["handshake_malformed"] + errors
+
+            await wait_until(lambda: ended() == count, "every connection to end")
+        assert [r.getMessage() for r in caplog.records if r.name == "aiohttp.server"] == []
+        assert counters["handshake_aborted"] > 0  # the race this test is about did happen
 
 
 # -- finding 6: a peer that sends junk is disconnected and held off ---------------------

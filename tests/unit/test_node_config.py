@@ -10,8 +10,9 @@ import pytest
 
 from consensus.config import ReplicaConfig
 from consensus.errors import ConfigError as ConsensusConfigError
-from node.block import BLOCK_SIZE_MAX
-from node.config import SCHEMA, ConfigError, load_config
+from node.block import BLOCK_SIZE_MAX, CERTIFICATE_SIZE_MAX
+from node.config import FRAME_BYTES_MAX, FRAME_BYTES_MIN, SCHEMA, ConfigError, load_config
+from node.protocol import SYNC_BLOCKS_MAX, SyncBlocks, encode_payload
 
 MINIMAL = """
 [node]
@@ -159,3 +160,22 @@ def test_a_mistyped_environment_override_is_refused_not_ignored(tmp_path: Path) 
     was silently ignored, and the node ran without the protection asked for."""
     with pytest.raises(ConfigError, match="SOMNET_API_LISTN: not a setting"):
         load_config(write(tmp_path, MINIMAL), {"SOMNET_API_LISTN": "0.0.0.0:1"})
+
+
+@pytest.mark.parametrize("frame_bytes_max", [FRAME_BYTES_MIN, 4 * 1024 * 1024, FRAME_BYTES_MAX])
+def test_every_block_a_node_accepts_can_be_synced_within_a_frame(
+    tmp_path: Path, frame_bytes_max: int
+) -> None:
+    """A block filled to block_bytes_max, with its certificate, was more than one sync
+    answer may hold (sync_bytes_max was block_bytes_max), so no node ever served it and a
+    node behind it stopped there (tests/integration/test_hostile_peer.py, finding 1)."""
+    environ = {"SOMNET_P2P_FRAME_BYTES_MAX": str(frame_bytes_max)}
+    config = load_config(write(tmp_path, MINIMAL), environ=environ)
+    assert config.sync_bytes_max >= config.block_bytes_max + CERTIFICATE_SIZE_MAX
+    # The largest answer: sync_bytes_max of blocks in as many pairs as a request may ask.
+    pairs_count = SYNC_BLOCKS_MAX
+    pair_bytes = config.sync_bytes_max // pairs_count
+    answer = SyncBlocks(blocks=((bytes(pair_bytes - 100), bytes(100)),) * pairs_count)
+    assert len(encode_payload(answer)) + 64 <= config.frame_bytes_max  # batch header, seal
+    largest = SyncBlocks(blocks=((bytes(config.block_bytes_max), bytes(CERTIFICATE_SIZE_MAX)),))
+    assert len(encode_payload(largest)) + 64 <= config.frame_bytes_max
