@@ -246,11 +246,12 @@ async def admit_gossip(
 
 
 def peer_port_limits(peer_count: int, transport: TransportLimits) -> ApiLimits:
-    """Connections on the peer port, bounded like the API's: every peer's link (all peers
-    may share one address, behind NAT or on one test machine) plus the handshakes in
-    progress; a connection that sends no request head within the handshake deadline is
-    cut, so raw idle sockets cannot pile up before the handshake's own bounds apply."""
-    per_address = peer_count + transport.handshakes_per_address_max + PEER_PORT_SLACK
+    """Connections on the peer port, bounded like the API's. A connection that sends no
+    request head within the handshake deadline is cut, so raw idle sockets cannot pile up
+    before the handshake's own bounds (per address, with eviction) apply. One address may
+    hold every peer's link (all peers may share it, behind NAT or on one test machine)
+    and every handshake slot; the total adds room for the others' handshakes."""
+    per_address = peer_count + transport.handshakes_max + PEER_PORT_SLACK
     return ApiLimits(
         connections_max=per_address + transport.handshakes_max,
         connections_per_address_max=per_address,
@@ -344,8 +345,10 @@ async def serve(loaded: Loaded, stop: asyncio.Event) -> None:
         on_store_failure=on_store_failure,
         remittance_key=SigningKey(loaded.signer_seed),
     )
-    peer_app = web.Application(client_max_size=1024)
-    peer_app[API_GUARD] = ApiGuard(peer_port_limits(len(peers), network.limits))
+    # The guard's middleware ends the head deadline once the upgrade request arrived.
+    peer_guard = ApiGuard(peer_port_limits(len(peers), network.limits))
+    peer_app = web.Application(client_max_size=1024, middlewares=[peer_guard.middleware()])
+    peer_app[API_GUARD] = peer_guard
     peer_app.router.add_routes(network.routes())
     api_app = build_api(context, api_limits(loaded.config))
     # No access log on the peer port: anyone can connect, as often as they like.

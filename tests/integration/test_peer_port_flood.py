@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from node.transport import TransportLimits
 from tests.integration.network import Network, dump_logs
-from tests.integration.waiting import wait_for
+from tests.integration.waiting import assert_throughout, wait_for
 
 pytestmark = pytest.mark.network
 
@@ -43,6 +44,25 @@ def closed_by_peer(sock: socket.socket) -> bool:
         return False  # open, nothing (more) to read
     except OSError:
         return True  # reset
+
+
+def test_the_guard_never_cuts_a_peer_link_that_is_up(network: Network) -> None:
+    """The request-head deadline ends with the upgrade request: a link that is up stays up
+    (a first version cut every link when the deadline passed after its upgrade)."""
+    network.start()
+    target = network.validators[0]
+    network.wait_height(list(network.entries), 1)
+    others = sorted(n for n in network.entries if n != target)
+    network.wait_for(
+        lambda: sorted(network.status(target)["peers"]) == others, 30, f"{target} linked to all"
+    )
+    links_up = network.log(target).count("link up")
+    window_s = 3 * TransportLimits().handshake_timeout_ms / 1000
+
+    def no_link_went_down_and_up() -> None:
+        assert network.log(target).count("link up") == links_up
+
+    assert_throughout(no_link_went_down_and_up, window_s)
 
 
 def test_idle_sockets_are_cut_and_the_network_goes_on(network: Network) -> None:
