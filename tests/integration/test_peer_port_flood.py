@@ -90,6 +90,7 @@ def test_idle_sockets_are_cut_and_the_network_goes_on(network: Network) -> None:
     # the flood comes from the peers' own address, 127.0.0.1, so a peer that redialed
     # during it waited for the idle sockets' deadline like everyone on that address).
     bank = network.banks[0]
+    network.wait_for(lambda: network.status(bank)["caught_up"], 30, f"{bank} caught up")
     started = time.monotonic()
     tx_hash = network.submit(bank, network.sign_transfer(bank, target, 5))
     assert network.wait_final(bank, tx_hash)["status"] == "final"
