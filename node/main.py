@@ -25,6 +25,7 @@ from consensus.crypto import Signer
 from consensus.messages import DurableState, Height, ValidatorId
 from consensus.replica import Replica
 from consensus.wire import decode_durable_state
+from node.anchor import Anchorer, AnchorError, load_anchor_key
 from node.api import ApiContext, build_api
 from node.api_server import ApiLimits, ApiSite
 from node.clock import SystemClock
@@ -157,6 +158,25 @@ def build_driver(
         clock=SystemClock(),
         rng=random.Random(),
         disconnect=disconnect,
+    )
+
+
+def build_anchorer(loaded: Loaded) -> Anchorer | None:
+    """The anchoring task, if this node anchors; a bad key file is a config fault."""
+    config = loaded.config
+    if not config.anchor_enabled:
+        return None
+    assert config.anchor_key_file is not None  # load_config sets the default
+    try:
+        account = load_anchor_key(config.anchor_key_file)
+    except AnchorError as exc:
+        fatal(FatalReason.CONFIG, f"anchor.key_file: {exc}")
+    return Anchorer(
+        config=config,
+        chain_id=loaded.genesis.chain_id,
+        store=loaded.store,
+        account=account,
+        settled_height=loaded.ledger.height,
     )
 
 
@@ -297,6 +317,9 @@ async def serve(loaded: Loaded, stop: asyncio.Event) -> None:
         lambda peer: driver.forget_peer(peer),  # what it claimed counts no more (finding 2)
     )
     driver = build_driver(loaded, replica, peers, network.send, network.disconnect)
+    anchorer = build_anchorer(loaded)
+    if anchorer is not None:
+        driver.on_settled.append(anchorer.note_settled)
     validator_peers = driver.validator_peers
 
     def to_validators(payload: bytes) -> None:
@@ -320,6 +343,7 @@ async def serve(loaded: Loaded, stop: asyncio.Event) -> None:
         role=role,
         connected_peers=network.connected_peers,
         remittance_key=SigningKey(loaded.signer_seed),
+        anchorer=anchorer,
     )
     peer_app = web.Application(client_max_size=1024)
     peer_app.router.add_routes(network.routes())
@@ -332,11 +356,15 @@ async def serve(loaded: Loaded, stop: asyncio.Event) -> None:
     log.info("node=%s height=%d role=%s pending=%d ready", driver.node_id,
              loaded.ledger.height, role, restored)  # fmt: skip
     driver_task = asyncio.create_task(driver.run())
+    # Beside the driver, never in it: the EVM endpoint can only delay anchoring.
+    anchor_task = None if anchorer is None else asyncio.create_task(anchorer.run())
     stopped = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait({driver_task, stopped}, return_when=asyncio.FIRST_COMPLETED)
-    driver_task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await driver_task
+    for task in (driver_task, anchor_task):
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
     await network.stop()
     verifier.close()
     for runner in runners:
