@@ -25,8 +25,6 @@ from tests.integration.waiting import stop_process, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 ANVIL_BINARY = ROOT / ".tools/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"
-# anvil's second dev account: funded on a local chain, never the anchoring key.
-OTHER_DEV_KEY = "59c6995e998f97a5a0044966f0945389dc9b6d7f7e9ebdb92f5d8d45c1e9d3c0"
 
 
 def anvil_binary() -> Path:
