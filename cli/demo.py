@@ -3,6 +3,10 @@
 Initialises DIR (default ./devnet) if needed, starts 4 validators and 2 bank nodes as
 child processes, then sends signed transfers between the banks and prints, every second,
 the height, the finalized transfers and submit-to-final latency, until Ctrl-C.
+
+When a local EVM chain can be started (anvil, installed by `make tools` into .tools/),
+the central bank's node anchors every ANCHOR_EVERY blocks to it, and every 5 seconds
+the demo prints the last finalized anchor and the anchoring lag.
 """
 
 from __future__ import annotations
@@ -10,9 +14,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import socket
+import subprocess
+import time
 from pathlib import Path
 
-from cli.devnet import init_network, load_network, start_nodes, stop_nodes, wait_ready
+from cli.devnet import (
+    ISSUER_ID,
+    anchor_env,
+    init_network,
+    load_network,
+    start_nodes,
+    stop_nodes,
+    wait_ready,
+)
+from cli.http import ApiError, get_json
 from cli.load import print_second, summary
 from cli.traffic import TrafficStats, banks_of, run_traffic
 from node.genesis import load_genesis
@@ -20,8 +36,62 @@ from node.genesis import load_genesis
 __all__ = ["register"]
 
 
+ANVIL = Path(".tools/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil")
+ANCHOR_EVERY = 10
+ANVIL_START_S = 20
+
+
 def interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
+
+
+def start_anvil(home: Path) -> tuple[subprocess.Popen[bytes], str] | None:
+    """anvil on a free loopback port (chain id 97, finalized 2 blocks behind the head,
+    a block a second), or None when it is not installed or does not start."""
+    if not ANVIL.exists():
+        print("somnet demo: no anvil in .tools (make tools): running without anchoring")
+        return None
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with (home / "anvil.log").open("ab") as log:
+        process = subprocess.Popen(
+            [str(ANVIL), "--host", "127.0.0.1", "--port", str(port), "--chain-id", "97",
+             "--slots-in-an-epoch", "1", "--block-time", "1"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + ANVIL_START_S
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return process, url
+        except OSError:
+            time.sleep(0.1)
+    process.kill()
+    process.wait()
+    print("somnet demo: anvil did not start (see anvil.log): running without anchoring")
+    return None
+
+
+def print_anchor(api_url: str) -> None:
+    try:
+        summary = get_json(f"{api_url}/v1/anchors")
+    except ApiError as exc:
+        print(f"  anchor: {exc}", flush=True)
+        return
+    finalized = next((a for a in summary["anchors"] if a["status"] == "finalized"), None)
+    if finalized is None:
+        print(f"  anchor: none finalized yet (error: {summary['error']})", flush=True)
+        return
+    print(
+        f"  anchor: last finalized height={finalized['height']} "
+        f"evm_tx={finalized['evm_tx_hash']} evm_block={finalized['evm_block_number']} "
+        f"lag={summary['lag_blocks']} blocks "
+        f"(finalized on the EVM chain {finalized['finalized_at_height'] - finalized['height']}"
+        " blocks after it settled)",
+        flush=True,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,9 +111,23 @@ def run(args: argparse.Namespace) -> int:
         )
     entries = load_network(home)
     genesis = load_genesis(home / "genesis.json")
+    anvil = start_anvil(home)
+    env_by_node = None
+    if anvil is not None:
+        args.anchor_rpc, args.anchor_every, args.anchor_key = anvil[1], ANCHOR_EVERY, None
+        args.anchor_chain_id = 97
+        env_by_node = anchor_env(home, args)
+        print(f"somnet demo: anvil at {anvil[1]}; {ISSUER_ID} anchors every {ANCHOR_EVERY} blocks")
     print(f"somnet demo: starting {len(entries)} nodes in {home} (logs: {home}/<node>/node.log)")
-    children = start_nodes(entries)
+    children = start_nodes(entries, env_by_node)
     stats: TrafficStats | None = None
+    issuer_api = next(e.api_url for e in entries if e.node_id == ISSUER_ID)
+
+    def on_second(second: TrafficStats, elapsed_s: float) -> None:
+        print_second(second, elapsed_s)
+        if anvil is not None and round(elapsed_s) % 5 == 0:
+            print_anchor(issuer_api)
+
     try:
         for entry in entries:
             print(f"  {entry.node_id:8} {entry.role:9} API {entry.api_url}")
@@ -57,13 +141,18 @@ def run(args: argparse.Namespace) -> int:
                 genesis=genesis,
                 rate_per_s=args.rate,
                 duration_s=args.duration,
-                on_second=print_second,
+                on_second=on_second,
             )
         )
     except KeyboardInterrupt:
         print("\nstopping")
     finally:
+        if anvil is not None:
+            print_anchor(issuer_api)
         stop_nodes(children)
+        if anvil is not None:
+            anvil[0].terminate()
+            anvil[0].wait(timeout=10)
     if stats is not None and args.duration is not None:
         for key, value in summary(stats, args.rate, args.duration).items():
             print(f"{key:20} {value}")

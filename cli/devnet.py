@@ -6,6 +6,7 @@ Layout of a network directory:
     DIR/network.json         every node's id, role, home, API and peer URLs
     DIR/<id>/node.toml       that node's configuration
     DIR/<id>/node_key.json   its Ed25519 key, mode 0600
+    DIR/nbkr/anchor_key.json the central bank's secp256k1 anchoring key, mode 0600
     DIR/<id>/genesis.json
     DIR/<id>/data/           its store, created at first start
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -26,6 +28,7 @@ from typing import Any
 from nacl.signing import SigningKey
 
 from cli.http import ApiError, get_json
+from node.anchor import write_anchor_key
 from node.errors import GenesisError
 from node.genesis import parse_genesis
 from node.keys import write_key_file
@@ -35,6 +38,10 @@ __all__ = ["NodeEntry", "init_network", "load_network", "register"]
 ISSUER_ID = "nbkr"  # the National Bank of the Kyrgyz Republic: issuer and validator
 BANK_FUNDS_TYIYN = 1_000_000_000_00  # 1 billion som for each devnet bank
 READY_TIMEOUT_S = 120
+# anvil's (and hardhat's) first dev account: public knowledge, funded on a local test chain
+# only. `somnet devnet --anchor-rpc` signs with it unless --anchor-key names another key.
+ANVIL_DEV_KEY = bytes.fromhex("ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80")
+ANVIL_DEV_KEY_NAME = "anvil_dev_key.json"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -99,6 +106,8 @@ def init_network(
         entry.home.mkdir()
         (entry.home / "genesis.json").write_text(genesis_text)
         write_key_file(entry.home / "node_key.json", keys[entry.node_id])
+        if entry.role == "issuer":  # the anchoring node, once [anchor] enabled = true
+            write_anchor_key(entry.home / "anchor_key.json")
         (entry.home / "node.toml").write_text(node_toml(entry))
     network = [
         {"id": e.node_id, "role": e.role, "home": e.node_id, "api_url": e.api_url,
@@ -121,7 +130,8 @@ def node_toml(entry: NodeEntry) -> str:
         f'[api]\nlisten = "{api}"\n\n'
         f"[consensus]\nblock_txs_max = 5000\nempty_block_interval_ms = 5000\n"
         f"timeout_propose_ms = 1000\ntimeout_vote_ms = 500\n\n"
-        f"[store]\nmap_size_bytes = 8589934592\n"
+        f"[store]\nmap_size_bytes = 8589934592\n\n"
+        f"[anchor]\nenabled = false\nevm_chain_id = 97\nevery_blocks = 100\n"
     )
 
 
@@ -157,12 +167,16 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
-def start_nodes(entries: list[NodeEntry]) -> dict[str, subprocess.Popen[bytes]]:
+def start_nodes(
+    entries: list[NodeEntry], env_by_node: dict[str, dict[str, str]] | None = None
+) -> dict[str, subprocess.Popen[bytes]]:
     children = {}
     for entry in entries:
+        extra = (env_by_node or {}).get(entry.node_id)
         with (entry.home / "node.log").open("ab") as log:  # the child keeps its own fd
             children[entry.node_id] = subprocess.Popen(
                 [sys.executable, "-m", "cli.main", "run", "--home", str(entry.home)],
+                env=None if extra is None else {**os.environ, **extra},
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C reaches the devnet, which stops children itself
@@ -216,6 +230,7 @@ def cmd_devnet(args: argparse.Namespace) -> int:
             base_port=args.base_port,
         )
     entries = load_network(home)
+    env_by_node = anchor_env(home, args) if args.anchor_rpc else None
     stop = {"signalled": False}
 
     def on_signal(signum: int, frame: object) -> None:
@@ -223,10 +238,12 @@ def cmd_devnet(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    children = start_nodes(entries)
+    children = start_nodes(entries, env_by_node)
     try:
         for entry in entries:
             print(f"{entry.node_id:10} {entry.role:9} {entry.api_url}  log {entry.home}/node.log")
+        if env_by_node:
+            print(f"{ISSUER_ID} anchors every {args.anchor_every} blocks to {args.anchor_rpc}")
         if not wait_ready(entries, children, lambda: stop["signalled"]):
             if stop["signalled"]:
                 return 0
@@ -246,6 +263,34 @@ def cmd_devnet(args: argparse.Namespace) -> int:
     return 0
 
 
+def anchor_env(home: Path, args: argparse.Namespace) -> dict[str, dict[str, str]]:
+    """SOMNET_ANCHOR_* settings for the central bank's node (the operators' own knob)."""
+    key_file = Path(args.anchor_key).resolve() if args.anchor_key else home / ANVIL_DEV_KEY_NAME
+    if not args.anchor_key and not key_file.exists():
+        write_anchor_key(key_file, ANVIL_DEV_KEY)
+    settings = {
+        "ENABLED": "true",
+        "RPC_URL": args.anchor_rpc,
+        "EVERY_BLOCKS": str(args.anchor_every),
+        "EVM_CHAIN_ID": str(args.anchor_chain_id),
+        "KEY_FILE": str(key_file.resolve()),
+    }
+    return {ISSUER_ID: {f"SOMNET_ANCHOR_{name}": value for name, value in settings.items()}}
+
+
+def add_anchor_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--anchor-rpc", metavar="URL", help="EVM JSON-RPC URL: nbkr anchors")
+    parser.add_argument("--anchor-every", type=positive, default=10, metavar="N",
+                        help="anchor every N blocks (default 10)")  # fmt: skip
+    parser.add_argument("--anchor-chain-id", type=positive, default=97, metavar="ID",
+                        help="the EVM chain id the endpoint must report (default 97)")  # fmt: skip
+    parser.add_argument(
+        "--anchor-key",
+        metavar="FILE",
+        help="funded secp256k1 key file (0600); default: anvil's first dev account",
+    )
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     init = subparsers.add_parser("init", help="write a ready network directory")
     init.add_argument("--validators", type=positive, default=4)
@@ -260,6 +305,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     devnet.add_argument("--validators", type=positive, default=4)
     devnet.add_argument("--banks", type=nonnegative, default=2)
     devnet.add_argument("--base-port", type=port, default=26600)
+    add_anchor_arguments(devnet)
     devnet.set_defaults(handler=cmd_devnet)
 
 

@@ -14,6 +14,10 @@ code: a transaction refusal carries its RefusalCode name as it is.
     GET  /v1/blocks/{height}        header, transaction hashes, certificate signers
     GET  /v1/status                 height, hashes, role, peers, caught_up
     GET  /v1/evidence               ?from_height=H: stored proofs of equivocation
+    GET  /v1/anchors                anchoring summary (lag in blocks, last error) and the
+                                    newest anchors; 404 NOT_ANCHORING on other nodes
+    GET  /v1/anchors/{height}       one anchor: pending, included or finalized, with the
+                                    EVM transaction hash and block
 
 Bodies are raw bytes (application/octet-stream, also when no Content-Type is given) or
 JSON (application/json); any other type is 415 UNSUPPORTED_MEDIA_TYPE. Every failure,
@@ -39,6 +43,7 @@ from aiohttp import web
 from nacl.signing import SigningKey
 
 from consensus.wire import decode_certificate, decode_evidence
+from node.anchor import Anchorer, decode_record, record_json
 from node.api_server import (
     API_GUARD,
     ECHO_CHARS_MAX,
@@ -91,6 +96,7 @@ class ApiContext:
         connected_peers: Callable[[], list[str]],
         on_store_failure: Callable[[StoreError], None],
         remittance_key: SigningKey | None = None,
+        anchorer: Anchorer | None = None,
     ) -> None:
         """Args:
         on_store_failure: called when a read finds the store damaged or failing; the
@@ -101,6 +107,7 @@ class ApiContext:
         self.role = role
         self.connected_peers = connected_peers
         self.remittance_key = remittance_key  # opens remittances sealed to this node
+        self.anchorer = anchorer  # None unless this node anchors
         self._settled = asyncio.Event()
         driver.on_settled.append(self._notify)
 
@@ -306,6 +313,7 @@ async def get_block(request: web.Request) -> web.Response:
             "certificate": {
                 "round": certificate.round,
                 "signers": [vote.voter for vote in certificate.precommits],
+                "encoded": certificate_bytes.hex(),  # for checks with the validator set
             },
         }
     )
@@ -361,6 +369,34 @@ async def get_status(request: web.Request) -> web.Response:
     )
 
 
+ANCHOR_PAGE_MAX = 100
+NOT_ANCHORING = "this node does not anchor (anchor.enabled = false)"
+
+
+async def get_anchors(request: web.Request) -> web.Response:
+    anchorer = request.app[CONTEXT].anchorer
+    if anchorer is None:
+        return error(404, "NOT_ANCHORING", NOT_ANCHORING)
+    anchors = [record_json(r) for r in anchorer.records(ANCHOR_PAGE_MAX)]
+    return web.json_response(anchorer.summary() | {"anchors": anchors})
+
+
+async def get_anchor(request: web.Request) -> web.Response:
+    anchorer = request.app[CONTEXT].anchorer
+    if anchorer is None:
+        return error(404, "NOT_ANCHORING", NOT_ANCHORING)
+    try:
+        height = int(request.match_info["height"])
+    except ValueError:
+        return error(400, "MALFORMED", "height must be an integer")
+    if not 1 <= height < 2**63:
+        return error(400, "MALFORMED", "height must be in 1..2**63-1")
+    data = anchorer.store.load_anchor(height)
+    if data is None:
+        return error(404, "NOT_FOUND", f"no anchor at height {height}")
+    return web.json_response(record_json(decode_record(data)))
+
+
 @web.middleware
 async def json_errors(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -410,4 +446,6 @@ def build_api(context: ApiContext, limits: ApiLimits | None = None) -> web.Appli
     app.router.add_get("/v1/blocks/{height}", get_block)
     app.router.add_get("/v1/status", get_status)
     app.router.add_get("/v1/evidence", get_evidence)
+    app.router.add_get("/v1/anchors", get_anchors)
+    app.router.add_get("/v1/anchors/{height}", get_anchor)
     return app

@@ -85,6 +85,27 @@ class NodeConfig:
     answer: a slow or idle connection is closed after it."""
     api_body_timeout_ms: int = 10_000
     """Time for a complete request body once its head arrived (408 REQUEST_TIMEOUT)."""
+    anchor_enabled: bool = False
+    """Whether this node anchors finalized block hashes on the EVM chain (node/anchor.py);
+    one node of a network does, by default the central bank's."""
+    anchor_rpc_url: str = ""
+    """JSON-RPC endpoint of the EVM chain (http:// or https://)."""
+    anchor_evm_chain_id: int = 97
+    """The EVM chain id the endpoint must report (BNB Smart Chain 56, its testnet 97)."""
+    anchor_every_blocks: int = 100
+    """Anchor every height that is a multiple of this."""
+    anchor_key_file: Path | None = None
+    """The secp256k1 key that signs anchors (0600); default HOME/anchor_key.json."""
+    anchor_fee_per_gas_max_wei: int = 100 * 10**9
+    """The highest max-fee-per-gas an anchor (or its replacement) may offer."""
+    anchor_gas_max: int = 200_000
+    """The highest gas limit an anchor may carry, whatever eth_estimateGas says."""
+    anchor_rpc_timeout_ms: int = 5_000
+    """Deadline of one JSON-RPC call."""
+    anchor_poll_interval_ms: int = 1_000
+    """How often the anchoring task looks at the EVM chain and the settled height."""
+    anchor_replace_after_ms: int = 30_000
+    """An anchor transaction not included after this is replaced: same nonce, higher fee."""
 
     @property
     def block_bytes_max(self) -> int:
@@ -137,6 +158,18 @@ SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
         "timeout_vote_ms": ("timeout_vote_ms", int),
     },
     "store": {"map_size_bytes": ("store_map_size_bytes", int)},
+    "anchor": {
+        "enabled": ("anchor_enabled", bool),
+        "rpc_url": ("anchor_rpc_url", str),
+        "evm_chain_id": ("anchor_evm_chain_id", int),
+        "every_blocks": ("anchor_every_blocks", int),
+        "key_file": ("anchor_key_file", Path),
+        "fee_per_gas_max_wei": ("anchor_fee_per_gas_max_wei", int),
+        "gas_max": ("anchor_gas_max", int),
+        "rpc_timeout_ms": ("anchor_rpc_timeout_ms", int),
+        "poll_interval_ms": ("anchor_poll_interval_ms", int),
+        "replace_after_ms": ("anchor_replace_after_ms", int),
+    },
 }
 KEYS = {name: f"{section}.{key}" for section, t in SCHEMA.items() for key, (name, _) in t.items()}
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -188,6 +221,14 @@ INT_BOUNDS: dict[str, tuple[int, int]] = {
     "api_connections_per_address_max": (1, API_CONNECTIONS_MAX),
     "api_header_timeout_ms": (API_TIMEOUT_MS_MIN, API_TIMEOUT_MS_MAX),
     "api_body_timeout_ms": (API_TIMEOUT_MS_MIN, API_TIMEOUT_MS_MAX),
+    "anchor_evm_chain_id": (1, 2**53 - 1),  # EIP-2294's bound on chain ids
+    "anchor_every_blocks": (1, 1_000_000),
+    # 21,000 is the least any EVM transaction costs; more than 10 million is no anchor.
+    "anchor_gas_max": (21_000, 10_000_000),
+    "anchor_fee_per_gas_max_wei": (1, 10**15),  # 1,000,000 gwei: a typo, not a fee
+    "anchor_rpc_timeout_ms": (100, 600_000),
+    "anchor_poll_interval_ms": (10, 600_000),
+    "anchor_replace_after_ms": (1_000, 86_400_000),
 }
 assert set(INT_BOUNDS) | set(REPLICA_FIELDS) == {
     name for table in SCHEMA.values() for name, kind in table.values() if kind is int
@@ -295,6 +336,7 @@ def _validated(
     values.setdefault("genesis_file", home / "genesis.json")
     values.setdefault("key_file", home / "node_key.json")
     values.setdefault("data_dir", home / "data")
+    values.setdefault("anchor_key_file", home / "anchor_key.json")
     config = NodeConfig(home=home, **values)
 
     def where(name: str) -> str:
@@ -317,6 +359,11 @@ def _validated(
             f"({config.api_connections_max}), got {config.api_connections_per_address_max}"
         )
     _check_replica_settings(config, where)
+    if config.anchor_enabled and not config.anchor_rpc_url.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"{where('anchor_rpc_url')}: anchoring is enabled, so an http:// or https:// "
+            f"JSON-RPC URL is required, got {config.anchor_rpc_url!r}"
+        )
     if config.log_level not in LOG_LEVELS:
         levels = ", ".join(LOG_LEVELS)
         raise ConfigError(f"{where('log_level')} must be one of {levels}, got {config.log_level!r}")

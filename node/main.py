@@ -26,6 +26,7 @@ from consensus.crypto import Signer
 from consensus.messages import DurableState, Height, ValidatorId
 from consensus.replica import Replica
 from consensus.wire import decode_durable_state
+from node.anchor import Anchorer, AnchorError, load_anchor_key
 from node.api import ApiContext, build_api
 from node.api_server import API_GUARD, ApiGuard, ApiLimits, ApiSite
 from node.clock import SystemClock
@@ -163,6 +164,25 @@ def build_driver(
         rng=random.Random(),
         disconnect=disconnect,
         verify_executor=verify_executor,
+    )
+
+
+def build_anchorer(loaded: Loaded) -> Anchorer | None:
+    """The anchoring task, if this node anchors; a bad key file is a config fault."""
+    config = loaded.config
+    if not config.anchor_enabled:
+        return None
+    assert config.anchor_key_file is not None  # load_config sets the default
+    try:
+        account = load_anchor_key(config.anchor_key_file)
+    except AnchorError as exc:
+        fatal(FatalReason.CONFIG, f"anchor.key_file: {exc}")
+    return Anchorer(
+        config=config,
+        chain_id=loaded.genesis.chain_id,
+        store=loaded.store,
+        account=account,
+        settled_height=loaded.ledger.height,
     )
 
 
@@ -314,6 +334,9 @@ async def serve(loaded: Loaded, stop: asyncio.Event) -> None:
         max_workers=BLOCK_VERIFY_WORKERS, thread_name_prefix="block-verify"
     )
     driver = build_driver(loaded, replica, peers, network.send, network.disconnect, block_verifier)
+    anchorer = build_anchorer(loaded)
+    if anchorer is not None:
+        driver.on_settled.append(anchorer.note_settled)
     validator_peers = driver.validator_peers
 
     def to_validators(payload: bytes) -> None:
@@ -344,6 +367,7 @@ async def serve(loaded: Loaded, stop: asyncio.Event) -> None:
         connected_peers=network.connected_peers,
         on_store_failure=on_store_failure,
         remittance_key=SigningKey(loaded.signer_seed),
+        anchorer=anchorer,
     )
     # The guard's middleware ends the head deadline once the upgrade request arrived.
     peer_guard = ApiGuard(peer_port_limits(len(peers), network.limits))
@@ -359,18 +383,26 @@ async def serve(loaded: Loaded, stop: asyncio.Event) -> None:
     log.info("node=%s height=%d role=%s pending=%d ready", driver.node_id,
              loaded.ledger.height, role, restored)  # fmt: skip
     driver_task = asyncio.create_task(driver.run())
+    # Beside the driver, never in it: the EVM endpoint can only delay anchoring.
+    anchor_task = None if anchorer is None else asyncio.create_task(anchorer.run())
     stopped = asyncio.create_task(stop.wait())
-    done, _ = await asyncio.wait({driver_task, stopped}, return_when=asyncio.FIRST_COMPLETED)
-    driver_task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await driver_task
+    # The anchoring task is watched too: if it ever ends, that is our bug, and the node
+    # stops on it rather than run on without anchoring.
+    watched = {driver_task, stopped} | ({anchor_task} if anchor_task is not None else set())
+    done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+    for task in (driver_task, anchor_task):
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
     await network.stop()
     verifier.close()
     block_verifier.shutdown(wait=True, cancel_futures=True)
     for runner in runners:
         await runner.cleanup()
-    if driver_task in done and driver_task.exception() is not None:
-        raise driver_task.exception()  # type: ignore[misc]
+    for task in (driver_task, anchor_task):
+        if task is not None and task in done and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
     if store_failures:
         raise store_failures[0]  # run_node turns it into the fatal exit status
 

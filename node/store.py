@@ -64,8 +64,8 @@ MAP_SIZE_BYTES_DEFAULT = 64 * 1024**3
 MARKER_NAME = "somnet.store"
 DATA_NAME = "data.mdb"
 # 2: tx results per height, unsealed tx index; 3: CRC-32 checksums; 4: references kept for
-# ever, the durable pool and the fates of dropped transactions.
-FORMAT_VERSION = 4
+# ever, the durable pool and the fates of dropped transactions; 5: anchors (node/anchor.py).
+FORMAT_VERSION = 5
 HASH_SIZE = 32
 HEIGHT_MAX = 2**63 - 1
 BALANCE_MAX = 2**63 - 1
@@ -87,6 +87,7 @@ DB_CONSENSUS = b"consensus"
 DB_POOL = b"pool"
 DB_DROPPED = b"dropped"
 DB_EVIDENCE = b"evidence"
+DB_ANCHORS = b"anchors"  # height -> this node's anchor record, kept before it is sent
 DB_NAMES = (
     DB_META,
     DB_BLOCKS,
@@ -101,6 +102,7 @@ DB_NAMES = (
     DB_POOL,
     DB_DROPPED,
     DB_EVIDENCE,
+    DB_ANCHORS,
 )
 assert len(DB_NAMES) < MAX_DBS
 
@@ -635,6 +637,33 @@ class Store:
             for key, record in cursor:
                 assert isinstance(key, bytes) and isinstance(record, bytes)
                 found.append(self._unseal(DB_EVIDENCE, key, record))
+                if len(found) == count_max:
+                    break
+        return found
+
+    def save_anchor(self, height: int, record: bytes) -> None:
+        """Keep (or update) the anchor record of `height`; on disk when this returns, so a
+        signed EVM transaction is stored before it is sent (node/anchor.py)."""
+        assert record
+        key = height_key(height)
+        with self._write(f"anchor {height}") as txn:
+            txn.put(key, seal(DB_ANCHORS, key, record), db=self._dbs[DB_ANCHORS])
+
+    def load_anchor(self, height: int) -> bytes | None:
+        with self._read() as txn:
+            return self._get(txn, DB_ANCHORS, height_key(height))
+
+    def load_anchors(self, count_max: int) -> list[tuple[int, bytes]]:
+        """The newest `count_max` anchor records, (height, record), newest first."""
+        assert count_max >= 1
+        found: list[tuple[int, bytes]] = []
+        with self._read() as txn:
+            cursor = txn.cursor(db=self._dbs[DB_ANCHORS])
+            if not cursor.last():
+                return found
+            for key, record in cursor.iterprev():
+                assert isinstance(key, bytes) and isinstance(record, bytes)
+                found.append((int.from_bytes(key, "big"), self._unseal(DB_ANCHORS, key, record)))
                 if len(found) == count_max:
                     break
         return found

@@ -1,0 +1,249 @@
+"""Anchoring against a real EVM chain (anvil, tests/integration/anvil.py) and a real
+network of node processes: anchors reach the chain, finalize and verify; a kill -9
+between signing and sending, or between sending and the receipt, never anchors a height
+twice; an EVM outage delays anchoring only; bad endpoints, keys and anchors are named."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from eth_account import Account
+
+from cli.http import ApiError, get_json
+from node.anchor import AnchorPayload, decode_record, encode_calldata, write_anchor_key
+from node.genesis import load_genesis
+from node.store import Store
+from tests.integration.anvil import Anvil, HoldingProxy
+from tests.integration.network import Network, dump_logs
+
+pytestmark = pytest.mark.network
+
+ANVIL_DEV_KEY = "ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
+EVERY = 3
+SLOWER = {"SOMNET_CONSENSUS_EMPTY_BLOCK_INTERVAL_MS": "500"}
+
+
+@pytest.fixture
+def anvil(tmp_path: Path) -> Iterator[Anvil]:
+    chain = Anvil(tmp_path)
+    chain.start()
+    try:
+        yield chain
+    finally:
+        chain.stop()
+
+
+@pytest.fixture
+def network(tmp_path: Path) -> Iterator[Network]:
+    net = Network.create(tmp_path, banks=1, env=SLOWER)
+    try:
+        yield net
+    finally:
+        codes = net.stop_all()
+        assert all(code == 0 for code in codes.values()), (codes, dump_logs(net))
+
+
+def start_anchoring(net: Network, rpc_url: str, key: Path | None = None, **more: str) -> None:
+    """Start every node; nbkr anchors through its SOMNET_ANCHOR_* settings."""
+    if key is None:
+        key = net.directory / "anvil_dev_key.json"
+        if not key.exists():
+            write_anchor_key(key, bytes.fromhex(ANVIL_DEV_KEY))
+    anchor = {"SOMNET_ANCHOR_ENABLED": "true", "SOMNET_ANCHOR_RPC_URL": rpc_url,
+              "SOMNET_ANCHOR_EVERY_BLOCKS": str(EVERY), "SOMNET_ANCHOR_KEY_FILE": str(key),
+              "SOMNET_ANCHOR_POLL_INTERVAL_MS": "200", "SOMNET_ANCHOR_RPC_TIMEOUT_MS": "2000",
+              **{f"SOMNET_ANCHOR_{k.upper()}": v for k, v in more.items()}}  # fmt: skip
+    base = net.env
+    others = [n for n in net.entries if n != "nbkr" and not net.alive(n)]
+    if others:
+        net.start(*others)
+    net.env = {**base, **anchor}
+    try:
+        net.start("nbkr")
+    finally:
+        net.env = base
+
+
+def anchors(net: Network) -> dict[str, Any]:
+    return get_json(f"{net.api('nbkr')}/v1/anchors")
+
+
+def anchor_error(net: Network) -> str | None:
+    """The anchoring error nbkr reports, None until its API answers with one."""
+    try:
+        return anchors(net)["error"]  # type: ignore[no-any-return]
+    except ApiError:
+        return None
+
+
+def anchor_at(net: Network, height: int) -> dict[str, Any] | None:
+    try:
+        return get_json(f"{net.api('nbkr')}/v1/anchors/{height}")
+    except ApiError as exc:
+        if exc.status in (404, 0):
+            return None
+        raise
+
+
+def wait_finalized(net: Network, height: int, timeout_s: float = 90) -> dict[str, Any]:
+    return net.wait_for(
+        lambda: (a := anchor_at(net, height)) is not None and a["status"] == "finalized" and a,
+        timeout_s, f"the anchor of height {height} finalized",
+        seen=lambda: anchor_at(net, height),
+    )  # fmt: skip
+
+
+def verify(net: Network, rpc: str, height: int, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cli.main", "anchor", "verify", "--height", str(height),
+         "--rpc", rpc, *extra],
+        capture_output=True, text=True, timeout=60, cwd=net.directory,
+    )  # fmt: skip
+
+
+def stored_records(net: Network) -> dict[int, Any]:
+    home = net.entries["nbkr"].home
+    chain_id = load_genesis(home / "genesis.json").chain_id
+    with Store.open_readonly(home / "data", chain_id=chain_id) as store:
+        return {h: decode_record(data) for h, data in store.load_anchors(1000)}
+
+
+def test_anchors_reach_the_chain_finalize_and_verify(network: Network, anvil: Anvil) -> None:
+    start_anchoring(network, anvil.url)
+    for height in (EVERY, 2 * EVERY, 3 * EVERY):
+        record = wait_finalized(network, height)
+        assert record["evm_block_number"] is not None
+    # Anyone can check an anchor: from the node's API with genesis, or from its home.
+    genesis = str(network.directory / "genesis.json")
+    passed = verify(network, anvil.url, 2 * EVERY, "--api", network.api("nbkr"), "--genesis",
+                    genesis)  # fmt: skip
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    assert f"anchor of height {2 * EVERY} HOLDS" in passed.stdout
+    print(passed.stdout)
+    from_home = verify(network, anvil.url, EVERY, "--home", str(network.entries["nbkr"].home))
+    assert from_home.returncode == 0, from_home.stdout + from_home.stderr
+    # A height the node has not anchored does not hold.
+    missing = verify(network, anvil.url, EVERY + 1, "--api", network.api("nbkr"), "--genesis",
+                     genesis)  # fmt: skip
+    assert missing.returncode == 1 and "no anchor for height" in missing.stdout
+    lags = [a["finalized_at_height"] - a["height"] for a in anchors(network)["anchors"]
+            if a["status"] == "finalized"]  # fmt: skip
+    print(f"anchoring lag in somnet blocks (settled -> EVM finalized): {sorted(lags)}")
+    assert all(count == 1 for count in anvil.anchors_on_chain().values())
+
+
+def test_kill9_between_signing_and_sending_and_before_the_receipt_anchors_once(
+    network: Network, anvil: Anvil
+) -> None:
+    proxy = HoldingProxy(anvil.url)
+    try:
+        start_anchoring(network, proxy.url)
+        wait_finalized(network, EVERY)
+        # 1. Signed and stored, the send in flight (held by the proxy): kill -9.
+        proxy.holding.set()
+        network.wait_for(lambda: proxy.held, 60, "an anchor's send to be in flight")
+        network.kill9("nbkr")
+        pending = [r for r in stored_records(network).values() if r.stage.value == "signed"]
+        assert len(pending) == 1, pending
+        assert pending[0].attempts[-1].raw_tx.hex() == proxy.held[0].removeprefix("0x")
+        first_height = pending[0].height
+        proxy.holding.clear()
+        proxy.release.set()
+        # 2. Sent and in anvil's pool, no block yet (mining off): kill -9.
+        start_anchoring(network, proxy.url)
+        wait_finalized(network, first_height)  # the same transaction, sent again
+        anvil.rpc("evm_setIntervalMining", [0])
+
+        def sent_not_mined() -> Any:
+            for record in stored_records(network).values():
+                if record.height > first_height and record.stage.value == "sent":
+                    tx = anvil.rpc("eth_getTransactionByHash",
+                                   ["0x" + record.attempts[-1].tx_hash.hex()])  # fmt: skip
+                    if tx is not None and tx["blockNumber"] is None:
+                        return record
+            return None
+
+        second = network.wait_for(sent_not_mined, 60, "an anchor sent, not in a block")
+        network.kill9("nbkr")
+        anvil.rpc("evm_setIntervalMining", [1])
+        start_anchoring(network, proxy.url)
+        wait_finalized(network, second.height)
+        wait_finalized(network, second.height + EVERY)
+    finally:
+        proxy.close()
+    on_chain = anvil.anchors_on_chain()
+    assert on_chain[first_height] == 1 and on_chain[second.height] == 1, on_chain
+    assert all(count == 1 for count in on_chain.values()), on_chain
+    assert set(on_chain) <= set(stored_records(network)), on_chain
+
+
+def test_an_evm_outage_delays_anchoring_never_consensus(network: Network, anvil: Anvil) -> None:
+    start_anchoring(network, anvil.url)
+    wait_finalized(network, EVERY)
+    anvil.pause()
+    try:
+        paused_at = network.height("nbkr")
+        # Far more than BACKLOG_DUE_MAX due heights go by while the chain is away.
+        network.wait_height(list(network.entries), paused_at + 8 * EVERY, timeout_s=120)
+        network.wait_for(lambda: anchor_error(network), 30, "the outage reported")
+    finally:
+        anvil.resume()
+    resumed_at = network.height("nbkr")
+    latest_due = resumed_at // EVERY * EVERY
+    network.wait_for(
+        lambda: (anchors(network)["last_finalized_height"] or 0) >= latest_due, 120,
+        f"anchoring caught up to height {latest_due}", seen=lambda: anchors(network),
+    )  # fmt: skip
+    summary = anchors(network)
+    assert summary["skipped"] is not None  # said so: only the latest due height
+    assert "far behind" in network.log("nbkr")
+    assert all(count == 1 for count in anvil.anchors_on_chain().values())
+
+
+def test_wrong_chain_unfunded_key_and_tampered_anchor_are_named(
+    network: Network, anvil: Anvil
+) -> None:
+    start_anchoring(network, anvil.url, evm_chain_id="56")
+    network.wait_for(lambda: anchor_error(network), 60, "the chain id refused")
+    assert "serves EVM chain id 97, but anchor.evm_chain_id is 56" in anchors(network)["error"]
+    network.wait_height(["nbkr"], 2 * EVERY)
+    assert anchors(network)["anchors"] == []  # nothing was signed
+    network.stop_all()
+    unfunded = network.directory / "unfunded_key.json"
+    address = write_anchor_key(unfunded)
+    start_anchoring(network, anvil.url, key=unfunded)
+    network.wait_for(lambda: anchor_error(network), 60, "the unfunded key refused")
+    error = anchors(network)["error"]
+    assert f"the anchor account {address} holds 0 wei" in error and "fund" in error, error
+    assert anchors(network)["anchors"] == []
+    # A tampered anchor: calldata for another block hash, sent by someone else.
+    genesis = load_genesis(network.directory / "genesis.json")
+    height = EVERY
+    block = network.block("nbkr", height)
+    account = Account.create()
+    anvil.rpc("anvil_setBalance", [account.address, hex(10**18)])
+    data = encode_calldata(AnchorPayload(chain_id=genesis.chain_id, height=height,
+                                         block_hash=b"\x66" * 32,
+                                         app_hash=bytes.fromhex(block["app_hash"])))  # fmt: skip
+    nonce = int(anvil.rpc("eth_getTransactionCount", [account.address, "pending"]), 16)
+    signed = account.sign_transaction({"type": 2, "chainId": 97, "nonce": nonce,
+                                       "to": account.address, "value": 0, "data": data,
+                                       "gas": 100_000, "maxFeePerGas": 10**10,
+                                       "maxPriorityFeePerGas": 10**9})  # fmt: skip
+    tx_hash = anvil.rpc("eth_sendRawTransaction", ["0x" + bytes(signed.raw_transaction).hex()])
+    network.wait_for(
+        lambda: (r := anvil.rpc("eth_getTransactionReceipt", [tx_hash])) and
+        int(anvil.rpc("eth_getBlockByNumber", ["finalized", False])["number"], 16)
+        >= int(r["blockNumber"], 16),
+        60, "the tampered anchor finalized on the EVM chain",
+    )  # fmt: skip
+    result = verify(network, anvil.url, height, "--home", str(network.entries["nbkr"].home),
+                    "--tx", tx_hash)  # fmt: skip
+    assert result.returncode == 1, result.stdout
+    assert "DIFFERS FROM the node's block hash" in result.stdout
+    assert f"anchor of height {height} DOES NOT HOLD" in result.stdout
