@@ -9,6 +9,7 @@ import sys
 import uuid
 from pathlib import Path
 
+from cli.health import local_api_url
 from cli.http import ApiError, get_json, post_bytes
 from node.config import ConfigError, load_config
 from node.errors import GenesisError, TxRefused
@@ -46,7 +47,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     except (ValueError, ConfigError, GenesisError, KeyFileError) as exc:
         print(f"somnet transfer: {exc}", file=sys.stderr)
         return 2
-    api = f"http://{config.api_listen}"
+    api = local_api_url(config.api_listen)
     try:
         height = int(get_json(f"{api}/v1/status")["height"])
         # The remittance is sealed to the sending bank, the receiving bank and the issuer.

@@ -9,6 +9,7 @@ Layout of a network directory:
     DIR/nbkr/anchor_key.json the central bank's secp256k1 anchoring key, mode 0600
     DIR/<id>/genesis.json
     DIR/<id>/data/           its store, created at first start
+    DIR/compose.yaml         with --compose: the network as containers (cli/compose.py)
 """
 
 from __future__ import annotations
@@ -27,6 +28,14 @@ from typing import Any
 
 from nacl.signing import SigningKey
 
+from cli.compose import (
+    API_PORT,
+    IMAGE_DEFAULT,
+    PEER_PORT,
+    ComposeOptions,
+    compose_next_steps,
+    write_compose,
+)
 from cli.http import ApiError, get_json
 from node.anchor import write_anchor_key
 from node.errors import GenesisError
@@ -61,9 +70,22 @@ def node_ids(validators: int, banks: int) -> list[tuple[str, str]]:
 
 
 def init_network(
-    out: Path, *, validators: int, banks: int, chain_id: str, host: str, base_port: int
+    out: Path,
+    *,
+    validators: int,
+    banks: int,
+    chain_id: str,
+    host: str,
+    base_port: int,
+    compose: ComposeOptions | None = None,
 ) -> list[NodeEntry]:
-    """Write a new network directory. Refuses to touch an existing one."""
+    """Write a new network directory. Refuses to touch an existing one.
+
+    With `compose`, the nodes are containers of one compose network (cli/compose.py):
+    each listens on the image's ports, peers reach each other by service name (the node
+    id), and `host:base_port...` are the API ports published on the host. DIR/compose.yaml
+    is written too, and each home is handed to the container user.
+    """
     if (out / "genesis.json").exists():
         raise FileExistsError(f"{out} is already initialised")
     out.mkdir(parents=True, exist_ok=True)
@@ -72,14 +94,17 @@ def init_network(
     keys: dict[str, SigningKey] = {}
     for index, (node_id, role) in enumerate(node_ids(validators, banks)):
         peer_port, api_port = base_port + 2 * index, base_port + 2 * index + 1
+        # Inside a compose network a node is its service, on the image's own ports.
+        peer_address = f"{host}:{peer_port}" if compose is None else f"{node_id}:{PEER_PORT}"
+        api_address = f"{host}:{api_port}" if compose is None else f"{node_id}:{API_PORT}"
         keys[node_id] = SigningKey.generate()
         participant: dict[str, Any] = {
             "id": node_id,
             "name": "National Bank of the Kyrgyz Republic" if role == "issuer" else node_id,
             "role": role,
             "public_key": bytes(keys[node_id].verify_key).hex(),
-            "peer_address": f"{host}:{peer_port}",
-            "api_address": f"{host}:{api_port}",
+            "peer_address": peer_address,
+            "api_address": api_address,
         }
         if role != "bank":
             participant["voting_power"] = 1
@@ -89,8 +114,8 @@ def init_network(
                 node_id=node_id,
                 role=role,
                 home=out / node_id,
-                api_url=f"http://{host}:{api_port}",
-                peer_url=f"http://{host}:{peer_port}",
+                api_url=f"http://{host}:{api_port}",  # as the host reaches it
+                peer_url=f"http://{peer_address}",
             )
         )
     genesis = {
@@ -108,7 +133,7 @@ def init_network(
         write_key_file(entry.home / "node_key.json", keys[entry.node_id])
         if entry.role == "issuer":  # the anchoring node, once [anchor] enabled = true
             write_anchor_key(entry.home / "anchor_key.json")
-        (entry.home / "node.toml").write_text(node_toml(entry))
+        (entry.home / "node.toml").write_text(node_toml(entry, in_container=compose is not None))
     network = [
         {"id": e.node_id, "role": e.role, "home": e.node_id, "api_url": e.api_url,
          "peer_url": e.peer_url}
@@ -116,12 +141,16 @@ def init_network(
     ]  # fmt: skip
     (out / "network.json").write_text(json.dumps(network, indent=2) + "\n")
     (out / "genesis.json").write_text(genesis_text)
+    if compose is not None:
+        write_compose(out, entries, compose)
     return entries
 
 
-def node_toml(entry: NodeEntry) -> str:
+def node_toml(entry: NodeEntry, *, in_container: bool = False) -> str:
     peer = entry.peer_url.removeprefix("http://")
     api = entry.api_url.removeprefix("http://")
+    if in_container:  # every interface of the container; the compose file publishes
+        peer, api = f"0.0.0.0:{PEER_PORT}", f"0.0.0.0:{API_PORT}"
     return (
         f'# somnet node "{entry.node_id}". Every key can be overridden by an environment\n'
         f"# variable SOMNET_<SECTION>_<KEY>, for example SOMNET_API_LISTEN.\n"
@@ -150,6 +179,7 @@ def load_network(directory: Path) -> list[NodeEntry]:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
+    compose = ComposeOptions(image=args.image) if args.compose else None
     try:
         entries = init_network(
             Path(args.out),
@@ -158,12 +188,15 @@ def cmd_init(args: argparse.Namespace) -> int:
             chain_id=args.chain_id,
             host=args.host,
             base_port=args.base_port,
+            compose=compose,
         )
     except (FileExistsError, GenesisError) as exc:  # GenesisError: --chain-id is not an id
         print(f"somnet init: {exc}", file=sys.stderr)
         return 2
     for entry in entries:
         print(f"{entry.node_id:10} {entry.role:9} {entry.api_url}  {entry.home}")
+    if compose is not None:
+        print(compose_next_steps(Path(args.out)))
     return 0
 
 
@@ -298,7 +331,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     init.add_argument("--out", required=True, help="the network directory to create")
     init.add_argument("--chain-id", default="som-devnet")
     init.add_argument("--host", default="127.0.0.1")
-    init.add_argument("--base-port", type=port, default=26600)
+    init.add_argument(
+        "--base-port", type=port, default=26600, help="first port (with --compose: API ports)"
+    )
+    init.add_argument(
+        "--compose",
+        action="store_true",
+        help="also write DIR/compose.yaml: every node a container of the somnet image",
+    )
+    init.add_argument("--image", default=IMAGE_DEFAULT, help="with --compose: the node image")
     init.set_defaults(handler=cmd_init)
     devnet = subparsers.add_parser("devnet", help="run a local network of node processes")
     devnet.add_argument("--home", default="devnet")

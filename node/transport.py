@@ -77,6 +77,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 PEER_PATH = "/peer"
+DIAL_TIMEOUT_S = 5.0  # to open a TCP connection to a peer
 CLOSE_TIMEOUT_S = 1.0  # how long a closing link waits for the other side's close frame
 RESOLVE_INTERVAL_MS = 30_000  # allowed host names are resolved again at most this often
 RESOLVE_TIMEOUT_S = 5.0
@@ -213,7 +214,13 @@ class PeerNetwork:
 
     async def start(self) -> None:
         assert self._session is None
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
+        # A dial must fail fast and look the peer up again: a peer that came back at a new
+        # address (a container created again) is otherwise dialed at its old one until the
+        # kernel gives up on the SYN, minutes later.
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=DIAL_TIMEOUT_S),
+            connector=aiohttp.TCPConnector(use_dns_cache=False),
+        )
         if self._allowed_hosts is not None:
             # Before any peer knocks, so the first ones are not refused while we look up.
             self._resolved_at_ms = self._clock.now_ms()

@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cli.client import parse_som
+from cli.health import local_api_url
 from cli.main import main
 from node.config import load_config
 from node.genesis import load_genesis
@@ -76,3 +77,41 @@ def test_init_refuses_a_chain_id_that_is_not_an_id(
     assert main(["init", "--out", str(out), f"--chain-id={chain_id}"]) == 2
     assert "chain_id: expected an id of 1..64 characters" in capsys.readouterr().err
     assert not (out / "genesis.json").exists()
+
+
+def test_init_compose_writes_a_compose_network(tmp_path: Path) -> None:
+    out = tmp_path / "net"
+    argv = ["init", "--validators", "4", "--banks", "2", "--out", str(out), "--compose"]
+    assert main([*argv, "--base-port", "26700", "--image", "localhost/somnet:x"]) == 0
+    genesis = load_genesis(out / "genesis.json")
+    compose = (out / "compose.yaml").read_text()
+    network = json.loads((out / "network.json").read_text())
+    for index, node in enumerate(network):
+        node_id = node["id"]
+        participant = next(p for p in genesis.participants if p.participant_id == node_id)
+        # Peers reach each other by service name, on the image's ports.
+        assert participant.peer_address == f"{node_id}:26656"
+        config = load_config(out / node_id, environ={})
+        assert (config.peer_listen, config.api_listen) == ("0.0.0.0:26656", "0.0.0.0:8080")
+        assert config.peers == ()  # the genesis addresses are the compose addresses
+        # Only the API is published, on loopback, at the port network.json gives.
+        assert node["api_url"] == f"http://127.0.0.1:{26700 + 2 * index + 1}"
+        assert f"  {node_id}:\n" in compose
+        assert f"      - ./{node_id}:/data\n" in compose
+        assert f'      - "127.0.0.1:{26700 + 2 * index + 1}:8080"\n' in compose
+    assert compose.count('image: "localhost/somnet:x"') == 6
+    assert compose.count("    ports:") == 6 and "26656" not in compose
+    assert compose.count("read_only: true") == 6
+
+
+@pytest.mark.parametrize(
+    ("listen", "url"),
+    [
+        ("0.0.0.0:8080", "http://127.0.0.1:8080"),
+        ("127.0.0.1:9", "http://127.0.0.1:9"),
+        ("[::]:8080", "http://[::1]:8080"),
+        ("bank-1:8080", "http://bank-1:8080"),
+    ],
+)
+def test_the_cli_reaches_a_wildcard_api_through_loopback(listen: str, url: str) -> None:
+    assert local_api_url(listen) == url
