@@ -1,10 +1,12 @@
 """Anchoring against a real EVM chain (anvil, tests/integration/anvil.py) and a real
 network of node processes: anchors reach the chain, finalize and verify; a kill -9
 between signing and sending, or between sending and the receipt, never anchors a height
-twice; an EVM outage delays anchoring only; bad endpoints, keys and anchors are named."""
+twice; a stuck anchor is replaced (same nonce, higher fee, up to the cap) and
+lands once; an EVM outage delays anchoring only; bad endpoints, keys and anchors are named."""
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,7 +17,15 @@ import pytest
 from eth_account import Account
 
 from cli.http import ApiError, get_json
-from node.anchor import AnchorPayload, decode_record, encode_calldata, write_anchor_key
+from node.anchor import (
+    ANCHOR_TAG,
+    ATTEMPTS_MAX,
+    AnchorPayload,
+    decode_calldata,
+    decode_record,
+    encode_calldata,
+    write_anchor_key,
+)
 from node.genesis import load_genesis
 from node.store import Store
 from tests.integration.anvil import Anvil, HoldingProxy
@@ -247,3 +257,64 @@ def test_wrong_chain_unfunded_key_and_tampered_anchor_are_named(
     assert result.returncode == 1, result.stdout
     assert "DIFFERS FROM the node's block hash" in result.stdout
     assert f"anchor of height {height} DOES NOT HOLD" in result.stdout
+
+
+def test_a_stuck_anchor_is_replaced_with_the_same_nonce_and_a_higher_fee(
+    network: Network, anvil: Anvil
+) -> None:
+    # anvil's first fee is 2 x its gas price (base fee under 1 gwei + a 1 gwei tip), so a
+    # 5 gwei cap is above it and reached in a few 25% bumps, within ATTEMPTS_MAX.
+    fee_cap = 5 * 10**9
+    start_anchoring(network, anvil.url, replace_after_ms="1000", fee_per_gas_max_wei=str(fee_cap))
+    wait_finalized(network, EVERY)
+    anvil.rpc("evm_setAutomine", [False])
+    anvil.rpc("evm_setIntervalMining", [0])  # no more blocks: what is sent stays out
+    stopped_at = int(anvil.rpc("eth_blockNumber", []), 16)
+
+    def replaced() -> Any:
+        for record in stored_records(network).values():
+            pending = record.stage.value in ("signed", "sent")
+            at_cap = pending and record.attempts[-1].max_fee_per_gas == fee_cap
+            if at_cap and f"anchor of height {record.height} is stuck at" in network.log("nbkr"):
+                return record
+        return None
+
+    stuck = network.wait_for(replaced, 60, "a stuck anchor replaced up to the fee cap",
+                             seen=lambda: stored_records(network))  # fmt: skip
+    assert int(anvil.rpc("eth_blockNumber", []), 16) == stopped_at  # it really was stuck
+    anvil.rpc("evm_setIntervalMining", [1])  # a block every second again, as anvil.py starts it
+    anchored = wait_finalized(network, stuck.height)
+    record = stored_records(network)[stuck.height]
+    fees = [a.max_fee_per_gas for a in record.attempts]
+    tips = [a.max_priority_fee_per_gas for a in record.attempts]
+    print(f"height {record.height} nonce {record.nonce}: {len(fees)} attempts, "
+          f"max fees {fees}, tips {tips}")  # fmt: skip
+    assert record.attempts[: len(stuck.attempts)] == stuck.attempts
+    assert all(a < b for a, b in itertools.pairwise(fees)), fees
+    assert all(fee <= fee_cap for fee in fees) and fees[-1] == fee_cap, fees
+    assert len(fees) <= ATTEMPTS_MAX
+    # Exactly one transaction of the anchor account carries this height: a replacement.
+    address = Account.from_key(bytes.fromhex(ANVIL_DEV_KEY)).address.lower()
+    carrying = []
+    for number in range(int(anvil.rpc("eth_blockNumber", []), 16) + 1):
+        for tx in anvil.rpc("eth_getBlockByNumber", [hex(number), True])["transactions"]:
+            data = bytes.fromhex(tx["input"][2:])
+            if tx["from"].lower() == address and data.startswith(ANCHOR_TAG):
+                if decode_calldata(data).height == record.height:
+                    carrying.append(tx)
+    assert len(carrying) == 1, carrying
+    (tx,) = carrying
+    assert anchored["evm_tx_hash"] == tx["hash"] == "0x" + (record.evm_tx_hash or b"").hex()
+    assert int(tx["nonce"], 16) == record.nonce
+    included = [a.tx_hash for a in record.attempts].index(bytes.fromhex(tx["hash"][2:]))
+    assert included >= 1, "the first attempt was included, not a replacement"
+    print(f"included: attempt {included + 1}, EVM block {anchored['evm_block_number']}")
+    assert int(tx["maxFeePerGas"], 16) == fees[included] > fees[0]
+    for attempt in record.attempts:  # the others never reached a block
+        if attempt.tx_hash != record.evm_tx_hash:
+            assert anvil.rpc("eth_getTransactionReceipt", ["0x" + attempt.tx_hash.hex()]) is None
+    assert anvil.anchors_on_chain()[record.height] == 1
+    passed = verify(network, anvil.url, record.height, "--home",
+                    str(network.entries["nbkr"].home))  # fmt: skip
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    assert f"anchor of height {record.height} HOLDS" in passed.stdout
