@@ -72,12 +72,13 @@ HASH_SIZE = 32
 CHAIN_ID_SIZE_MAX = 64
 ATTEMPTS_MAX = 8  # a transaction and its replacements: the bound on fee bumps
 FEE_BUMP_PERCENT = 25  # geth and anvil want at least +10% to accept a replacement
+REPLACEMENT_BUMP_MIN_PERCENT = 10  # less than this, and the stuck attempt is sent again
 GAS_MARGIN_PERCENT = 20  # over eth_estimateGas
 BACKLOG_DUE_MAX = 5  # due heights waiting beyond this: anchor only the latest
 ANCHORS_LISTED_MAX = 100
 KEY_FILE_MODE = 0o600
 assert len(ANCHOR_TAG) == 16
-assert FEE_BUMP_PERCENT >= 10
+assert FEE_BUMP_PERCENT >= REPLACEMENT_BUMP_MIN_PERCENT >= 10
 
 
 class AnchorError(NodeError):
@@ -562,7 +563,10 @@ class Anchorer:
         cap = self.config.anchor_fee_per_gas_max_wei
         max_fee = min(cap, newest.max_fee_per_gas * (100 + FEE_BUMP_PERCENT) // 100 + 1)
         tip = min(max_fee, newest.max_priority_fee_per_gas * (100 + FEE_BUMP_PERCENT) // 100 + 1)
-        if len(record.attempts) >= ATTEMPTS_MAX or max_fee <= newest.max_fee_per_gas:
+        # Nodes such as geth and BSC's refuse a replacement that adds less than 10% to the
+        # fees: a bump the cap cuts below that would be recorded yet never reach a pool.
+        too_small = max_fee * 100 < newest.max_fee_per_gas * (100 + REPLACEMENT_BUMP_MIN_PERCENT)
+        if len(record.attempts) >= ATTEMPTS_MAX or too_small:
             stuck = f"anchor of height {record.height} is stuck at the fee cap or attempt bound"
             self._report(
                 f"{stuck} ({newest.max_fee_per_gas} wei/gas); sending it again", logging.WARNING
