@@ -13,6 +13,7 @@ import errno
 import logging
 import random
 import signal
+import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,7 @@ __all__ = ["run_node"]
 
 log = logging.getLogger(__name__)
 
+RECURSION_LIMIT = 1000  # CPython's default: deep input fails with RecursionError, not a crash
 PEER_PORT_SLACK = 8  # connections one address may hold beyond its peers and handshakes
 BLOCK_VERIFY_WORKERS = 2  # threads checking a proposed block's signatures (libsodium frees the GIL)
 
@@ -431,6 +433,10 @@ def run_node(home: Path) -> int:
         fatal(FatalReason.ASSERTIONS_DISABLED, "python -O strips the assertions guarding money")
     loaded = load(home)
     logging.getLogger().setLevel(loaded.config.log_level)
+    # py_ecc (imported with eth-account) raises the interpreter's recursion limit to 100,000
+    # when imported; with it, a deeply nested JSON body overflows the C stack and kills the
+    # node (SIGSEGV) instead of raising RecursionError. Every import is done by now.
+    sys.setrecursionlimit(RECURSION_LIMIT)
     try:
         with long_lived_state():  # the ledger just loaded is frozen out of the GC's scans
             run_until_signalled(lambda stop: serve(loaded, stop))
