@@ -58,6 +58,7 @@ image: wheelhouse
 		--build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg VERSION=$(VERSION) \
 		--build-arg SOURCE=$(SOURCE) --build-arg REVISION=$(REVISION) \
 		--tag $(IMAGE) --file deploy/Dockerfile build/image
+	$(ENGINE) image prune --force --filter label=somnet.stage=build >/dev/null
 
 # What the container tests need (tests/integration/test_containers.py). As root (CI, a
 # fresh machine) it installs them; otherwise it only says what is missing, and those
