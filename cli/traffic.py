@@ -101,12 +101,19 @@ async def _submit(
 ) -> None:
     # Registered before the request: the block may be seen before the response arrives.
     stats.pending[tx_hash] = time.monotonic()
-    async with session.post(
-        f"{bank.api_url}/v1/transactions",
-        data=tx,
-        headers={"Content-Type": "application/octet-stream"},
-    ) as response:
-        await response.read()
+    try:
+        async with session.post(
+            f"{bank.api_url}/v1/transactions",
+            data=tx,
+            headers={"Content-Type": "application/octet-stream"},
+        ) as response:
+            await response.read()
+    except aiohttp.ClientError:
+        # The node went away (the demo stopping, a node restarting): no answer, so the
+        # transfer's fate is unknown to us; it is counted as refused, not as final.
+        stats.pending.pop(tx_hash, None)
+        stats.refused += 1
+        return
     if response.status not in (200, 202):
         stats.pending.pop(tx_hash, None)
         stats.refused += 1
