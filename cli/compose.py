@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
-    from cli.devnet import NodeEntry
+    from cli.entry import NodeEntry
 
 __all__ = [
     "API_PORT",

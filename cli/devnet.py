@@ -22,7 +22,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ from cli.compose import (
     compose_next_steps,
     write_compose,
 )
+from cli.entry import NodeEntry
 from cli.http import ApiError, get_json
 from node.anchor import write_anchor_key
 from node.errors import GenesisError
@@ -51,15 +51,6 @@ READY_TIMEOUT_S = 120
 # only. `somnet devnet --anchor-rpc` signs with it unless --anchor-key names another key.
 ANVIL_DEV_KEY = bytes.fromhex("ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80")
 ANVIL_DEV_KEY_NAME = "anvil_dev_key.json"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class NodeEntry:
-    node_id: str
-    role: str
-    home: Path
-    api_url: str
-    peer_url: str
 
 
 def node_ids(validators: int, banks: int) -> list[tuple[str, str]]:

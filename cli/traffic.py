@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import aiohttp
 from nacl.signing import SigningKey
 
-from cli.devnet import NodeEntry
+from cli.entry import NodeEntry
 from node.genesis import Genesis
 from node.keys import load_key_file
 from node.tx import decode_tx, sign_transfer

@@ -22,7 +22,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-from cli.devnet import NodeEntry, init_network
+from cli.devnet import init_network
+from cli.entry import NodeEntry
 from cli.http import ApiError, get_json, post_bytes
 from node.genesis import load_genesis
 from node.keys import load_key_file
