@@ -28,8 +28,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
-import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -46,6 +44,7 @@ from node.config import NodeConfig
 from node.driver import Settled
 from node.errors import NodeError
 from node.evm_rpc import EvmRpc, Receipt, RpcCallError, RpcError, hex_int
+from node.keys import KeyFileError, read_key_document, write_key_document
 from node.store import Store
 
 __all__ = [
@@ -76,7 +75,6 @@ REPLACEMENT_BUMP_MIN_PERCENT = 10  # less than this, and the stuck attempt is se
 GAS_MARGIN_PERCENT = 20  # over eth_estimateGas
 BACKLOG_DUE_MAX = 5  # due heights waiting beyond this: anchor only the latest
 ANCHORS_LISTED_MAX = 100
-KEY_FILE_MODE = 0o600
 assert len(ANCHOR_TAG) == 16
 assert FEE_BUMP_PERCENT >= REPLACEMENT_BUMP_MIN_PERCENT >= 10
 
@@ -349,29 +347,22 @@ def write_anchor_key(path: Path, private_key: bytes | None = None) -> str:
     document = {"type": "secp256k1", "private_key_hex": account.key.hex().removeprefix("0x"),
                 "address": account.address}  # fmt: skip
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, KEY_FILE_MODE)
-    except FileExistsError as exc:
-        raise AnchorError(f"{path}: key file exists; refusing to overwrite") from exc
-    with os.fdopen(fd, "w") as file:
-        json.dump(document, file, indent=2)
-        file.write("\n")
-        file.flush()
-        os.fsync(file.fileno())
+        write_key_document(path, document)
+    except KeyFileError as exc:
+        raise AnchorError(str(exc)) from exc
     return str(account.address)
 
 
 def load_anchor_key(path: Path) -> LocalAccount:
     """Raises AnchorError: missing, readable by others, or not a secp256k1 key file."""
     try:
-        mode = path.stat().st_mode
-        document = json.loads(path.read_text())
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise AnchorError(f"{path}: key file mode {oct(mode & 0o777)} is too open; use 0600")
-        if document.get("type") != "secp256k1":
-            raise AnchorError(f"{path}: expected a secp256k1 key file")
+        document = read_key_document(path)
+    except KeyFileError as exc:
+        raise AnchorError(str(exc)) from exc
+    if document.get("type") != "secp256k1":
+        raise AnchorError(f"{path}: expected a secp256k1 key file")
+    try:
         account: LocalAccount = Account.from_key(bytes.fromhex(document["private_key_hex"]))
-    except OSError as exc:
-        raise AnchorError(f"{path}: cannot read anchor key file: {exc.strerror}") from exc
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise AnchorError(f"{path}: not an anchor key file: {exc}") from exc
     return account

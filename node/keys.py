@@ -6,6 +6,7 @@ import json
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 from nacl.signing import SigningKey
 
@@ -22,11 +23,22 @@ class KeyFileError(NodeError):
 
 def write_key_file(path: Path, key: SigningKey) -> None:
     """Create `path` holding `key`; never overwrites an existing key."""
-    document = {
-        "type": "ed25519",
-        "seed_hex": bytes(key).hex(),
-        "public_key_hex": bytes(key.verify_key).hex(),
-    }
+    write_key_document(
+        path,
+        {
+            "type": "ed25519",
+            "seed_hex": bytes(key).hex(),
+            "public_key_hex": bytes(key.verify_key).hex(),
+        },
+    )
+
+
+def write_key_document(path: Path, document: dict[str, str]) -> None:
+    """Create a key file (mode 0600, synced) holding `document`; never overwrites one.
+
+    Raises:
+        KeyFileError: the file exists.
+    """
     try:
         # O_EXCL: an existing key is an identity; losing it to an overwrite is not undoable.
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, KEY_FILE_MODE)
@@ -45,15 +57,8 @@ def load_key_file(path: Path) -> SigningKey:
     Raises:
         KeyFileError: missing, readable by group or others, or not a valid key.
     """
+    document = read_key_document(path)
     try:
-        mode = path.stat().st_mode
-        text = path.read_text()
-    except OSError as exc:
-        raise KeyFileError(f"{path}: cannot read key file: {exc.strerror}") from exc
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise KeyFileError(f"{path}: key file mode {oct(mode & 0o777)} is too open; use 0600")
-    try:
-        document = json.loads(text)
         seed = bytes.fromhex(document["seed_hex"])
         public_key = bytes.fromhex(document["public_key_hex"])
     except (ValueError, KeyError, TypeError) as exc:
@@ -64,3 +69,25 @@ def load_key_file(path: Path) -> SigningKey:
     if bytes(key.verify_key) != public_key:
         raise KeyFileError(f"{path}: public_key_hex does not match the seed")
     return key
+
+
+def read_key_document(path: Path) -> dict[str, Any]:
+    """The JSON object of a key file that only its owner may read.
+
+    Raises:
+        KeyFileError: missing, readable by group or others, or not a JSON object.
+    """
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text()
+    except OSError as exc:
+        raise KeyFileError(f"{path}: cannot read key file: {exc.strerror}") from exc
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise KeyFileError(f"{path}: key file mode {oct(mode & 0o777)} is too open; use 0600")
+    try:
+        document = json.loads(text)
+    except ValueError as exc:
+        raise KeyFileError(f"{path}: not a somnet key file: {exc}") from exc
+    if not isinstance(document, dict):
+        raise KeyFileError(f"{path}: not a somnet key file: expected a JSON object")
+    return document

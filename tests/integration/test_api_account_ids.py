@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ import pytest
 from cli.devnet import init_network
 from cli.http import ApiError, get_json
 from tests.integration.network import free_port_range
+from tests.integration.waiting import wait_for
 
 pytestmark = pytest.mark.network
 
@@ -46,15 +46,15 @@ def test_accounts_with_dots_dashes_underscores_and_tildes_are_readable(tmp_path:
         env={**os.environ, "SOMNET_NODE_LOG_LEVEL": "WARNING"},
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 60
-        while True:
+
+        def serving() -> bool:
             assert process.poll() is None, process.communicate()[1]
             try:
-                get_json(f"{node.api_url}/v1/status")
-                break
+                return bool(get_json(f"{node.api_url}/v1/status"))
             except ApiError:
-                assert time.monotonic() < deadline, "the node's API never answered"
-                time.sleep(0.1)
+                return False
+
+        wait_for(serving, 60, "the node's API to answer")
         for account_id, balance in ACCOUNTS.items():
             answer = get_json(f"{node.api_url}/v1/accounts/{account_id}")
             assert answer == {"account": account_id, "balance": balance}
