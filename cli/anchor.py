@@ -17,16 +17,17 @@ import argparse
 import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
-from cli.http import ApiError, get_json
+from cli.api_client import ApiClient, ApiError, blocking, client_for_home
 from consensus import crypto
 from consensus.errors import WireError
 from consensus.wire import decode_certificate
 from node.anchor import AnchorError, decode_calldata, decode_record
 from node.block import decode_block_header
-from node.config import ConfigError, load_config
+from node.config import load_config
 from node.errors import BlockError, GenesisError, NodeError
 from node.evm_rpc import EvmRpc, RpcError, hex_bytes
 from node.genesis import Genesis, load_genesis
@@ -79,16 +80,20 @@ def from_home(home: Path, height: int) -> NodeView:
                     certificate=certificate, tx_hash=tx_hash)  # fmt: skip
 
 
-def from_api(api: str, genesis_file: Path, height: int) -> NodeView:
+def from_api(client: ApiClient, genesis_file: Path, height: int) -> NodeView:
     genesis = load_genesis(genesis_file)
-    block = get_json(f"{api}/v1/blocks/{height}")
-    tx_hash = None
-    try:
-        anchor = get_json(f"{api}/v1/anchors/{height}")
-        tx_hash = bytes.fromhex(str(anchor["evm_tx_hash"]).removeprefix("0x"))
-    except ApiError as exc:
-        if exc.status != 404:
-            raise
+
+    async def read(api: ApiClient) -> tuple[dict[str, Any], bytes | None]:
+        block = await api.block(height)
+        try:
+            anchor = await api.anchor(height)
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+            return block, None
+        return block, bytes.fromhex(str(anchor["evm_tx_hash"]).removeprefix("0x"))
+
+    block, tx_hash = blocking(client, read)
     return NodeView(
         genesis=genesis,
         block_hash=bytes.fromhex(block["block_hash"]),
@@ -166,8 +171,9 @@ def verify(args: argparse.Namespace) -> int:
         if args.home:
             view = from_home(Path(args.home), height)
         else:
-            view = from_api(args.api.rstrip("/"), Path(args.genesis), height)
-    except (NodeError, ConfigError, GenesisError, BlockError, ApiError, OSError) as exc:
+            client = client_for_home(Path(args.key_home), api_url=args.api)
+            view = from_api(client, Path(args.genesis), height)
+    except (NodeError, GenesisError, BlockError, ApiError, OSError) as exc:
         print(f"somnet anchor verify: cannot read the node's block {height}: {exc}")
         return 2
     tx_hash = bytes.fromhex(args.tx.removeprefix("0x")) if args.tx else view.tx_hash
@@ -197,15 +203,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--height", type=int, required=True)
     parser.add_argument("--rpc", required=True, metavar="URL", help="EVM JSON-RPC endpoint")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--api", metavar="URL", help="a node's API (needs --genesis)")
+    source.add_argument(
+        "--api", metavar="URL", help="a node's API (needs --genesis and --key-home)"
+    )
     source.add_argument("--home", metavar="DIR", help="a node's home directory")
     parser.add_argument("--genesis", metavar="FILE", help="genesis.json, with --api")
+    parser.add_argument(
+        "--key-home", metavar="DIR", help="with --api: the node directory whose key signs"
+    )
     parser.add_argument("--tx", metavar="HASH", help="check this EVM transaction instead")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.api and not args.genesis:
-        print("somnet anchor verify: --api needs --genesis FILE (the validator set)")
+    if args.api and not (args.genesis and args.key_home):
+        print("somnet anchor verify: --api needs --genesis FILE (the validator set) and "
+              "--key-home DIR (whose participant key signs the requests)")  # fmt: skip
         return 2
     return verify(args)

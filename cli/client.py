@@ -9,12 +9,11 @@ import sys
 import uuid
 from pathlib import Path
 
-from cli.health import local_api_url
-from cli.http import ApiError, get_json, post_bytes
+from cli.api_client import ApiClient, ApiError, blocking, client_for_home
 from node.config import ConfigError, load_config
 from node.errors import GenesisError, TxRefused
 from node.genesis import load_genesis
-from node.keys import KeyFileError, load_key_file
+from node.keys import KeyFileError
 from node.tx import sign_transfer
 
 __all__ = ["parse_som", "register"]
@@ -43,13 +42,14 @@ def cmd_transfer(args: argparse.Namespace) -> int:
         uetr = uuid.UUID(args.uetr).bytes if args.uetr else uuid.uuid4().bytes
         config = load_config(home)
         genesis = load_genesis(config.genesis_file)
-        key = load_key_file(config.key_file)
+        client = client_for_home(home)
     except (ValueError, ConfigError, GenesisError, KeyFileError) as exc:
         print(f"somnet transfer: {exc}", file=sys.stderr)
         return 2
-    api = local_api_url(config.api_listen)
-    try:
-        height = int(get_json(f"{api}/v1/status")["height"])
+    key = client.credentials.signing_key
+
+    async def transfer(api: ApiClient) -> dict[str, object]:
+        height = int((await api.status())["height"])
         # The remittance is sealed to the sending bank, the receiving bank and the issuer.
         recipients = genesis.remittance_keys(config.node_id, [args.to]) if args.remittance else None
         tx = sign_transfer(
@@ -64,9 +64,13 @@ def cmd_transfer(args: argparse.Namespace) -> int:
             remittance=args.remittance,
             recipients=recipients,
         )
-        result = post_bytes(f"{api}/v1/transactions", tx)
+        result = await api.submit(tx)
         while args.wait and result["status"] == "pending":
-            result = get_json(f"{api}/v1/transactions/{result['tx_hash']}?wait_ms={WAIT_MS}")
+            result = await api.transaction(str(result["tx_hash"]), wait_ms=WAIT_MS)
+        return result
+
+    try:
+        result = blocking(client, transfer)
     except TxRefused as exc:
         print(f"somnet transfer: refused {exc.code.name}: {exc.message}", file=sys.stderr)
         return 1
@@ -79,7 +83,12 @@ def cmd_transfer(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     try:
-        status = get_json(f"{args.api.rstrip('/')}/v1/status")
+        client = client_for_home(Path(args.home), api_url=args.api)
+    except (ConfigError, KeyFileError) as exc:
+        print(f"somnet status: {exc}", file=sys.stderr)
+        return 2
+    try:
+        status = blocking(client, lambda api: api.status())
     except ApiError as exc:
         print(f"somnet status: {exc}", file=sys.stderr)
         return 1
@@ -109,6 +118,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     transfer.add_argument("--wait", action="store_true", help="wait until final or refused")
     transfer.set_defaults(handler=cmd_transfer)
     status = subparsers.add_parser("status", help="show a node's status")
-    status.add_argument("--api", required=True, help="the node's API URL")
+    status.add_argument("--home", required=True, help="the node's directory: its key signs")
+    status.add_argument("--api", default=None, help="another API URL than the node's own")
     status.add_argument("--json", action="store_true")
     status.set_defaults(handler=cmd_status)

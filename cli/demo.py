@@ -19,6 +19,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from cli.api_client import ApiClient, ApiError, blocking, client_for_home
 from cli.devnet import (
     ISSUER_ID,
     anchor_env,
@@ -28,7 +29,7 @@ from cli.devnet import (
     stop_nodes,
     wait_ready,
 )
-from cli.http import ApiError, get_json
+from cli.entry import NodeEntry
 from cli.load import print_second, summary
 from cli.traffic import TrafficStats, banks_of, run_traffic
 from node.genesis import load_genesis
@@ -74,9 +75,10 @@ def start_anvil(home: Path) -> tuple[subprocess.Popen[bytes], str] | None:
     return None
 
 
-def print_anchor(api_url: str) -> None:
+def print_anchor(issuer: NodeEntry) -> None:
     try:
-        summary = get_json(f"{api_url}/v1/anchors")
+        client = client_for_home(issuer.home, api_url=issuer.api_url)
+        summary = blocking(client, ApiClient.anchors)
     except ApiError as exc:
         print(f"  anchor: {exc}", flush=True)
         return
@@ -121,12 +123,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"somnet demo: starting {len(entries)} nodes in {home} (logs: {home}/<node>/node.log)")
     children = start_nodes(entries, env_by_node)
     stats: TrafficStats | None = None
-    issuer_api = next(e.api_url for e in entries if e.node_id == ISSUER_ID)
+    issuer = next(e for e in entries if e.node_id == ISSUER_ID)
 
     def on_second(second: TrafficStats, elapsed_s: float) -> None:
         print_second(second, elapsed_s)
         if anvil is not None and round(elapsed_s) % 5 == 0:
-            print_anchor(issuer_api)
+            print_anchor(issuer)
 
     try:
         for entry in entries:
@@ -148,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
         print("\nstopping")
     finally:
         if anvil is not None:
-            print_anchor(issuer_api)
+            print_anchor(issuer)
         stop_nodes(children)
         if anvil is not None:
             anvil[0].terminate()

@@ -27,6 +27,7 @@ from typing import Any
 
 from nacl.signing import SigningKey
 
+from cli.api_client import ApiClient, ApiError, blocking, client_for_home
 from cli.compose import (
     API_PORT,
     IMAGE_DEFAULT,
@@ -36,7 +37,6 @@ from cli.compose import (
     write_compose,
 )
 from cli.entry import NodeEntry
-from cli.http import ApiError, get_json
 from node.anchor import write_anchor_key
 from node.errors import GenesisError
 from node.genesis import parse_genesis
@@ -222,12 +222,18 @@ def wait_ready(
                 print(f"somnet devnet: {node_id} exited with {child.returncode}", file=sys.stderr)
                 return False
         try:
-            if all(get_json(f"{e.api_url}/v1/status")["height"] >= 1 for e in entries):
+            if all(status_of(e)["height"] >= 1 for e in entries):
                 return True
         except ApiError:
             pass
         time.sleep(0.2)
     return False
+
+
+def status_of(entry: NodeEntry) -> dict[str, Any]:
+    """The node's status, asked as the node's own participant."""
+    client = client_for_home(entry.home, api_url=entry.api_url)
+    return blocking(client, ApiClient.status)
 
 
 def stop_nodes(children: dict[str, subprocess.Popen[bytes]]) -> None:

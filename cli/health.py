@@ -2,56 +2,42 @@
 
 The container image's HEALTHCHECK runs this inside the container, so it asks the node
 where the node itself listens (node.toml and SOMNET_* overrides, read the way the node
-reads them), with a short deadline: a node that is starting, stopped or stuck is unhealthy.
+reads them), signed with the node's own key, with a short deadline: a node that is
+starting, stopped or stuck is unhealthy.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 
-from node.config import ConfigError, load_config
+from cli.api_client import ApiError, blocking, client_for_home
+from node.config import ConfigError
+from node.keys import KeyFileError
 
-__all__ = ["local_api_url", "register"]
+__all__ = ["register"]
 
 TIMEOUT_S = 3.0
 """Below the image's HEALTHCHECK --timeout (4 s), so a hung node fails with a message."""
 
 
-def local_api_url(api_listen: str) -> str:
-    """The URL at which this machine reaches an API listening on `api_listen` (host:port):
-    a wildcard address is reached through loopback."""
-    host, _, port = api_listen.rpartition(":")
-    if host in ("0.0.0.0", ""):
-        host = "127.0.0.1"
-    elif host in ("::", "[::]"):
-        host = "[::1]"
-    elif ":" in host and not host.startswith("["):
-        host = f"[{host}]"
-    return f"http://{host}:{port}"
-
-
 def cmd_health(args: argparse.Namespace) -> int:
     try:
-        config = load_config(Path(args.home))
-    except ConfigError as exc:
+        client = client_for_home(Path(args.home), timeout_s=TIMEOUT_S)
+    except (ConfigError, KeyFileError) as exc:
         print(f"somnet health: {exc}", file=sys.stderr)
         return 1
-    url = f"{local_api_url(config.api_listen)}/v1/status"
+    node_id = client.credentials.participant_id
     try:
-        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
-            status = json.loads(response.read())
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        print(f"somnet health: {url}: {exc}", file=sys.stderr)
+        status = blocking(client, lambda api: api.status())
+    except ApiError as exc:
+        print(f"somnet health: {client.base_url}: {exc}", file=sys.stderr)
         return 1
-    if not isinstance(status, dict) or status.get("node_id") != config.node_id:
-        print(f"somnet health: {url} did not answer as {config.node_id}", file=sys.stderr)
+    if status.get("node_id") != node_id:
+        print(f"somnet health: {client.base_url} did not answer as {node_id}", file=sys.stderr)
         return 1
-    print(f"healthy node={config.node_id} height={status.get('height')}")
+    print(f"healthy node={node_id} height={status.get('height')}")
     return 0
 
 

@@ -11,6 +11,7 @@ its two banks and the issuer like any bank's (node/tx.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import random
 import time
@@ -18,9 +19,9 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import aiohttp
 from nacl.signing import SigningKey
 
+from cli.api_client import ApiClient, ApiError, Credentials
 from cli.entry import NodeEntry
 from node.genesis import Genesis
 from node.keys import load_key_file
@@ -67,54 +68,33 @@ def banks_of(entries: list[NodeEntry]) -> list[Bank]:
     ]
 
 
-async def _get(session: aiohttp.ClientSession, url: str) -> dict[str, object]:
-    async with session.get(url) as response:
-        document = await response.json()
-        assert isinstance(document, dict)
-        return document
-
-
-async def _follow(
-    session: aiohttp.ClientSession, api_url: str, stats: TrafficStats, stop: asyncio.Event
-) -> None:
-    """Watch one node's chain and mark submitted transactions final as blocks appear."""
-    height = int(str((await _get(session, f"{api_url}/v1/status"))["height"]))
+async def _follow(api: ApiClient, stats: TrafficStats, stop: asyncio.Event) -> None:
+    """Watch one bank's node and mark its submitted transactions final as blocks appear
+    (a bank sees its own transactions in a block, which are the ones it sent)."""
+    height = int((await api.status())["height"])
     while not stop.is_set():
-        top = int(str((await _get(session, f"{api_url}/v1/status"))["height"]))
+        top = int((await api.status())["height"])
         while height < top:
             height += 1
-            block = await _get(session, f"{api_url}/v1/blocks/{height}")
+            block = await api.block(height)
             now = time.monotonic()
-            hashes = block["tx_hashes"]
-            assert isinstance(hashes, list)
-            for tx_hash in hashes:
+            for tx_hash in block["tx_hashes"]:
                 submitted_at = stats.pending.pop(tx_hash, None)
                 if submitted_at is not None:
                     stats.latencies_s.append(now - submitted_at)
                     stats.final += 1
-            stats.height = height
+            stats.height = max(stats.height, height)
         await asyncio.sleep(FOLLOW_INTERVAL_S)
 
 
-async def _submit(
-    session: aiohttp.ClientSession, bank: Bank, tx: bytes, tx_hash: str, stats: TrafficStats
-) -> None:
+async def _submit(api: ApiClient, tx: bytes, tx_hash: str, stats: TrafficStats) -> None:
     # Registered before the request: the block may be seen before the response arrives.
     stats.pending[tx_hash] = time.monotonic()
     try:
-        async with session.post(
-            f"{bank.api_url}/v1/transactions",
-            data=tx,
-            headers={"Content-Type": "application/octet-stream"},
-        ) as response:
-            await response.read()
-    except aiohttp.ClientError:
-        # The node went away (the demo stopping, a node restarting): no answer, so the
-        # transfer's fate is unknown to us; it is counted as refused, not as final.
-        stats.pending.pop(tx_hash, None)
-        stats.refused += 1
-        return
-    if response.status not in (200, 202):
+        await api.submit(tx)
+    except ApiError:
+        # Refused, or the node went away (the demo stopping, a node restarting): no
+        # answer, so the transfer's fate is unknown to us; it is counted as refused.
         stats.pending.pop(tx_hash, None)
         stats.refused += 1
 
@@ -152,16 +132,23 @@ async def run_traffic(
     stats = TrafficStats()
     stop = asyncio.Event()
     limit = asyncio.Semaphore(SUBMIT_CONCURRENCY)
-    connector = aiohttp.TCPConnector(limit=SUBMIT_CONCURRENCY * 2)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        status = await _get(session, f"{banks[0].api_url}/v1/status")
-        height = int(str(status["height"]))
-        follower = asyncio.create_task(_follow(session, banks[0].api_url, stats, stop))
+    clients = {
+        bank.bank_id: ApiClient(
+            bank.api_url, Credentials(bank.bank_id, bank.key), connections_max=SUBMIT_CONCURRENCY
+        )
+        for bank in banks
+    }
+    async with contextlib.AsyncExitStack() as stack:
+        for client in clients.values():
+            await stack.enter_async_context(client)
+        height = int((await clients[banks[0].bank_id].status())["height"])
+        followers = [asyncio.create_task(_follow(c, stats, stop)) for c in clients.values()]
         tasks: set[asyncio.Task[None]] = set()
 
         async def submit_one(bank: Bank, tx: bytes) -> None:
             async with limit:
-                await _submit(session, bank, tx, decode_tx(tx, chain_id).tx_hash.hex(), stats)
+                tx_hash = decode_tx(tx, chain_id).tx_hash.hex()
+                await _submit(clients[bank.bank_id], tx, tx_hash, stats)
 
         started = time.monotonic()
         next_report = started + 1
@@ -190,6 +177,7 @@ async def run_traffic(
                 await asyncio.sleep(0.1)
         finally:
             stop.set()
-            follower.cancel()
-            await asyncio.gather(follower, return_exceptions=True)
+            for follower in followers:
+                follower.cancel()
+            await asyncio.gather(*followers, return_exceptions=True)
     return stats

@@ -1,6 +1,8 @@
-"""The bank API (minimal for now): submit a transaction, its status, node status.
+"""The bank API: JSON over HTTP, every request signed by its caller (node/api_auth.py).
 
-JSON over HTTP. Errors are JSON objects `{"code": ..., "message": ...}` with a stable
+The routes, their answers and errors are described in node/openapi.json (OpenAPI 3.1,
+served at GET /v1/openapi.json).
+Errors are JSON objects `{"code": ..., "message": ...}` with a stable
 code: a transaction refusal carries its RefusalCode name as it is.
 
     POST /v1/transactions           body: raw tx bytes (application/octet-stream),
@@ -29,6 +31,17 @@ refused (its block recorded a refusal code, or another transaction consumed its 
 expired (never settled and never will: safe to send again with a new UETR).
 While the node is catching up with the network it answers CATCHING_UP (503) where it
 cannot judge: a new submission, or a transaction it does not know.
+
+Who reads what (403 FORBIDDEN otherwise): a participant reads its own accounts (their
+balance, proof and statement) and the transactions it is a party of (it signed it, or it
+owns an account the transaction debits or credits); the central bank (issuer) and the
+configured supervisors read everything. A transaction this node kept but dropped unsettled
+(expired, or another consumed its UETR) no longer has its parties at hand: its status is
+for the node's own participant and the readers of everything. Block headers, certificates,
+validators, evidence, anchors and node status are for every participant; a block's
+transaction list shows a participant only the hashes of its own transactions (and its
+count of all). Submitting is open to every participant: a transaction is authorised by its
+own signature, never by the request's.
 """
 
 from __future__ import annotations
@@ -36,7 +49,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -44,6 +58,7 @@ from nacl.signing import SigningKey
 
 from consensus.wire import decode_certificate, decode_evidence
 from node.anchor import Anchorer, decode_record, record_json
+from node.api_auth import Authenticator, AuthLimits, Caller, caller_of
 from node.api_server import (
     API_GUARD,
     ECHO_CHARS_MAX,
@@ -61,9 +76,9 @@ from node.ledger import decode_tx_result
 from node.mempool import decode_dropped
 from node.statement import STATEMENT_LIMIT_DEFAULT, STATEMENT_LIMIT_MAX, Reader, account_statement
 from node.store import StoreError
-from node.tx import TX_SIZE_MAX, decode_tx
+from node.tx import TX_SIZE_MAX, Issue, Payout, Redeem, Transfer, Tx, decode_tx
 
-__all__ = ["ApiContext", "build_api"]
+__all__ = ["ApiContext", "ApiSettings", "build_api"]
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +97,18 @@ CODE_BY_STATUS = {
     413: "TOO_LARGE",
     415: "UNSUPPORTED_MEDIA_TYPE",
 }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApiSettings:
+    """The API's limits and readers; node.toml [api] sets each."""
+
+    connections: ApiLimits = field(default_factory=ApiLimits)
+    auth: AuthLimits = field(default_factory=AuthLimits)
+    body_bytes_max: int = 4 * 1024 * 1024
+    batch_txs_max: int = 1_000
+    page_items_max: int = STATEMENT_LIMIT_MAX
+    supervisor_keys: Mapping[str, bytes] = field(default_factory=dict)
 
 
 class ApiContext:
@@ -124,6 +151,53 @@ class ApiContext:
 
 
 CONTEXT = web.AppKey("context", ApiContext)
+SETTINGS = web.AppKey("settings", ApiSettings)
+AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
+
+
+def forbidden(what: str) -> web.Response:
+    return error(403, "FORBIDDEN", f"{what} is not yours to read")
+
+
+def reads_account(context: ApiContext, caller: Caller, account: str) -> bool:
+    owner = context.driver.ledger.genesis.owner_of(account)
+    return caller.reads_all or owner == caller.participant_id
+
+
+def accounts_of(tx: Tx) -> list[str]:
+    """The accounts a transaction debits or credits."""
+    if type(tx) is Transfer:
+        return [tx.from_account, tx.to_account]
+    if type(tx) is Payout:
+        return [tx.from_account, *(to for to, _ in tx.legs)]
+    if type(tx) is Issue:
+        return [tx.to_account]
+    assert type(tx) is Redeem
+    return [tx.from_account]
+
+
+def reads_tx(context: ApiContext, caller: Caller, tx: Tx) -> bool:
+    if caller.reads_all or tx.signer == caller.participant_id:
+        return True
+    return any(reads_account(context, caller, account) for account in accounts_of(tx))
+
+
+def settled_tx(context: ApiContext, height: int, index: int) -> Tx:
+    block_bytes = context.driver.store.load_block(height)
+    assert block_bytes is not None  # a stored result points at a stored block
+    return decode_tx(decode_block(block_bytes).txs[index], context.driver.ledger.chain_id)
+
+
+def reads_status(context: ApiContext, caller: Caller, tx_hash: bytes, body: dict[str, Any]) -> bool:
+    """Whether the caller may see this status of the transaction (module docstring)."""
+    if caller.reads_all or body["status"] == "unknown":
+        return True
+    if body["status"] == "pending":
+        tx = context.driver.mempool.get(tx_hash)
+        return tx is None or reads_tx(context, caller, tx)  # None: it settled just now
+    if "index" in body:
+        return reads_tx(context, caller, settled_tx(context, body["height"], body["index"]))
+    return caller.participant_id == context.driver.node_id  # dropped: kept by this node
 
 
 async def read_tx(request: web.Request) -> bytes:
@@ -207,6 +281,7 @@ def dropped_status(context: ApiContext, tx_hash: bytes) -> dict[str, Any]:
 
 async def get_transaction(request: web.Request) -> web.Response:
     context = request.app[CONTEXT]
+    caller = caller_of(request)
     try:
         tx_hash = bytes.fromhex(request.match_info["tx_hash"])
         wait_ms = int(request.query.get("wait_ms", "0"))
@@ -214,12 +289,18 @@ async def get_transaction(request: web.Request) -> web.Response:
         return error(400, "MALFORMED", "tx hash must be 64 hex digits; wait_ms an integer")
     if len(tx_hash) != 32 or not 0 <= wait_ms <= WAIT_MS_MAX:
         return error(400, "MALFORMED", f"tx hash must be 32 bytes; wait_ms 0..{WAIT_MS_MAX}")
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait_ms / 1000
     body = transaction_status(context, tx_hash)
-    while body["status"] in ("pending", "unknown") and loop.time() < deadline:
-        await context.settled_once(deadline - loop.time())
-        body = transaction_status(context, tx_hash)
+    if wait_ms and body["status"] in ("pending", "unknown"):
+        if not reads_status(context, caller, tx_hash, body):
+            return forbidden("this transaction")
+        async with request.app[AUTHENTICATOR].wait_slot(caller):
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + wait_ms / 1000
+            while body["status"] in ("pending", "unknown") and loop.time() < deadline:
+                await context.settled_once(deadline - loop.time())
+                body = transaction_status(context, tx_hash)
+    if not reads_status(context, caller, tx_hash, body):
+        return forbidden("this transaction")
     if body["status"] == "unknown":
         if not context.driver.caught_up():
             message = "this node is catching up with the network and does not know it yet"
@@ -234,6 +315,8 @@ async def get_account(request: web.Request) -> web.Response:
     balance = context.driver.ledger.balances.get(account)
     if balance is None:
         return error(404, RefusalCode.UNKNOWN_ACCOUNT.name, f"no account {account!r}")
+    if not reads_account(context, caller_of(request), account):
+        return forbidden(f"account {account}")
     return web.json_response({"account": account, "balance": balance})
 
 
@@ -245,6 +328,8 @@ async def get_account_proof(request: web.Request) -> web.Response:
     ledger = context.driver.ledger
     if account not in ledger.balances:
         return error(404, RefusalCode.UNKNOWN_ACCOUNT.name, f"no account {account!r}")
+    if not reads_account(context, caller_of(request), account):
+        return forbidden(f"account {account}")
     proof = ledger.account_proof(account)
     return web.json_response(
         {
@@ -273,11 +358,14 @@ async def get_account_transactions(request: web.Request) -> web.Response:
         limit = int(request.query.get("limit", str(STATEMENT_LIMIT_DEFAULT)))
     except ValueError:
         limit = 0
-    if not 1 <= limit <= STATEMENT_LIMIT_MAX:
-        return error(400, "MALFORMED", f"limit must be an integer of 1..{STATEMENT_LIMIT_MAX}")
+    limit_max = min(STATEMENT_LIMIT_MAX, request.app[SETTINGS].page_items_max)
+    if not 1 <= limit <= limit_max:
+        return error(400, "MALFORMED", f"limit must be an integer of 1..{limit_max}")
     ledger = context.driver.ledger
     if account not in ledger.balances:
         return error(404, RefusalCode.UNKNOWN_ACCOUNT.name, f"no account {account!r}")
+    if not reads_account(context, caller_of(request), account):
+        return forbidden(f"account {account}")
     reader = Reader(participant_id=context.driver.node_id, signing_key=context.remittance_key)
     statement = account_statement(
         context.driver.store, ledger.chain_id, ledger.height, account, limit=limit, reader=reader
@@ -300,6 +388,8 @@ async def get_block(request: web.Request) -> web.Response:
     block = decode_block(block_bytes)
     certificate = decode_certificate(certificate_bytes)
     header = block.header
+    caller = caller_of(request)
+    txs = [decode_tx(tx, header.chain_id) for tx in block.txs]
     return web.json_response(
         {
             "height": header.height,
@@ -309,7 +399,9 @@ async def get_block(request: web.Request) -> web.Response:
             "app_hash": header.app_hash.hex(),
             "tx_root": header.tx_root.hex(),
             "proposer": header.proposer,
-            "tx_hashes": [decode_tx(tx, header.chain_id).tx_hash.hex() for tx in block.txs],
+            "tx_count": len(txs),
+            # Only the caller's own transactions (all of them for readers of everything).
+            "tx_hashes": [tx.tx_hash.hex() for tx in txs if reads_tx(context, caller, tx)],
             "certificate": {
                 "round": certificate.round,
                 "signers": [vote.voter for vote in certificate.precommits],
@@ -429,14 +521,23 @@ async def json_errors(
         return error(500, "INTERNAL", "internal error; the node logged it")
 
 
-def build_api(context: ApiContext, limits: ApiLimits | None = None) -> web.Application:
+def build_api(context: ApiContext, settings: ApiSettings | None = None) -> web.Application:
     """The API application; serve it through node.api_server.ApiSite for the limits."""
-    guard = ApiGuard(limits or ApiLimits())
-    # json_errors is outermost, so that what the guard raises (408, 413) leaves as JSON.
-    app = web.Application(
-        client_max_size=TX_SIZE_MAX * 2 + 1024, middlewares=[json_errors, guard.middleware()]
-    )
+    settings = settings or ApiSettings()
+    assert settings.body_bytes_max >= TX_SIZE_MAX * 2 + 1024
+    guard = ApiGuard(settings.connections)
+    genesis = context.driver.ledger.genesis
+    keys = {p.participant_id: p.public_key for p in genesis.participants}
+    keys |= settings.supervisor_keys
+    readers_of_all = [genesis.issuer.participant_id, *settings.supervisor_keys]
+    authenticator = Authenticator(keys, readers_of_all, settings.auth)
+    # json_errors is outermost, so that what the guard raises (408, 413) leaves as JSON;
+    # the guard's deadlines bound the body that the authenticator reads.
+    middlewares = [json_errors, guard.middleware(), authenticator.middleware()]
+    app = web.Application(client_max_size=settings.body_bytes_max, middlewares=middlewares)
     app[CONTEXT] = context
+    app[SETTINGS] = settings
+    app[AUTHENTICATOR] = authenticator
     app[API_GUARD] = guard
     app.router.add_post("/v1/transactions", submit_transaction)
     app.router.add_get("/v1/transactions/{tx_hash}", get_transaction)

@@ -26,6 +26,7 @@ import asyncio
 import ipaddress
 import json
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import cast
@@ -352,14 +353,17 @@ class ApiSite(web.BaseSite):
 
     __slots__ = ("_host", "_port")
 
-    def __init__(self, runner: web.AppRunner, host: str, port: int) -> None:
-        super().__init__(runner, backlog=BACKLOG)
+    def __init__(
+        self, runner: web.AppRunner, host: str, port: int, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
+        super().__init__(runner, backlog=BACKLOG, ssl_context=ssl_context)
         self._host = host
         self._port = port
 
     @property
     def name(self) -> str:
-        return f"http://{self._host}:{self.port}"
+        scheme = "https" if self._ssl_context is not None else "http"
+        return f"{scheme}://{self._host}:{self.port}"
 
     @property
     def port(self) -> int:
@@ -381,6 +385,7 @@ class ApiSite(web.BaseSite):
             lambda: GuardedConnection(guard, server),
             self._host,
             self._port,
+            ssl=self._ssl_context,
             backlog=self._backlog,
             reuse_address=True,
         )

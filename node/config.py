@@ -85,6 +85,23 @@ class NodeConfig:
     answer: a slow or idle connection is closed after it."""
     api_body_timeout_ms: int = 10_000
     """Time for a complete request body once its head arrived (408 REQUEST_TIMEOUT)."""
+    api_body_bytes_max: int = 4 * 1024 * 1024
+    """The largest request body; a larger one gets 413 TOO_LARGE."""
+    api_batch_txs_max: int = 1_000
+    """Transactions in one batch submission."""
+    api_page_items_max: int = 1_000
+    """The most items one page (a statement) may ask for."""
+    api_signature_age_s_max: int = 60
+    """How old a request's signature may be (node/api_auth.py)."""
+    api_requests_per_s_max: int = 500
+    """Requests a second per participant; beyond, 429 RATE_LIMITED."""
+    api_waits_max: int = 16
+    """Long polls and event streams one participant may hold open; beyond, 429."""
+    api_supervisor_keys: str = ""
+    """Supervisors who read every account: "id:<64 hex Ed25519 public key>,..."."""
+    api_tls_cert_file: Path | None = None
+    """PEM certificate chain: with api_tls_key_file, the API speaks HTTPS only."""
+    api_tls_key_file: Path | None = None
     anchor_enabled: bool = False
     """Whether this node anchors finalized block hashes on the EVM chain (node/anchor.py);
     one node of a network does, by default the central bank's."""
@@ -149,6 +166,15 @@ SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
         "connections_per_address_max": ("api_connections_per_address_max", int),
         "header_timeout_ms": ("api_header_timeout_ms", int),
         "body_timeout_ms": ("api_body_timeout_ms", int),
+        "body_bytes_max": ("api_body_bytes_max", int),
+        "batch_txs_max": ("api_batch_txs_max", int),
+        "page_items_max": ("api_page_items_max", int),
+        "signature_age_s_max": ("api_signature_age_s_max", int),
+        "requests_per_s_max": ("api_requests_per_s_max", int),
+        "waits_max": ("api_waits_max", int),
+        "supervisor_keys": ("api_supervisor_keys", str),
+        "tls_cert_file": ("api_tls_cert_file", Path),
+        "tls_key_file": ("api_tls_key_file", Path),
     },
     "mempool": {"txs_max": ("mempool_txs_max", int)},
     "consensus": {
@@ -221,6 +247,13 @@ INT_BOUNDS: dict[str, tuple[int, int]] = {
     "api_connections_per_address_max": (1, API_CONNECTIONS_MAX),
     "api_header_timeout_ms": (API_TIMEOUT_MS_MIN, API_TIMEOUT_MS_MAX),
     "api_body_timeout_ms": (API_TIMEOUT_MS_MIN, API_TIMEOUT_MS_MAX),
+    # A batch or a body smaller than one transaction could never carry one.
+    "api_body_bytes_max": (TX_SIZE_MAX * 2 + 1024, 1024**3),
+    "api_batch_txs_max": (1, TXS_MAX),
+    "api_page_items_max": (1, 100_000),
+    "api_signature_age_s_max": (5, 3_600),
+    "api_requests_per_s_max": (1, 1_000_000),
+    "api_waits_max": (1, API_CONNECTIONS_MAX),
     "anchor_evm_chain_id": (1, 2**53 - 1),  # EIP-2294's bound on chain ids
     "anchor_every_blocks": (1, 1_000_000),
     # 21,000 is the least any EVM transaction costs; more than 10 million is no anchor.
@@ -367,9 +400,31 @@ def _validated(
     if config.log_level not in LOG_LEVELS:
         levels = ", ".join(LOG_LEVELS)
         raise ConfigError(f"{where('log_level')} must be one of {levels}, got {config.log_level!r}")
+    if (config.api_tls_cert_file is None) != (config.api_tls_key_file is None):
+        raise ConfigError(f"{path}: api.tls_cert_file and api.tls_key_file go together")
+    supervisor_keys(config, where("api_supervisor_keys"))
     if config.node_id in {p.peer_id for p in config.peers}:
         raise ConfigError(f"{path}: peers: a node cannot peer with itself ({config.node_id})")
     return config
+
+
+def supervisor_keys(config: NodeConfig, where: str = "api.supervisor_keys") -> dict[str, bytes]:
+    """The configured supervisors' public keys by id.
+
+    Raises:
+        ConfigError: an entry is not id:<64 hex>, or an id repeats.
+    """
+    keys: dict[str, bytes] = {}
+    for entry in filter(None, (e.strip() for e in config.api_supervisor_keys.split(","))):
+        supervisor_id, _, key_hex = entry.partition(":")
+        try:
+            key = bytes.fromhex(key_hex)
+        except ValueError:
+            key = b""
+        if not is_id(supervisor_id) or len(key) != 32 or supervisor_id in keys:
+            raise ConfigError(f"{where}: expected distinct id:<64 hex digits>, got {entry!r}")
+        keys[supervisor_id] = key
+    return keys
 
 
 def _check_replica_settings(config: NodeConfig, where: Callable[[str], str]) -> None:

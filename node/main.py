@@ -13,6 +13,7 @@ import errno
 import logging
 import random
 import signal
+import ssl
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -28,10 +29,11 @@ from consensus.messages import DurableState, Height, ValidatorId
 from consensus.replica import Replica
 from consensus.wire import decode_durable_state
 from node.anchor import Anchorer, AnchorError, load_anchor_key
-from node.api import ApiContext, build_api
+from node.api import ApiContext, ApiSettings, build_api
+from node.api_auth import AuthLimits
 from node.api_server import API_GUARD, ApiGuard, ApiLimits, ApiSite
 from node.clock import SystemClock
-from node.config import ConfigError, NodeConfig, load_config
+from node.config import ConfigError, NodeConfig, load_config, supervisor_keys
 from node.descriptors import descriptors_needed, raise_descriptor_limit
 from node.driver import Disconnect, Driver, DriverLimits, PeerPayload, SendTo
 from node.errors import GenesisError
@@ -282,12 +284,14 @@ def peer_port_limits(peer_count: int, transport: TransportLimits) -> ApiLimits:
     )
 
 
-async def listen(runner: web.AppRunner, key: str, address: str) -> None:
+async def listen(
+    runner: web.AppRunner, key: str, address: str, ssl_context: ssl.SSLContext | None = None
+) -> None:
     """Serve `runner` at `address`, every connection through the application's guard."""
     await runner.setup()
     host, _, port = address.rpartition(":")
     try:
-        await ApiSite(runner, host, int(port)).start()
+        await ApiSite(runner, host, int(port), ssl_context=ssl_context).start()
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             fatal(FatalReason.ADDRESS_IN_USE, f"{key} {address} is in use")
@@ -309,13 +313,40 @@ def check_descriptors(config: NodeConfig, peer_count: int) -> None:
         )
 
 
-def api_limits(config: NodeConfig) -> ApiLimits:
-    return ApiLimits(
+def api_settings(config: NodeConfig) -> ApiSettings:
+    connections = ApiLimits(
         connections_max=config.api_connections_max,
         connections_per_address_max=config.api_connections_per_address_max,
         header_timeout_ms=config.api_header_timeout_ms,
         body_timeout_ms=config.api_body_timeout_ms,
     )
+    auth = AuthLimits(
+        signature_age_s_max=config.api_signature_age_s_max,
+        requests_per_s_max=config.api_requests_per_s_max,
+        waits_max=config.api_waits_max,
+    )
+    return ApiSettings(
+        connections=connections,
+        auth=auth,
+        body_bytes_max=config.api_body_bytes_max,
+        batch_txs_max=config.api_batch_txs_max,
+        page_items_max=config.api_page_items_max,
+        supervisor_keys=supervisor_keys(config),
+    )
+
+
+def api_tls(config: NodeConfig) -> ssl.SSLContext | None:
+    """The API's TLS context when node.toml names a certificate and key; fatal if they
+    cannot be loaded (a node must not fall back to plain HTTP)."""
+    if config.api_tls_cert_file is None or config.api_tls_key_file is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(config.api_tls_cert_file, config.api_tls_key_file)
+    except (OSError, ssl.SSLError) as exc:
+        fatal(FatalReason.CONFIG, f"api.tls_cert_file/tls_key_file: cannot load: {exc}")
+    return context
 
 
 async def serve(loaded: Loaded, stop: asyncio.Event) -> None:
@@ -376,11 +407,11 @@ async def serve(loaded: Loaded, stop: asyncio.Event) -> None:
     peer_app = web.Application(client_max_size=1024, middlewares=[peer_guard.middleware()])
     peer_app[API_GUARD] = peer_guard
     peer_app.router.add_routes(network.routes())
-    api_app = build_api(context, api_limits(loaded.config))
+    api_app = build_api(context, api_settings(loaded.config))
     # No access log on the peer port: anyone can connect, as often as they like.
     runners = [web.AppRunner(peer_app, access_log=None), web.AppRunner(api_app, access_log=None)]
     await listen(runners[0], "p2p.listen", loaded.config.peer_listen)
-    await listen(runners[1], "api.listen", loaded.config.api_listen)
+    await listen(runners[1], "api.listen", loaded.config.api_listen, api_tls(loaded.config))
     await network.start()
     log.info("node=%s height=%d role=%s pending=%d ready", driver.node_id,
              loaded.ledger.height, role, restored)  # fmt: skip

@@ -116,6 +116,9 @@ class Mempool:
     def __contains__(self, tx_hash: bytes) -> bool:
         return tx_hash in self._txs
 
+    def get(self, tx_hash: bytes) -> Tx | None:
+        return self._txs.get(tx_hash)
+
     @property
     def chain_id(self) -> str:
         return self._ledger.chain_id

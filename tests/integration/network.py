@@ -22,9 +22,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
+from cli.api_client import ApiClient, ApiError, Credentials, blocking
 from cli.devnet import init_network
 from cli.entry import NodeEntry
-from cli.http import ApiError, get_json, post_bytes
 from node.genesis import load_genesis
 from node.keys import load_key_file
 from node.tx import sign_transfer
@@ -190,8 +190,31 @@ class Network:
     def api(self, node_id: str) -> str:
         return self.entries[node_id].api_url
 
+    def credentials(self, participant_id: str) -> Credentials:
+        key = load_key_file(self.entries[participant_id].home / "node_key.json")
+        return Credentials(participant_id, key)
+
+    def client(self, node_id: str, *, as_participant: str | None = None) -> ApiClient:
+        """A client of the node's API, signing as `as_participant` (default: the central
+        bank, which reads every account, so that tests can look anywhere)."""
+        return ApiClient(self.api(node_id), self.credentials(as_participant or self.issuer))
+
+    def call(
+        self,
+        node_id: str,
+        request: Callable[[ApiClient], Any],
+        *,
+        as_participant: str | None = None,
+    ) -> Any:
+        """One API call, e.g. network.call("bank-a", lambda api: api.account("bank-a"))."""
+        return blocking(self.client(node_id, as_participant=as_participant), request)
+
+    @property
+    def issuer(self) -> str:
+        return self.genesis.issuer.participant_id
+
     def status(self, node_id: str) -> dict[str, Any]:
-        return get_json(f"{self.api(node_id)}/v1/status")
+        return dict(self.call(node_id, ApiClient.status))
 
     def height(self, node_id: str) -> int:
         """The node's height, or -1 while its API does not answer (starting, stopped)."""
@@ -204,10 +227,10 @@ class Network:
         return {n: self.height(n) for n in node_ids}
 
     def block(self, node_id: str, height: int) -> dict[str, Any]:
-        return get_json(f"{self.api(node_id)}/v1/blocks/{height}")
+        return dict(self.call(node_id, lambda api: api.block(height)))
 
     def balance(self, node_id: str, account: str) -> int:
-        return int(get_json(f"{self.api(node_id)}/v1/accounts/{account}")["balance"])
+        return int(self.call(node_id, lambda api: api.account(account))["balance"])
 
     # -- waiting -------------------------------------------------------------------------
 
@@ -277,12 +300,12 @@ class Network:
         )
 
     def submit(self, node_id: str, tx: bytes) -> str:
-        result = post_bytes(f"{self.api(node_id)}/v1/transactions", tx)
+        result = self.call(node_id, lambda api: api.submit(tx))
         assert result["status"] in ("pending", "final"), result
         return str(result["tx_hash"])
 
     def tx_status(self, node_id: str, tx_hash: str, wait_ms: int = 0) -> dict[str, Any]:
-        return get_json(f"{self.api(node_id)}/v1/transactions/{tx_hash}?wait_ms={wait_ms}")
+        return dict(self.call(node_id, lambda api: api.transaction(tx_hash, wait_ms=wait_ms)))
 
     def wait_final(self, node_id: str, tx_hash: str, timeout_s: float = 60) -> dict[str, Any]:
         """The transaction's status at `node_id` once it is no longer pending."""

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from eth_account import Account
 
-from cli.http import ApiError, get_json
+from cli.api_client import ApiClient, ApiError
 from node.anchor import (
     ANCHOR_TAG,
     ATTEMPTS_MAX,
@@ -80,7 +80,7 @@ def start_anchoring(net: Network, rpc_url: str, key: Path | None = None, **more:
 
 
 def anchors(net: Network) -> dict[str, Any]:
-    return get_json(f"{net.api('nbkr')}/v1/anchors")
+    return dict(net.call("nbkr", ApiClient.anchors))
 
 
 def anchor_error(net: Network) -> str | None:
@@ -93,7 +93,7 @@ def anchor_error(net: Network) -> str | None:
 
 def anchor_at(net: Network, height: int) -> dict[str, Any] | None:
     try:
-        return get_json(f"{net.api('nbkr')}/v1/anchors/{height}")
+        return dict(net.call("nbkr", lambda api: api.anchor(height)))
     except ApiError as exc:
         if exc.status in (404, 0):
             return None
@@ -130,8 +130,9 @@ def test_anchors_reach_the_chain_finalize_and_verify(network: Network, anvil: An
         assert record["evm_block_number"] is not None
     # Anyone can check an anchor: from the node's API with genesis, or from its home.
     genesis = str(network.directory / "genesis.json")
+    key_home = str(network.entries["bank-a"].home)
     passed = verify(network, anvil.url, 2 * EVERY, "--api", network.api("nbkr"), "--genesis",
-                    genesis)  # fmt: skip
+                    genesis, "--key-home", key_home)  # fmt: skip
     assert passed.returncode == 0, passed.stdout + passed.stderr
     assert f"anchor of height {2 * EVERY} HOLDS" in passed.stdout
     print(passed.stdout)
@@ -139,7 +140,7 @@ def test_anchors_reach_the_chain_finalize_and_verify(network: Network, anvil: An
     assert from_home.returncode == 0, from_home.stdout + from_home.stderr
     # A height the node has not anchored does not hold.
     missing = verify(network, anvil.url, EVERY + 1, "--api", network.api("nbkr"), "--genesis",
-                     genesis)  # fmt: skip
+                     genesis, "--key-home", key_home)  # fmt: skip
     assert missing.returncode == 1 and "no anchor for height" in missing.stdout
     lags = [a["finalized_at_height"] - a["height"] for a in anchors(network)["anchors"]
             if a["status"] == "finalized"]  # fmt: skip

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from cli.api_client import ApiError, blocking, client_for_home
 from cli.devnet import init_network
-from cli.http import ApiError, get_json
 from tests.integration.network import free_port_range
 from tests.integration.waiting import wait_for
 
@@ -50,16 +50,18 @@ def test_accounts_with_dots_dashes_underscores_and_tildes_are_readable(tmp_path:
         def serving() -> bool:
             assert process.poll() is None, process.communicate()[1]
             try:
-                return bool(get_json(f"{node.api_url}/v1/status"))
+                return bool(blocking(client_for_home(node.home), lambda api: api.status()))
             except ApiError:
                 return False
 
         wait_for(serving, 60, "the node's API to answer")
         for account_id, balance in ACCOUNTS.items():
-            answer = get_json(f"{node.api_url}/v1/accounts/{account_id}")
+            client = client_for_home(node.home)
+            answer = blocking(client, lambda api, a=account_id: api.account(a))
             assert answer == {"account": account_id, "balance": balance}
         with pytest.raises(ApiError, match="NOT_FOUND"):
-            get_json(f"{node.api_url}/v1/accounts/bank-1/payroll")  # why "/" is not allowed
+            # why "/" is not allowed in an id
+            blocking(client_for_home(node.home), lambda api: api.account("bank-1/payroll"))
     finally:
         process.send_signal(signal.SIGTERM)
         process.communicate(timeout=30)

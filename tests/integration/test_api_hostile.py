@@ -109,13 +109,16 @@ def honest_request(
     headers: dict[str, str] | None = None,
     timeout_s: float = 10,
 ) -> tuple[int, dict[str, str], Any]:
-    """One request from the honest address; returns status, headers and the JSON body."""
+    """One signed request from the honest address; returns status, headers and the JSON
+    body."""
     host, port = api_address(network)
+    signed = network.client(NODE).signed_headers(method, path, body or b"")
+    headers = {**signed, **(headers or {})}
     connection = http.client.HTTPConnection(
         host, port, timeout=timeout_s, source_address=(HONEST, 0)
     )
     try:
-        connection.request(method, path, body=body, headers=headers or {})
+        connection.request(method, path, body=body, headers=headers)
         response = connection.getresponse()
         data = response.read()
         content_type = response.getheader("Content-Type", "")
@@ -345,7 +348,7 @@ def test_malformed_bodies_and_requests_get_json_errors_and_the_node_runs_on(
         assert (answer[0], answer[2]["code"]) == (status, code), (body[:40], answer)
         assert answer[2]["message"], answer
 
-    too_large = b"\x00" * (600 * 1024)
+    too_large = b"\x00" * (4 * 1024 * 1024 + 1)  # api.body_bytes_max + 1
     answer = honest_request(network, "POST", "/v1/transactions", too_large)
     assert (answer[0], answer[2]["code"]) == (413, "TOO_LARGE"), answer
     answer = honest_request(network, "GET", "/v1/nothing-here")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cli.http import ApiError, get_json
+from cli.api_client import ApiError
 from node.fatal import FatalReason
 from node.store import DATA_NAME
 from node.tx import decode_tx
@@ -44,7 +44,7 @@ def test_a_corrupted_block_read_by_the_api_stops_the_node_with_status_11(tmp_pat
         data_file = network.entries[validator].home / "data" / DATA_NAME
         assert flip_in_place(data_file, uetr) >= 1
         with pytest.raises(ApiError) as info:
-            get_json(f"{network.api(validator)}/v1/blocks/{height}")
+            network.block(validator, height)
         assert (info.value.status, info.value.body.get("code")) == (503, "STORE_FAILED")
         process = network.processes.pop(validator)
         returncode = process.wait(timeout=30)  # a deadline: raises if it does not stop

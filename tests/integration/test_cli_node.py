@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from cli.devnet import load_network
-from cli.http import ApiError, get_json
+from cli.api_client import ApiError, blocking, client_for_home
+from cli.devnet import load_network, status_of
+from cli.entry import NodeEntry
 from tests.integration.network import (
     free_port_range,
     node_processes_reaped,
@@ -55,7 +56,7 @@ def test_devnet_transfer_status_and_clean_stop(tmp_path: Path) -> None:
     assert leftovers == []  # the devnet stopped every node before it printed "stopped"
     for entry in load_network(home):
         with pytest.raises(ApiError):  # and nothing else answers on their ports
-            get_json(f"{entry.api_url}/v1/status")
+            status_of(entry)
 
 
 def check_transfer_and_status(tmp_path: Path, home: Path, printed: list[str]) -> None:
@@ -66,25 +67,26 @@ def check_transfer_and_status(tmp_path: Path, home: Path, printed: list[str]) ->
     result = json.loads(sent.stdout)
     assert (result["status"], result["amount_tyiyn"]) == ("final", 1250)
     # Final at bank-1 says nothing of bank-2 yet: wait until bank-2 has that block.
-    api = {e.node_id: e.api_url for e in load_network(home)}["bank-2"]
+    bank_2 = {e.node_id: e for e in load_network(home)}["bank-2"]
     wait_for(
-        lambda: height_at(api) >= result["height"],
+        lambda: height_at(bank_2) >= result["height"],
         60,
         f"bank-2 at height {result['height']}",
-        seen=lambda: height_at(api),
+        seen=lambda: height_at(bank_2),
     )
-    shown = somnet("status", "--api", api, "--json", cwd=tmp_path)
+    shown = somnet("status", "--home", str(bank_2.home), "--json", cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
     status = json.loads(shown.stdout.splitlines()[-1])
     assert {"height", "last_block_hash", "app_hash", "role", "peers"} <= set(status)
     assert status["role"] == "bank"
     assert status["height"] >= result["height"]
-    assert get_json(f"{api}/v1/accounts/bank-2")["balance"] == 100_000_000_000 + 1250
+    client = client_for_home(bank_2.home)
+    assert blocking(client, lambda api: api.account("bank-2"))["balance"] == 100_000_000_000 + 1250
 
 
-def height_at(api: str) -> int:
+def height_at(entry: NodeEntry) -> int:
     try:
-        return int(get_json(f"{api}/v1/status")["height"])
+        return int(status_of(entry)["height"])
     except ApiError:
         return -1
 

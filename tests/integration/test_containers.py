@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from cli.api_client import ApiError
 from cli.compose import API_PORT, CONTAINER_UID, ComposeOptions
 from cli.devnet import init_network
-from cli.http import ApiError
 from tests.integration import containers
 from tests.integration.containers import ComposeProject, ContainerSetupError, run
 from tests.integration.network import FAST, Network, free_port_range

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from cli.devnet import load_network
-from cli.http import ApiError, get_json
+from cli.api_client import ApiError
+from cli.devnet import load_network, status_of
 from tests.integration.network import (
     free_port_range,
     node_processes_reaped,
@@ -60,4 +60,4 @@ def test_demo_stops_its_nodes_on_interrupt_or_terminate(tmp_path: Path, signum: 
     assert leftovers == []  # the demo stopped every node before it exited
     for entry in load_network(tmp_path / "devnet"):
         with pytest.raises(ApiError):  # and nothing else answers on their ports
-            get_json(f"{entry.api_url}/v1/status")
+            status_of(entry)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from cli.http import ApiError, post_bytes
+from cli.api_client import ApiError
 from tests.integration.network import Network, dump_logs
 
 pytestmark = pytest.mark.network
@@ -69,9 +69,8 @@ def test_accepted_transfers_survive_a_kill_of_the_only_node_holding_them(
         signal_node(network, validator, signal.SIGSTOP)
     accepted = []
     for _ in range(12):
-        answer = post_bytes(
-            f"{network.api(bank)}/v1/transactions", network.sign_transfer(bank, other, AMOUNT)
-        )
+        tx = network.sign_transfer(bank, other, AMOUNT)
+        answer = network.call(bank, lambda api, tx=tx: api.submit(tx))
         assert answer["status"] == "pending", answer
         accepted.append(str(answer["tx_hash"]))
     network.kill9(bank)  # the moment it answered
@@ -103,7 +102,7 @@ def test_a_catching_up_node_refuses_to_judge_then_answers_the_truth(network: Net
     status = network.status(bank)
     assert status["caught_up"] is False, status
     fresh = network.sign_transfer(bank, other, AMOUNT)
-    error = refusal(lambda: post_bytes(f"{network.api(bank)}/v1/transactions", fresh))
+    error = refusal(lambda: network.submit(bank, fresh))
     assert (error.status, error.body["code"]) == (503, "CATCHING_UP")
     error = refusal(lambda: network.tx_status(bank, "ab" * 32))
     assert (error.status, error.body["code"]) == (503, "CATCHING_UP")
@@ -116,6 +115,6 @@ def test_a_catching_up_node_refuses_to_judge_then_answers_the_truth(network: Net
         60,
         f"{bank} caught up to height {target}",
     )
-    answer = post_bytes(f"{network.api(bank)}/v1/transactions", final_tx)
+    answer = network.call(bank, lambda api: api.submit(final_tx))
     assert (answer["status"], answer["tx_hash"]) == ("final", final_hash), answer
     assert network.tx_status(bank, final_hash)["status"] == "final"

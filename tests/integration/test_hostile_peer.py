@@ -41,7 +41,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from cli.http import ApiError, get_json, post_bytes
+from cli.api_client import ApiClient, ApiError
 from consensus.crypto import verify_evidence
 from consensus.messages import Evidence, Vote
 from consensus.wire import decode_evidence, decode_message
@@ -172,7 +172,6 @@ class HonestBank:
         self._honest = honest
         self._to = to
         self._key = load_key_file(network.entries[HONEST_BANK].home / "node_key.json")
-        self._url = network.api(HONEST_BANK)
         self._lock = threading.Lock()
         self.transfers: dict[str, Transfer] = {}  # by tx hash
         self.refusals: list[str] = []  # answers other than pending or CATCHING_UP
@@ -230,7 +229,7 @@ class HonestBank:
             transfer = Transfer(tx=tx, amount=amount, submitted_s=time.monotonic())
         self._retry = None
         try:
-            result = post_bytes(f"{self._url}/v1/transactions", transfer.tx)
+            result = self._network.call(HONEST_BANK, lambda api: api.submit(transfer.tx))
         except ApiError as exc:
             if exc.body.get("code") == "CATCHING_UP":
                 self.catching_up_count += 1
@@ -248,7 +247,7 @@ class HonestBank:
         with self._lock:
             pending = [(h, t) for h, t in self.transfers.items() if t.final_s is None]
         for hash_hex, transfer in pending:
-            status = get_json(f"{self._url}/v1/transactions/{hash_hex}")
+            status = self._network.tx_status(HONEST_BANK, hash_hex)
             if status["status"] == "pending":
                 continue
             with self._lock:
@@ -859,7 +858,7 @@ def test_status_lies_are_disconnected_and_do_not_raise_the_block_rate(
 
 def evidence_against(network: Network, node: str, voter: str) -> list[Evidence]:
     """The proofs of equivocation `node` serves that name `voter`."""
-    items = get_json(f"{network.api(node)}/v1/evidence")["evidence"]
+    items = network.call(node, ApiClient.evidence)["evidence"]
     return [decode_evidence(bytes.fromhex(i["evidence"])) for i in items if i["validator"] == voter]
 
 

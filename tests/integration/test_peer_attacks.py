@@ -18,7 +18,7 @@ import aiohttp
 import msgpack
 import pytest
 
-from cli.http import ApiError
+from cli.api_client import ApiError
 from node.keys import load_key_file
 from node.protocol import Txs, encode_payload
 from node.transport import PEER_PATH

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from cli.http import get_json
 from node.block import decode_block
 from node.keys import load_key_file
 from node.store import Store
@@ -53,7 +52,7 @@ def send_with_remittance(network: Network, bank: str, to: str) -> dict[str, obje
 
 
 def statement_entry(network: Network, node: str, account: str, tx_hash: str) -> dict[str, object]:
-    body = get_json(f"{network.api(node)}/v1/accounts/{account}/transactions?limit=1000")
+    body = network.call(node, lambda api: api.statement(account, limit=1000))
     [entry] = [e for e in body["transactions"] if e["tx_hash"] == tx_hash]
     assert isinstance(entry, dict)
     return entry

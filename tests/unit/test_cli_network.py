@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cli.api_client import local_api_url
 from cli.client import parse_som
-from cli.health import local_api_url
 from cli.main import main
 from node.config import load_config
 from node.genesis import load_genesis

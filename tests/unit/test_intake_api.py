@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
 from consensus.crypto import Signer, verify_evidence
 from consensus.messages import Evidence, Height, Round, ValidatorId, VoteType
@@ -19,6 +18,7 @@ from node.api import ApiContext, build_api
 from node.intake import Intake
 from node.protocol import Status, SyncBlocks, Txs, decode_payload
 from node.tx import decode_tx
+from tests.unit.api_support import SignedClient
 from tests.unit.ledger_support import CHAIN_ID, make_genesis, new_uetr, seed_of, transfer
 from tests.unit.test_driver import Node, certified_chain, hear, make_node, status_at
 
@@ -27,7 +27,7 @@ from tests.unit.test_driver import Node, certified_chain, hear, make_node, statu
 class Bank:
     node: Node
     intake: Intake
-    client: TestClient[Any, Any]
+    client: SignedClient
     gossip: list[bytes]
 
 
@@ -50,8 +50,7 @@ async def open_bank(tmp_path: Path) -> Bank:
         connected_peers=list,
         on_store_failure=pytest.fail,
     )
-    client = TestClient(TestServer(build_api(context)))
-    await client.start_server()
+    client = await SignedClient.open(build_api(context), "bank-e")
     return Bank(node=node, intake=intake, client=client, gossip=gossip)
 
 

@@ -8,20 +8,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
 from node.api import ApiContext, build_api
 from node.intake import Intake
 from node.protocol import SyncBlocks
 from node.statement import STATEMENT_LIMIT_MAX
 from node.tx import decode_tx
+from tests.unit.api_support import SignedClient
 from tests.unit.ledger_support import CHAIN_ID, issue, key_of, payout, transfer
 from tests.unit.test_driver import Node, certified_chain, hear, make_node, status_at
 
 TEXT = "salary run 11/2026, client ACME LLC"
 
 
-async def open_api(node: Node) -> TestClient[Any, Any]:
+async def open_api(node: Node) -> SignedClient:
     intake = Intake(
         mempool=node.driver.mempool,
         store=node.store,
@@ -38,8 +38,7 @@ async def open_api(node: Node) -> TestClient[Any, Any]:
         on_store_failure=pytest.fail,
         remittance_key=key_of(node.driver.node_id),
     )
-    client = TestClient(TestServer(build_api(context)))
-    await client.start_server()
+    client = await SignedClient.open(build_api(context), node.driver.node_id)
     return client
 
 
@@ -57,7 +56,7 @@ MINT = issue("nbkr", "bank-e", 50)
 BLOCKS = {1: [TO_F], 2: [PLAIN, TO_VAL], 4: [PAYOUT, POOR, MINT]}
 
 
-async def node_at(tmp_path: Path, node_id: str) -> tuple[Node, TestClient[Any, Any]]:
+async def node_at(tmp_path: Path, node_id: str) -> tuple[Node, SignedClient]:
     node = make_node(tmp_path, node_id)
     blocks = certified_chain(4, BLOCKS)
     hear(node, "val-b", status_at(blocks, 4))
@@ -67,20 +66,27 @@ async def node_at(tmp_path: Path, node_id: str) -> tuple[Node, TestClient[Any, A
 
 
 @pytest.fixture
-async def bank_f(tmp_path: Path) -> AsyncIterator[TestClient[Any, Any]]:
+async def bank_f(tmp_path: Path) -> AsyncIterator[SignedClient]:
     node, client = await node_at(tmp_path, "bank-f")
     yield client
     await client.close()
     node.store.close()
 
 
-async def statement(client: TestClient[Any, Any], path: str) -> tuple[int, dict[str, Any]]:
-    response = await client.get(path)
-    return response.status, await response.json()
+async def statement(
+    client: SignedClient, path: str, *, as_participant: str | None = None
+) -> tuple[int, dict[str, Any]]:
+    """GET `path` as the node's own participant, or as another one."""
+    if as_participant is None:
+        response = await client.get(path)
+        return response.status, await response.json()
+    async with client.as_participant(as_participant) as api:
+        response = await api.request("GET", path)
+        return response.status, await response.json()
 
 
 async def test_the_receiving_bank_reads_its_remittances_newest_first(
-    bank_f: TestClient[Any, Any],
+    bank_f: SignedClient,
 ) -> None:
     status, body = await statement(bank_f, "/v1/accounts/bank-f/transactions")
     assert status == 200
@@ -112,9 +118,13 @@ async def test_the_receiving_bank_reads_its_remittances_newest_first(
 
 
 async def test_remittances_this_node_is_not_sealed_to_stay_sealed(
-    bank_f: TestClient[Any, Any],
+    bank_f: SignedClient,
 ) -> None:
-    _, body = await statement(bank_f, "/v1/accounts/bank-e/transactions")
+    # Privacy: bank-f may not read bank-e's statement; the central bank (issuer) reads
+    # it, at bank-f's node, which opens only the remittances sealed to bank-f.
+    status, body = await statement(bank_f, "/v1/accounts/bank-e/transactions")
+    assert (status, body["code"]) == (403, "FORBIDDEN"), body
+    _, body = await statement(bank_f, "/v1/accounts/bank-e/transactions", as_participant="nbkr")
     by_hash = {e["tx_hash"]: e for e in body["transactions"]}
     assert list(by_hash) == hashes(MINT, POOR, PAYOUT, TO_VAL, PLAIN, TO_F)
     [to_val] = hashes(TO_VAL)
@@ -130,7 +140,8 @@ async def test_remittances_this_node_is_not_sealed_to_stay_sealed(
 async def test_a_third_bank_sees_the_payments_but_no_remittance(tmp_path: Path) -> None:
     node, client = await node_at(tmp_path, "val-c")
     try:
-        _, body = await statement(client, "/v1/accounts/bank-f/transactions")
+        path = "/v1/accounts/bank-f/transactions"
+        _, body = await statement(client, path, as_participant="nbkr")
         [_, _, to_f] = body["transactions"]
         assert (to_f["amount"], to_f["remittance_status"]) == (7, "sealed")
         assert "remittance" not in to_f
@@ -139,8 +150,12 @@ async def test_a_third_bank_sees_the_payments_but_no_remittance(tmp_path: Path) 
         node.store.close()
 
 
-async def test_limit_unknown_accounts_and_bad_queries(bank_f: TestClient[Any, Any]) -> None:
-    _, body = await statement(bank_f, "/v1/accounts/bank-e/transactions?limit=2")
+async def test_limit_unknown_accounts_and_bad_queries(bank_f: SignedClient) -> None:
+    _, body = await statement(bank_f, "/v1/accounts/bank-f/transactions?limit=2")
+    assert [e["tx_hash"] for e in body["transactions"]] == hashes(POOR, PLAIN)
+    _, body = await statement(
+        bank_f, "/v1/accounts/bank-e/transactions?limit=2", as_participant="nbkr"
+    )
     assert [e["tx_hash"] for e in body["transactions"]] == hashes(MINT, POOR)
     assert body["from_height"] == 4  # it stopped in the last block
     for limit in ("0", str(STATEMENT_LIMIT_MAX + 1), "x", "-1"):
@@ -148,5 +163,5 @@ async def test_limit_unknown_accounts_and_bad_queries(bank_f: TestClient[Any, An
         assert (status, error["code"]) == (400, "MALFORMED")
     status, error = await statement(bank_f, "/v1/accounts/bank-x/transactions")
     assert (status, error["code"]) == (404, "UNKNOWN_ACCOUNT")
-    _, quiet = await statement(bank_f, "/v1/accounts/val-d/transactions")
+    _, quiet = await statement(bank_f, "/v1/accounts/val-d/transactions", as_participant="nbkr")
     assert quiet["transactions"] == []
