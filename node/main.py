@@ -40,6 +40,7 @@ from node.genesis import Genesis, Participant, load_genesis
 from node.intake import Intake
 from node.keys import KeyFileError, load_key_file
 from node.ledger import Ledger, open_ledger
+from node.log_format import configure_logging
 from node.mempool import Mempool
 from node.protocol import ProtocolError, Txs, decode_payload
 from node.runtime import long_lived_state
@@ -432,7 +433,8 @@ def run_node(home: Path) -> int:
     if not __debug__:
         fatal(FatalReason.ASSERTIONS_DISABLED, "python -O strips the assertions guarding money")
     loaded = load(home)
-    logging.getLogger().setLevel(loaded.config.log_level)
+    config = loaded.config
+    configure_logging(node_id=config.node_id, log_format=config.log_format, level=config.log_level)
     # py_ecc (imported with eth-account) raises the interpreter's recursion limit to 100,000
     # when imported; with it, a deeply nested JSON body overflows the C stack and kills the
     # node (SIGSEGV) instead of raising RecursionError. Every import is done by now.
