@@ -50,6 +50,8 @@ from consensus.messages import (
     Proposal,
     ProposalReceived,
     ReportEvidence,
+    Round,
+    Step,
     TimeoutFired,
     Value,
     ValueBuilt,
@@ -90,9 +92,11 @@ from node.protocol import (
 from node.store import Store
 from node.tx import Tx
 
-__all__ = ["Driver", "DriverLimits", "PeerPayload", "SendTo", "Settled"]
+__all__ = ["Driver", "DriverLimits", "PeerPayload", "SendTo", "Settled", "log_replica_position"]
 
 log = logging.getLogger(__name__)
+# The consensus core does no I/O; the node logs its progress under the core's name.
+replica_log = logging.getLogger("consensus.replica")
 
 INBOX_PER_PEER_MAX = 1_000  # a peer's payloads waiting for the driver; more are dropped
 YIELD_EVERY = 100
@@ -113,6 +117,12 @@ SYNC_TIMEOUT_MS = 3_000
 # bank node learns of each block from a STATUS and then fetches it, so it is routinely
 # one or two behind. Further behind, it refuses to judge new transactions.
 CATCH_UP_LAG_BLOCKS_MAX = 2
+
+
+def log_replica_position(height: Height, round_: Round, step: Step) -> None:
+    """The replica's `on_position_changed`: each new height, round and step at INFO
+    (STYLE §8), once per change, never per message."""
+    replica_log.info("h=%d r=%d step=%s", height, round_, step.name.lower())
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

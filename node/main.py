@@ -33,7 +33,14 @@ from node.api_server import API_GUARD, ApiGuard, ApiLimits, ApiSite
 from node.clock import SystemClock
 from node.config import ConfigError, NodeConfig, load_config
 from node.descriptors import descriptors_needed, raise_descriptor_limit
-from node.driver import Disconnect, Driver, DriverLimits, PeerPayload, SendTo
+from node.driver import (
+    Disconnect,
+    Driver,
+    DriverLimits,
+    PeerPayload,
+    SendTo,
+    log_replica_position,
+)
 from node.errors import GenesisError
 from node.fatal import FatalReason, fatal
 from node.genesis import Genesis, Participant, load_genesis
@@ -135,7 +142,9 @@ def build_replica(loaded: Loaded) -> Replica | None:
         else DurableState.initial(Height(loaded.ledger.height + 1))
     )
     signer = Signer(loaded.genesis.chain_id, me, loaded.signer_seed)
-    return Replica(replica_config, validators, signer, durable)
+    return Replica(
+        replica_config, validators, signer, durable, on_position_changed=log_replica_position
+    )
 
 
 def build_driver(
