@@ -77,6 +77,7 @@ from node.block import (
 from node.budget import Budgets
 from node.clock import Clock
 from node.errors import BlockError
+from node.histogram import FixedHistogram
 from node.inbox import FairInbox
 from node.ledger import Ledger
 from node.mempool import Mempool
@@ -117,6 +118,11 @@ SYNC_TIMEOUT_MS = 3_000
 # bank node learns of each block from a STATUS and then fetches it, so it is routinely
 # one or two behind. Further behind, it refuses to judge new transactions.
 CATCH_UP_LAG_BLOCKS_MAX = 2
+# Finality latency (admission into this node's mempool to settlement), in ms: a healthy
+# network settles in under a second; a minute means rounds failed one after another.
+FINALITY_BUCKET_BOUNDS_MS = (50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000, 60_000)
+# The round in which each height was decided: round 0 is the healthy case.
+DECISION_ROUND_BUCKET_BOUNDS = (0, 1, 2, 3, 5, 10)
 
 
 def log_replica_position(height: Height, round_: Round, step: Step) -> None:
@@ -220,6 +226,9 @@ class Driver:
         )
         self._wake_pending = False
         self.counters: collections.Counter[str] = collections.Counter()
+        # Updated once per settled block, read when metrics are scraped (node/metrics.py).
+        self.finality_latency_ms = FixedHistogram(FINALITY_BUCKET_BOUNDS_MS)
+        self.decision_rounds = FixedHistogram(DECISION_ROUND_BUCKET_BOUNDS)
         # Heights peers claimed; a claim above what this node knows is certified is
         # believed only with the certificate that proves it (`_on_status`).
         self.peer_heights: dict[str, int] = {}
@@ -450,8 +459,12 @@ class Driver:
             verified=verified,
             block_bytes=value.payload,
         )
-        self.store.commit_block(effects, self.mempool.remove_settled(effects.references_added))
         tx_hashes = tuple(tx_hash for tx_hash, _ in effects.tx_results)
+        admitted_ms = self.mempool.admitted_ms(tx_hashes)  # before the pool forgets them
+        self.store.commit_block(effects, self.mempool.remove_settled(effects.references_added))
+        now_ms = self._clock.now_ms()
+        self.finality_latency_ms.observe_all(now_ms - ms for ms in admitted_ms)
+        self.decision_rounds.observe(certificate.round)
         self.last_certificate = certificate
         self._checked.clear()
         self._height_running = False

@@ -49,6 +49,7 @@ from node.keys import KeyFileError, load_key_file
 from node.ledger import Ledger, open_ledger
 from node.log_format import configure_logging
 from node.mempool import Mempool
+from node.metrics import MetricsSources, build_metrics_app
 from node.protocol import ProtocolError, Txs, decode_payload
 from node.runtime import long_lived_state
 from node.store import Store, StoreCorrupted, StoreError, StoreFull
@@ -156,12 +157,13 @@ def build_driver(
     verify_executor: concurrent.futures.Executor,
 ) -> Driver:
     config = loaded.config
+    clock = SystemClock()
     validator_ids = {v.validator_id for v in loaded.genesis.validator_set().validators}
     return Driver(
         node_id=loaded.me.participant_id,
         ledger=loaded.ledger,
         store=loaded.store,
-        mempool=Mempool(loaded.ledger, txs_max=config.mempool_txs_max),
+        mempool=Mempool(loaded.ledger, txs_max=config.mempool_txs_max, clock=clock),
         replica=replica,
         send=send,
         validator_peers=tuple(p.peer_id for p in peers if p.peer_id in validator_ids),
@@ -172,7 +174,7 @@ def build_driver(
             empty_block_interval_ms=config.empty_block_interval_ms,
             sync_bytes_max=config.sync_bytes_max,
         ),
-        clock=SystemClock(),
+        clock=clock,
         rng=random.Random(),
         disconnect=disconnect,
         verify_executor=verify_executor,
@@ -391,6 +393,18 @@ async def serve(loaded: Loaded, stop: asyncio.Event) -> None:
     runners = [web.AppRunner(peer_app, access_log=None), web.AppRunner(api_app, access_log=None)]
     await listen(runners[0], "p2p.listen", loaded.config.peer_listen)
     await listen(runners[1], "api.listen", loaded.config.api_listen)
+    if loaded.config.metrics_listen:  # its own address, never the API's (node/metrics.py)
+        sources = MetricsSources(
+            node_id=driver.node_id,
+            role=role,
+            driver=driver,
+            intake=intake,
+            connected_peers=network.connected_peers,
+            transport_counters=network.counters,
+            api_guard=api_app[API_GUARD],
+        )
+        runners.append(web.AppRunner(build_metrics_app(sources), access_log=None))
+        await listen(runners[2], "metrics.listen", loaded.config.metrics_listen)
     await network.start()
     log.info("node=%s height=%d role=%s pending=%d ready", driver.node_id,
              loaded.ledger.height, role, restored)  # fmt: skip
