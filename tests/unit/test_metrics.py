@@ -4,6 +4,8 @@ text format, and its application serves nothing else."""
 from __future__ import annotations
 
 import collections
+import json
+import re
 from pathlib import Path
 
 import pytest
@@ -33,6 +35,18 @@ def test_a_fixed_histogram_counts_each_value_in_the_first_bucket_that_holds_it()
         FixedHistogram((5, 1))
 
 
+def intake_of(node: Node) -> Intake:
+    """A bank node's intake (it holds only its own clients' transactions)."""
+    return Intake(
+        mempool=node.driver.mempool,
+        store=node.store,
+        broadcast=lambda payload: None,
+        wake=lambda: None,
+        caught_up=lambda: True,
+        proposes=False,
+    )
+
+
 def sources(node: Node, intake: Intake) -> MetricsSources:
     return MetricsSources(
         node_id="bank-e",
@@ -60,14 +74,7 @@ async def test_the_collector_reads_height_latency_rounds_pool_peers_and_refusals
     tmp_path: Path,
 ) -> None:
     node = make_node(tmp_path, "bank-e")
-    intake = Intake(
-        mempool=node.driver.mempool,
-        store=node.store,
-        broadcast=lambda payload: None,
-        wake=lambda: None,
-        caught_up=lambda: True,
-        proposes=False,
-    )
+    intake = intake_of(node)
     metrics = sources(node, intake)
     settling = node.driver.mempool.add(transfer("bank-e", "bank-e", "bank-f", 5)).tx
     with pytest.raises(TxRefused):
@@ -108,14 +115,7 @@ async def test_the_collector_reads_height_latency_rounds_pool_peers_and_refusals
 
 async def test_the_metrics_app_serves_only_get_metrics(tmp_path: Path) -> None:
     node = make_node(tmp_path, "bank-e")
-    intake = Intake(
-        mempool=node.driver.mempool,
-        store=node.store,
-        broadcast=lambda payload: None,
-        wake=lambda: None,
-        caught_up=lambda: True,
-        proposes=False,
-    )
+    intake = intake_of(node)
     async with TestClient(TestServer(build_metrics_app(sources(node, intake)))) as client:
         response = await client.get("/metrics")
         assert response.status == 200
@@ -123,3 +123,35 @@ async def test_the_metrics_app_serves_only_get_metrics(tmp_path: Path) -> None:
         assert "somnet_height 0.0" in await response.text()
         assert (await client.get("/v1/status")).status == 404
         assert (await client.post("/metrics")).status == 405
+
+
+DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana-dashboard.json"
+
+
+def dashboard_exprs() -> list[str]:
+    dashboard = json.loads(DASHBOARD.read_text())
+    return [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+
+
+def test_the_grafana_dashboard_asks_for_a_prometheus_datasource() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    assert all(p["datasource"]["uid"] == "${datasource}" for p in dashboard["panels"])
+    exprs = dashboard_exprs()
+    assert any("histogram_quantile(0.99" in e and "finality_latency" in e for e in exprs)
+
+
+async def test_the_grafana_dashboard_charts_only_exported_metrics(tmp_path: Path) -> None:
+    node = make_node(tmp_path, "bank-e")
+    intake = intake_of(node)
+    registry = CollectorRegistry()
+    registry.register(NodeCollector(sources(node, intake)))
+    exported = {
+        sample.name
+        for family in text_string_to_metric_families(generate_latest(registry).decode())
+        for sample in family.samples
+    } | {"somnet_tx_refusals_total"}  # no refusal yet, so no sample
+    charted = {name for e in dashboard_exprs() for name in re.findall(r"somnet_\w+", e)}
+    assert charted <= exported, charted - exported
