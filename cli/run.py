@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 
+from node.log_format import configure_logging
 from node.main import run_node
 
 __all__ = ["register"]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    # Until node.toml names the node (and its log format), its refusal is logged as "-".
+    configure_logging(node_id="-", log_format="logfmt", level="INFO")
     return run_node(Path(args.home))
 
 

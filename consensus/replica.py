@@ -35,6 +35,7 @@ Rules of this implementation (the paper leaves them to the implementer):
 from __future__ import annotations
 
 import collections
+from collections.abc import Callable
 from typing import assert_never
 
 from consensus import crypto
@@ -90,6 +91,11 @@ assert ROUNDS_AHEAD_MAX >= 1
 assert RULE_PASSES_MAX > 8  # more than the rules of one round plus a skip and a decision
 
 
+PositionObserver = Callable[[Height, Round, Step], None]
+"""Told the new (height, round, step) after a `step` that moved the replica; the node
+logs it. The core does no I/O of its own, so whatever is told is the caller's choice."""
+
+
 class Replica:
     """One validator's consensus state machine. Single-threaded; feed it with `step`.
 
@@ -104,7 +110,13 @@ class Replica:
         validators: ValidatorSet,
         signer: Signer,
         durable: DurableState,
+        on_position_changed: PositionObserver | None = None,
     ) -> None:
+        """Args:
+        on_position_changed: called once per `step` that changed the height, round or
+            step, with the position it ended at (steps passed through within one event
+            are not reported); it must not call back into the replica. None in the
+            simulator, which stays quiet and deterministic."""
         assert signer.chain_id == config.chain_id  # a signer of another network is a bug
         assert validators.get(signer.validator_id) is not None
         self.config = config
@@ -112,6 +124,7 @@ class Replica:
         self.signer = signer
         self.me: ValidatorId = signer.validator_id
         self.durable = durable
+        self._on_position_changed = on_position_changed
         self.dropped: collections.Counter[str] = collections.Counter()
         self.stalls = 0  # times the stall rule moved a stuck step on (see _on_stall)
         # Height progress. `started` turns True at the first HeightStarted.
@@ -171,6 +184,7 @@ class Replica:
         # which the rules fired: a Persist always lands before the Broadcast it guards.
         out: list[Action] = []
         position = (self.height, self.round, self.round_step)
+        was_started = self.started
         match event:
             case HeightStarted():
                 self._on_height_started(event.height, now_ms, out)
@@ -188,9 +202,13 @@ class Replica:
                 self._on_commit_received(event, out)
             case _:
                 assert_never(event)
-        if (self.height, self.round, self.round_step) != position:
+        moved = (self.height, self.round, self.round_step) != position
+        if moved:
             self.step_started_ms = now_ms  # the stall rule measures time spent in a step
         self._check_actions(out)
+        # The first height may start where the durable state already points: told too.
+        if (moved or self.started != was_started) and self._on_position_changed is not None:
+            self._on_position_changed(self.height, self.round, self.round_step)
         return out
 
     def _check_actions(self, out: list[Action]) -> None:

@@ -76,6 +76,10 @@ class NodeConfig:
     timeout_vote_ms: int = 1_000
     store_map_size_bytes: int = 8 * 1024**3
     log_level: str = "INFO"
+    log_format: str = "logfmt"
+    """One event per line: "logfmt" (key=value) or "json" (one object per line)."""
+    metrics_listen: str = ""
+    """host:port of the Prometheus /metrics listener, apart from the API; "" serves none."""
     api_connections_max: int = 512
     """Open API connections in all; a new one beyond gets 503 TOO_MANY_CONNECTIONS."""
     api_connections_per_address_max: int = 256
@@ -153,6 +157,7 @@ SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
         "key_file": ("key_file", Path),
         "data_dir": ("data_dir", Path),
         "log_level": ("log_level", str),
+        "log_format": ("log_format", str),
     },
     "p2p": {
         "listen": ("peer_listen", str),
@@ -176,6 +181,7 @@ SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
         "tls_cert_file": ("api_tls_cert_file", Path),
         "tls_key_file": ("api_tls_key_file", Path),
     },
+    "metrics": {"listen": ("metrics_listen", str)},
     "mempool": {"txs_max": ("mempool_txs_max", int)},
     "consensus": {
         "block_txs_max": ("block_txs_max", int),
@@ -199,6 +205,7 @@ SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
 }
 KEYS = {name: f"{section}.{key}" for section, t in SCHEMA.items() for key, (name, _) in t.items()}
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("logfmt", "json")
 
 # The settings that configure the consensus core, and the ReplicaConfig fields each sets.
 # `NodeConfig.replica_config` builds from this table and `load_config` checks through it.
@@ -381,6 +388,7 @@ def _validated(
         )
     for name in ("peer_listen", "api_listen"):
         _check_host_port(where(name), getattr(config, name))
+    _check_metrics_listen(config, where)
     for name, (low, high) in INT_BOUNDS.items():
         value = getattr(config, name)
         if not low <= value <= high:
@@ -403,6 +411,11 @@ def _validated(
     if (config.api_tls_cert_file is None) != (config.api_tls_key_file is None):
         raise ConfigError(f"{path}: api.tls_cert_file and api.tls_key_file go together")
     supervisor_keys(config, where("api_supervisor_keys"))
+    if config.log_format not in LOG_FORMATS:
+        formats = ", ".join(LOG_FORMATS)
+        raise ConfigError(
+            f"{where('log_format')} must be one of {formats}, got {config.log_format!r}"
+        )
     if config.node_id in {p.peer_id for p in config.peers}:
         raise ConfigError(f"{path}: peers: a node cannot peer with itself ({config.node_id})")
     return config
@@ -444,6 +457,20 @@ def _check_replica_settings(config: NodeConfig, where: Callable[[str], str]) -> 
     except ConsensusConfigError as exc:
         keys = "; ".join(where(name) for name in REPLICA_FIELDS)
         raise ConfigError(f"{keys}: refused together by the consensus core: {exc}") from exc
+
+
+def _check_metrics_listen(config: NodeConfig, where: Callable[[str], str]) -> None:
+    """The metrics listener is optional, and never shares a port with the API or the peers:
+    anyone who may scrape metrics must not thereby reach the bank API."""
+    if not config.metrics_listen:
+        return
+    _check_host_port(where("metrics_listen"), config.metrics_listen)
+    for name in ("peer_listen", "api_listen"):
+        if config.metrics_listen == getattr(config, name):
+            raise ConfigError(
+                f"{where('metrics_listen')} must differ from {KEYS[name]}, "
+                f"both are {config.metrics_listen!r}"
+            )
 
 
 def _check_host_port(where: str, value: str) -> None:

@@ -50,6 +50,8 @@ from consensus.messages import (
     Proposal,
     ProposalReceived,
     ReportEvidence,
+    Round,
+    Step,
     TimeoutFired,
     Value,
     ValueBuilt,
@@ -75,6 +77,7 @@ from node.block import (
 from node.budget import Budgets
 from node.clock import Clock
 from node.errors import BlockError
+from node.histogram import FixedHistogram
 from node.inbox import FairInbox
 from node.ledger import Ledger
 from node.mempool import Mempool
@@ -90,9 +93,11 @@ from node.protocol import (
 from node.store import Store
 from node.tx import Tx
 
-__all__ = ["Driver", "DriverLimits", "PeerPayload", "SendTo", "Settled"]
+__all__ = ["Driver", "DriverLimits", "PeerPayload", "SendTo", "Settled", "log_replica_position"]
 
 log = logging.getLogger(__name__)
+# The consensus core does no I/O; the node logs its progress under the core's name.
+replica_log = logging.getLogger("consensus.replica")
 
 INBOX_PER_PEER_MAX = 1_000  # a peer's payloads waiting for the driver; more are dropped
 YIELD_EVERY = 100
@@ -113,6 +118,17 @@ SYNC_TIMEOUT_MS = 3_000
 # bank node learns of each block from a STATUS and then fetches it, so it is routinely
 # one or two behind. Further behind, it refuses to judge new transactions.
 CATCH_UP_LAG_BLOCKS_MAX = 2
+# Finality latency (admission into this node's mempool to settlement), in ms: a healthy
+# network settles in under a second; a minute means rounds failed one after another.
+FINALITY_BUCKET_BOUNDS_MS = (50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000, 60_000)
+# The round in which each height was decided: round 0 is the healthy case.
+DECISION_ROUND_BUCKET_BOUNDS = (0, 1, 2, 3, 5, 10)
+
+
+def log_replica_position(height: Height, round_: Round, step: Step) -> None:
+    """The replica's `on_position_changed`: each new height, round and step at INFO
+    (STYLE §8), once per change, never per message."""
+    replica_log.info("h=%d r=%d step=%s", height, round_, step.name.lower())
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -210,6 +226,9 @@ class Driver:
         )
         self._wake_pending = False
         self.counters: collections.Counter[str] = collections.Counter()
+        # Updated once per settled block, read when metrics are scraped (node/metrics.py).
+        self.finality_latency_ms = FixedHistogram(FINALITY_BUCKET_BOUNDS_MS)
+        self.decision_rounds = FixedHistogram(DECISION_ROUND_BUCKET_BOUNDS)
         # Heights peers claimed; a claim above what this node knows is certified is
         # believed only with the certificate that proves it (`_on_status`).
         self.peer_heights: dict[str, int] = {}
@@ -440,8 +459,12 @@ class Driver:
             verified=verified,
             block_bytes=value.payload,
         )
-        self.store.commit_block(effects, self.mempool.remove_settled(effects.references_added))
         tx_hashes = tuple(tx_hash for tx_hash, _ in effects.tx_results)
+        admitted_ms = self.mempool.admitted_ms(tx_hashes)  # before the pool forgets them
+        self.store.commit_block(effects, self.mempool.remove_settled(effects.references_added))
+        now_ms = self._clock.now_ms()
+        self.finality_latency_ms.observe_all(now_ms - ms for ms in admitted_ms)
+        self.decision_rounds.observe(certificate.round)
         self.last_certificate = certificate
         self._checked.clear()
         self._height_running = False

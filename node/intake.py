@@ -13,6 +13,7 @@ store's pool only in the write transaction of the block that settles it, or with
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from collections.abc import Callable, Sequence
 
@@ -53,6 +54,10 @@ class Intake:
         self._broadcast = broadcast
         self._wake = wake
         self._caught_up = caught_up
+        # Refusals by code, of this node's API submissions and of peers' gossip: counted
+        # only when a transaction is refused, read when metrics are scraped.
+        self.api_refusals: collections.Counter[RefusalCode] = collections.Counter()
+        self.gossip_refusals: collections.Counter[RefusalCode] = collections.Counter()
         self._batch: list[Tx] = []
         self._batch_kept: asyncio.Future[None] | None = None
 
@@ -70,6 +75,7 @@ class Intake:
         except TxRefused as exc:
             fate = self._known_fate(tx_bytes, exc.code)
             if fate is None:
+                self.api_refusals[exc.code] += 1
                 raise
             return fate
         tx = admitted.tx
@@ -129,7 +135,8 @@ class Intake:
         for tx in txs:
             try:
                 added |= self.mempool.add_verified(tx, source=peer_id).admission is Admission.ADDED
-            except TxRefused:
+            except TxRefused as exc:
+                self.gossip_refusals[exc.code] += 1
                 refused += 1
         if added:
             self._wake()

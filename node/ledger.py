@@ -36,6 +36,7 @@ Theory of operation.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import struct
 from collections.abc import Iterable, Mapping, Sequence
@@ -283,6 +284,9 @@ class Ledger:
         self.changes_hash = bytes(32)  # of the last settled block
         self.account_tree = AccountTree(self.balances)
         self.reference_count = 0
+        # Transactions a settled block carried but refused, by code (since this process
+        # started): counted only on refusal, read when metrics are scraped.
+        self.block_refusals: collections.Counter[int] = collections.Counter()
         self.references: References = MemoryReferences() if references is None else references
         # The last block that passed validate_block: (its hash, its decoded transactions).
         self._decoded: tuple[bytes, tuple[Tx, ...]] | None = None
@@ -786,6 +790,8 @@ class Ledger:
                 tx_hash, signer, uetr = tx.tx_hash, tx.signer, tx.uetr
                 refusal = self._execute(tx, before, after)
                 code = APPLIED if refusal is None else refusal
+            if code:  # APPLIED is 0: one test per transaction, a count only on refusal
+                self.block_refusals[code] += 1
             added.append((uetr + signer.encode(), tx_hash))
             results.append((tx_hash, pack_result(code, height, index)))
 

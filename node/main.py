@@ -35,14 +35,23 @@ from node.api_server import API_GUARD, ApiGuard, ApiLimits, ApiSite
 from node.clock import SystemClock
 from node.config import ConfigError, NodeConfig, load_config, supervisor_keys
 from node.descriptors import descriptors_needed, raise_descriptor_limit
-from node.driver import Disconnect, Driver, DriverLimits, PeerPayload, SendTo
+from node.driver import (
+    Disconnect,
+    Driver,
+    DriverLimits,
+    PeerPayload,
+    SendTo,
+    log_replica_position,
+)
 from node.errors import GenesisError
 from node.fatal import FatalReason, fatal
 from node.genesis import Genesis, Participant, load_genesis
 from node.intake import Intake
 from node.keys import KeyFileError, load_key_file
 from node.ledger import Ledger, open_ledger
+from node.log_format import configure_logging
 from node.mempool import Mempool
+from node.metrics import MetricsSources, build_metrics_app
 from node.protocol import ProtocolError, Txs, decode_payload
 from node.runtime import long_lived_state
 from node.store import Store, StoreCorrupted, StoreError, StoreFull
@@ -136,7 +145,9 @@ def build_replica(loaded: Loaded) -> Replica | None:
         else DurableState.initial(Height(loaded.ledger.height + 1))
     )
     signer = Signer(loaded.genesis.chain_id, me, loaded.signer_seed)
-    return Replica(replica_config, validators, signer, durable)
+    return Replica(
+        replica_config, validators, signer, durable, on_position_changed=log_replica_position
+    )
 
 
 def build_driver(
@@ -148,12 +159,13 @@ def build_driver(
     verify_executor: concurrent.futures.Executor,
 ) -> Driver:
     config = loaded.config
+    clock = SystemClock()
     validator_ids = {v.validator_id for v in loaded.genesis.validator_set().validators}
     return Driver(
         node_id=loaded.me.participant_id,
         ledger=loaded.ledger,
         store=loaded.store,
-        mempool=Mempool(loaded.ledger, txs_max=config.mempool_txs_max),
+        mempool=Mempool(loaded.ledger, txs_max=config.mempool_txs_max, clock=clock),
         replica=replica,
         send=send,
         validator_peers=tuple(p.peer_id for p in peers if p.peer_id in validator_ids),
@@ -164,7 +176,7 @@ def build_driver(
             empty_block_interval_ms=config.empty_block_interval_ms,
             sync_bytes_max=config.sync_bytes_max,
         ),
-        clock=SystemClock(),
+        clock=clock,
         rng=random.Random(),
         disconnect=disconnect,
         verify_executor=verify_executor,
@@ -412,6 +424,18 @@ async def serve(loaded: Loaded, stop: asyncio.Event) -> None:
     runners = [web.AppRunner(peer_app, access_log=None), web.AppRunner(api_app, access_log=None)]
     await listen(runners[0], "p2p.listen", loaded.config.peer_listen)
     await listen(runners[1], "api.listen", loaded.config.api_listen, api_tls(loaded.config))
+    if loaded.config.metrics_listen:  # its own address, never the API's (node/metrics.py)
+        sources = MetricsSources(
+            node_id=driver.node_id,
+            role=role,
+            driver=driver,
+            intake=intake,
+            connected_peers=network.connected_peers,
+            transport_counters=network.counters,
+            api_guard=api_app[API_GUARD],
+        )
+        runners.append(web.AppRunner(build_metrics_app(sources), access_log=None))
+        await listen(runners[2], "metrics.listen", loaded.config.metrics_listen)
     await network.start()
     log.info("node=%s height=%d role=%s pending=%d ready", driver.node_id,
              loaded.ledger.height, role, restored)  # fmt: skip
@@ -463,7 +487,8 @@ def run_node(home: Path) -> int:
     if not __debug__:
         fatal(FatalReason.ASSERTIONS_DISABLED, "python -O strips the assertions guarding money")
     loaded = load(home)
-    logging.getLogger().setLevel(loaded.config.log_level)
+    config = loaded.config
+    configure_logging(node_id=config.node_id, log_format=config.log_format, level=config.log_level)
     # py_ecc (imported with eth-account) raises the interpreter's recursion limit to 100,000
     # when imported; with it, a deeply nested JSON body overflows the C stack and kills the
     # node (SIGSEGV) instead of raising RecursionError. Every import is done by now.

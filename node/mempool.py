@@ -21,9 +21,10 @@ from __future__ import annotations
 import collections
 import enum
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from node.clock import Clock, SystemClock
 from node.effects import PoolChanges
 from node.errors import NodeError, RefusalCode, TxRefused
 from node.ledger import Ledger
@@ -91,14 +92,26 @@ def decode_dropped(data: bytes) -> Dropped:
 class Mempool:
     """Insertion-ordered, bounded, verified transactions. One owner: the node's loop."""
 
-    def __init__(self, ledger: Ledger, *, txs_max: int, bytes_max: int = BYTES_MAX) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        *,
+        txs_max: int,
+        bytes_max: int = BYTES_MAX,
+        clock: Clock | None = None,
+    ) -> None:
+        """Args:
+        clock: when each transaction was admitted (`now_ms`), for the finality latency
+            the node reports (`admitted_ms`)."""
         assert txs_max >= 1
         assert bytes_max >= 1
         self._ledger = ledger
         self.txs_max = txs_max
         self.bytes_max = bytes_max
         self._bytes = 0
+        self._clock = SystemClock() if clock is None else clock
         self._txs: dict[bytes, Tx] = {}  # tx hash -> tx, in arrival order
+        self._admitted_ms: dict[bytes, int] = {}  # tx hash -> clock.now_ms() at admission
         self._keys: dict[bytes, bytes] = {}  # (signer, UETR) key -> tx hash
         self._by_expiry: dict[int, list[bytes]] = {}  # expiry height -> tx hashes (lazy)
         self._expired_below = ledger.height + 1  # every smaller expiry was dropped
@@ -118,6 +131,17 @@ class Mempool:
 
     def get(self, tx_hash: bytes) -> Tx | None:
         return self._txs.get(tx_hash)
+
+    @property
+    def size_bytes(self) -> int:
+        """The waiting transactions' encoded size in all."""
+        return self._bytes
+
+    def admitted_ms(self, tx_hashes: Iterable[bytes]) -> list[int]:
+        """When each of these transactions that waits here was admitted (`now_ms`); those
+        it never held (another node's, in a block) are left out."""
+        admitted = self._admitted_ms
+        return [admitted[tx_hash] for tx_hash in tx_hashes if tx_hash in admitted]
 
     @property
     def chain_id(self) -> str:
@@ -185,6 +209,7 @@ class Mempool:
         self._bytes += len(tx.raw)
         self._keys[key] = tx.tx_hash
         self._source[tx.tx_hash] = source
+        self._admitted_ms[tx.tx_hash] = self._clock.now_ms()
         self._by_signer[tx.signer] += 1
         self._by_source[source] += 1
         self._by_expiry.setdefault(tx.expiry_height, []).append(tx.tx_hash)
@@ -255,6 +280,7 @@ class Mempool:
         tx = self._txs.pop(tx_hash)
         del self._keys[tx.uetr + tx.signer.encode()]
         source = self._source.pop(tx_hash)
+        del self._admitted_ms[tx_hash]
         for counter, key in ((self._by_signer, tx.signer), (self._by_source, source)):
             counter[key] -= 1
             if not counter[key]:

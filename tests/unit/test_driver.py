@@ -135,7 +135,7 @@ def make_node(tmp_path: Path, node_id: str, limits: DriverLimits = LIMITS) -> No
         node_id=node_id,
         ledger=ledger,
         store=store,
-        mempool=Mempool(ledger, txs_max=100),
+        mempool=Mempool(ledger, txs_max=100, clock=clock),
         replica=replica,
         send=network.send,
         validator_peers=tuple(p for p in peers if p in VALIDATORS),

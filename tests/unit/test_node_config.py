@@ -107,6 +107,9 @@ def test_the_example_config_is_valid_and_documents_every_key(tmp_path: Path) -> 
         (MINIMAL + "[store]\nmap_size_bytes = 4096\n", {}, "store.map_size_bytes"),
         (MINIMAL, {"SOMNET_STORE_MAP_SIZE_BYTES": str(2**64)}, "store.map_size_bytes"),
         (MINIMAL, {"SOMNET_NODE_LOG_LEVEL": "info"}, "SOMNET_NODE_LOG_LEVEL"),
+        (MINIMAL, {"SOMNET_NODE_LOG_FORMAT": "text"}, "SOMNET_NODE_LOG_FORMAT"),
+        (MINIMAL, {"SOMNET_METRICS_LISTEN": "9100"}, "SOMNET_METRICS_LISTEN"),
+        (MINIMAL, {"SOMNET_METRICS_LISTEN": "127.0.0.1:8080"}, "must differ from api.listen"),
     ],
 )  # fmt: skip
 def test_a_value_that_would_fail_later_is_refused_at_load_naming_the_key(
@@ -181,3 +184,12 @@ def test_every_block_a_node_accepts_can_be_synced_within_a_frame(
     assert len(encode_payload(answer)) + 64 <= config.frame_bytes_max  # batch header, seal
     largest = SyncBlocks(blocks=((bytes(config.block_bytes_max), bytes(CERTIFICATE_SIZE_MAX)),))
     assert len(encode_payload(largest)) + 64 <= config.frame_bytes_max
+
+
+def test_metrics_are_off_by_default_and_served_at_their_own_address(tmp_path: Path) -> None:
+    write(tmp_path, MINIMAL)
+    assert load_config(tmp_path, environ={}).metrics_listen == ""
+    environ = {"SOMNET_METRICS_LISTEN": "127.0.0.1:9100", "SOMNET_NODE_LOG_FORMAT": "json"}
+    config = load_config(tmp_path, environ=environ)
+    assert config.metrics_listen == "127.0.0.1:9100"
+    assert config.log_format == "json"
