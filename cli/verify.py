@@ -61,6 +61,16 @@ def report_json(verified: ProofVerified) -> dict[str, Any]:
     }
 
 
+def tx_line(tx: dict[str, Any]) -> str:
+    """One line of what the transaction moves, from node.inclusion.tx_summary."""
+    if tx["kind"] == "payout":
+        moved = f"{len(tx['legs'])} legs from {tx['from']}"
+    else:
+        parties = " ".join(f"{side} {tx[side]}" for side in ("from", "to") if side in tx)
+        moved = f"{tx['amount']} tyiyn {parties}"
+    return f"{tx['kind']} of {moved}, signed by {tx['signer']}"
+
+
 def summary_lines(verified: ProofVerified) -> list[str]:
     tx = tx_summary(verified.tx)
     signers = ", ".join(f"{v} ({p})" for v, p in verified.signers)
@@ -69,7 +79,7 @@ def summary_lines(verified: ProofVerified) -> list[str]:
         f"valid proof: transaction {verified.tx_hash.hex()} is final on {verified.chain_id}",
         f"  block     height {verified.height}, index {verified.index}, "
         f"hash {verified.block_hash.hex()}",
-        f"  tx        {tx['kind']} signed by {tx['signer']}",
+        f"  tx        {tx_line(tx)}",
         f"  signers   {signers}",
         f"  power     {share} (more than 2/3 needed)",
     ]

@@ -122,6 +122,13 @@ PROOF_SIZE_MAX = (
     + 1024
 )
 assert PROOF_SIZE_MAX < 1024 * 1024  # read whole into memory by the CLI and the API
+# A proof nests two deep (the path in the object). The bound is checked before the JSON
+# parser runs: it recurses on the C stack, and with the recursion limit some libraries set
+# (py_ecc, imported with eth-account, sets 100,000) a deep [[[[...]]]] crashes the process
+# instead of raising RecursionError (node/main.py restores the limit for the node).
+DOCUMENT_DEPTH_MAX = 32
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_JSON_BRACKET = re.compile(r"[\[\]{}]")
 _HEX = re.compile(r"(?:[0-9a-f]{2})*")
 _TX_HASH_HEX = re.compile(r"[0-9a-fA-F]{64}")
 
@@ -328,15 +335,30 @@ def decode_json(data: bytes) -> object:
     if len(data) > PROOF_SIZE_MAX:
         raise ProofDocumentError(f"larger than {PROOF_SIZE_MAX} bytes: not a proof")
     try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ProofDocumentError(f"not UTF-8: {exc}") from exc
+    if _nesting_depth(text) > DOCUMENT_DEPTH_MAX:
+        raise ProofDocumentError(f"nested deeper than {DOCUMENT_DEPTH_MAX}: not a proof")
+    try:
         return json.loads(
-            data.decode("utf-8"),
+            text,
             object_pairs_hook=_reject_duplicate_keys,
             parse_float=_reject_number,
             parse_constant=_reject_number,
         )
-    # RecursionError: the decoder's bound on nesting ([[[[...]]]]), not a crash.
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+    except ValueError as exc:
         raise ProofDocumentError(f"not JSON: {str(exc)[:200]}") from exc
+
+
+def _nesting_depth(text: str) -> int:
+    """The deepest nesting of arrays and objects, brackets inside strings aside (an
+    unterminated string only makes the count larger, and is no JSON anyway)."""
+    depth = depth_max = 0
+    for bracket in _JSON_BRACKET.findall(_JSON_STRING.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
+        depth_max = max(depth_max, depth)
+    return depth_max
 
 
 def _hex(x: object, field: str, size_max: int) -> bytes:

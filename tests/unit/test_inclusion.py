@@ -8,6 +8,7 @@ import copy
 import dataclasses
 import json
 import re
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -351,6 +352,21 @@ def test_a_non_canonical_part_is_malformed(document: dict[str, Any]) -> None:
 def test_bytes_that_are_not_a_json_document(data: bytes) -> None:
     with pytest.raises(ProofDocumentError):
         decode_json(data)
+
+
+def test_deep_nesting_is_refused_before_the_parser_recurses() -> None:
+    """With the recursion limit py_ecc sets on import (100,000), json.loads of deep input
+    overflows the C stack; the depth bound must hold whatever the limit."""
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(100_000)
+    try:
+        for deep in (b"[" * 50_000 + b"]" * 50_000, b'{"a":' * 50_000 + b"1" + b"}" * 50_000):
+            with pytest.raises(ProofDocumentError, match="nested deeper"):
+                decode_json(deep)
+    finally:
+        sys.setrecursionlimit(limit)
+    text = json.dumps({"path": [["[[[[" * 100]], "note": "]]]}}}{{{" * 50})
+    assert decode_json(text.encode()) == json.loads(text)  # brackets in strings do not count
 
 
 # ---------------------------------------------------------------------------------------
