@@ -20,9 +20,9 @@ The proof document is JSON, bytes in lowercase hex, version 1:
 What a valid proof shows: the transaction was in a block that more than 2/3 of the
 genesis validators' voting power committed, so it is final and never reverted. What it
 does not show: that the ledger applied it. A refused transaction sits in its block too
-(its refusal is recorded in the ledger state, node/ledger.py); so the API gives no proof
-for a refused transaction, and a bank that must show an applied payment shows a proof
-that the API served (only for applied transactions) or the account proof.
+(its refusal is recorded in the ledger state, node/ledger.py). The API serves proofs of
+applied transactions only, but a third party cannot tell that from the proof itself; the
+effect on a balance is shown by the account proof (GET /v1/accounts/{id}/proof).
 
 `verify(document, genesis)` trusts only genesis, and treats the document as hostile:
 sizes are bounded before anything is decoded, every part goes through the node's own
