@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cli import anchor, bench, check, client, demo, devnet, health, load, run, sim
+from cli import anchor, bench, check, client, demo, devnet, health, load, run, sim, verify
 
 __all__ = ["main"]
 
@@ -14,7 +14,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="somnet", description="digital som settlement node")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # Each command module adds its subparser and sets `handler` through set_defaults.
-    for module in (devnet, run, check, health, client, load, sim, demo, bench, anchor):
+    for module in (devnet, run, check, health, client, load, sim, demo, bench, anchor, verify):
         module.register(subparsers)
     return parser
 

@@ -71,6 +71,7 @@ from node.api_server import json_error as error
 from node.block import decode_block
 from node.driver import Driver, Settled
 from node.errors import NodeError, RefusalCode, TxRefused
+from node.inclusion import proof_answer
 from node.intake import Intake
 from node.ledger import decode_tx_result
 from node.mempool import decode_dropped
@@ -309,6 +310,19 @@ async def get_transaction(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
+async def get_transaction_proof(request: web.Request) -> web.Response:
+    """The transaction's inclusion proof once final; node/inclusion.py lists the answers."""
+    driver = request.app[CONTEXT].driver
+    answer = proof_answer(
+        driver.store,
+        driver.ledger.chain_id,
+        request.match_info["tx_hash"],
+        in_mempool=driver.mempool.__contains__,
+        caught_up=driver.caught_up,
+    )
+    return web.json_response(answer.body, status=answer.status)
+
+
 async def get_account(request: web.Request) -> web.Response:
     context = request.app[CONTEXT]
     account = request.match_info["account"]
@@ -541,6 +555,7 @@ def build_api(context: ApiContext, settings: ApiSettings | None = None) -> web.A
     app[API_GUARD] = guard
     app.router.add_post("/v1/transactions", submit_transaction)
     app.router.add_get("/v1/transactions/{tx_hash}", get_transaction)
+    app.router.add_get("/v1/transactions/{tx_hash}/proof", get_transaction_proof)
     app.router.add_get("/v1/accounts/{account}", get_account)
     app.router.add_get("/v1/accounts/{account}/proof", get_account_proof)
     app.router.add_get("/v1/accounts/{account}/transactions", get_account_transactions)
