@@ -9,6 +9,7 @@ code: a transaction refusal carries its RefusalCode name as it is.
                                     or JSON {"tx": "<hex>"}; 202 once kept in the store
     GET  /v1/transactions/{hash}    ?wait_ms=N waits up to N ms for a final answer
     GET  /v1/accounts/{id}          balance in tyiyn
+    GET  /v1/transactions/{hash}/proof  its inclusion proof once final (node/inclusion.py)
     GET  /v1/accounts/{id}/proof    the balance with its Merkle proof up to the app hash
     GET  /v1/accounts/{id}/transactions  ?limit=N (1..1000, default 100): settled
                                     transactions touching it, newest first, recent blocks
@@ -312,7 +313,16 @@ async def get_transaction(request: web.Request) -> web.Response:
 
 async def get_transaction_proof(request: web.Request) -> web.Response:
     """The transaction's inclusion proof once final; node/inclusion.py lists the answers."""
-    driver = request.app[CONTEXT].driver
+    context = request.app[CONTEXT]
+    driver = context.driver
+    try:
+        tx_hash = bytes.fromhex(request.match_info["tx_hash"])
+    except ValueError:
+        tx_hash = b""  # proof_answer names the fault
+    if len(tx_hash) == 32:
+        body = transaction_status(context, tx_hash)
+        if not reads_status(context, caller_of(request), tx_hash, body):
+            return forbidden("this transaction")
     answer = proof_answer(
         driver.store,
         driver.ledger.chain_id,

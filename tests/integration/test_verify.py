@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from cli.http import get_json
 from node.inclusion import ProofVerified, build_proof, verify
 from node.ledger import Ledger
 from node.store import Store
@@ -150,7 +149,7 @@ def test_a_proof_fetched_from_a_running_network_verifies_offline(
     network.wait_height(list(network.entries), 1)
     tx_hash = network.submit(bank, network.sign_transfer(bank, issuer, 150))
     assert network.wait_final(bank, tx_hash)["status"] == "final"
-    proof = get_json(f"{network.api(bank)}/v1/transactions/{tx_hash}/proof")
+    proof = network.call(bank, lambda api: api.transaction_proof(tx_hash))
     path = tmp_path / "proof.json"
     path.write_text(json.dumps(proof))
     genesis = network.directory / "genesis.json"
@@ -163,6 +162,6 @@ def test_a_proof_fetched_from_a_running_network_verifies_offline(
     assert "somnet verify: invalid proof: CERTIFICATE_BAD_SIGNATURE: " in done.stderr
     # Every validator serves the same transaction's proof, and each verifies.
     for validator in network.validators:
-        served = get_json(f"{network.api(validator)}/v1/transactions/{tx_hash}/proof")
+        served = network.call(validator, lambda api: api.transaction_proof(tx_hash))
         assert served["header"] == proof["header"]
         assert isinstance(verify(served, network.genesis), ProofVerified), validator

@@ -6,11 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from aiohttp.test_utils import TestClient
-
 from node.inclusion import ProofVerified, verify
 from node.protocol import SyncBlocks
 from node.tx import decode_tx
+from tests.unit.api_support import SignedClient
 from tests.unit.ledger_support import CHAIN_ID, make_genesis, transfer
 from tests.unit.test_driver import START, Node, certified_chain, hear, make_node, status_at
 from tests.unit.test_statement_api import open_api
@@ -24,12 +23,12 @@ def hash_hex(tx: bytes) -> str:
     return decode_tx(tx, CHAIN_ID).tx_hash.hex()
 
 
-async def get(client: TestClient[Any, Any], tx_hash_hex: str) -> tuple[int, dict[str, Any]]:
+async def get(client: SignedClient, tx_hash_hex: str) -> tuple[int, dict[str, Any]]:
     response = await client.get(f"/v1/transactions/{tx_hash_hex}/proof")
     return response.status, await response.json()
 
 
-async def synced(tmp_path: Path) -> tuple[Node, TestClient[Any, Any]]:
+async def synced(tmp_path: Path) -> tuple[Node, SignedClient]:
     node = make_node(tmp_path, "bank-e")
     blocks = certified_chain(3, BLOCKS)
     hear(node, "val-b", status_at(blocks, 3))
@@ -67,7 +66,7 @@ async def test_no_proof_while_pending_refused_unknown_or_malformed(tmp_path: Pat
         assert (status, body["code"]) == (409, "NOT_FINAL")
         status, body = await get(client, "ab" * 32)
         assert (status, body["code"]) == (404, "NOT_FOUND")
-        for bad in ("ab" * 31, "zz" * 32, "ab" * 33, " " + "ab" * 31 + "a"):
+        for bad in ("ab" * 31, "zz" * 32, "ab" * 33, "%20" + "ab" * 31 + "a"):
             status, body = await get(client, bad)
             assert (status, body["code"]) == (400, "MALFORMED"), bad
     finally:
