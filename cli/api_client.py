@@ -12,6 +12,7 @@ an event loop (the CLI's commands, synchronous tests) make one call with `blocki
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import secrets
 import ssl
@@ -289,10 +290,17 @@ def client_for_home(
 
 
 def blocking(client: ApiClient, call: Callable[[ApiClient], Awaitable[T]]) -> T:
-    """One call on a fresh event loop, for callers that have none."""
+    """One call on a fresh event loop, for callers that have none (or that must block the
+    one they run in, as synchronous helpers called from async tests do: then the call runs
+    on its own loop in a worker thread)."""
 
     async def run() -> T:
         async with client:
             return await call(client)
 
-    return asyncio.run(run())
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(run())
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as worker:
+        return worker.submit(lambda: asyncio.run(run())).result()

@@ -130,7 +130,7 @@ def test_anchors_reach_the_chain_finalize_and_verify(network: Network, anvil: An
         assert record["evm_block_number"] is not None
     # Anyone can check an anchor: from the node's API with genesis, or from its home.
     genesis = str(network.directory / "genesis.json")
-    key_home = str(network.entries["bank-a"].home)
+    key_home = str(network.entries[network.banks[0]].home)
     passed = verify(network, anvil.url, 2 * EVERY, "--api", network.api("nbkr"), "--genesis",
                     genesis, "--key-home", key_home)  # fmt: skip
     assert passed.returncode == 0, passed.stdout + passed.stderr
