@@ -331,7 +331,7 @@ async def test_events_refuse_a_bad_start_and_more_streams_than_waits_max(bank: B
 def test_the_event_stream_parser_reads_every_form_of_the_format() -> None:
     parser = EventStreamParser(bytes_max=64)
     stream = (
-        b": keepalive\n\nid: 7\nevent: block\ndata: {\"a\":\r\ndata:1}\r\n\r\n"
+        b': keepalive\n\nid: 7\nevent: block\ndata: {"a":\r\ndata:1}\r\n\r\n'
         b"data: no type\rid\r\r: only a comment\n\nevent: other\n\n"
     )
     events = []
