@@ -16,7 +16,7 @@ import json
 import re
 import secrets
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -250,7 +250,7 @@ class ApiClient:
     async def openapi(self) -> Json:
         return await self.call("GET", "/v1/openapi.json")
 
-    async def events(self, *, from_height: int = 1) -> AsyncIterator[Json]:
+    async def events(self, *, from_height: int = 1) -> AsyncGenerator[Json, None]:
         """The finalized events from `from_height` on, for as long as the node streams
         them (server-sent events): the data of each `block` event, in height order. It
         ends when the node ends the stream (it stops); resume after that, or after an

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from node.api import ApiContext, ApiSettings, build_api
 from node.api_auth import AuthLimits
 from node.intake import Intake
 from node.protocol import Status, SyncBlocks
+from node.store import StoreError
 from node.tx import decode_tx
 from tests.unit.api_support import SignedClient
 from tests.unit.ledger_support import CHAIN_ID, make_genesis, new_uetr, transfer
@@ -51,13 +52,17 @@ async def bank(tmp_path: Path) -> AsyncIterator[Bank]:
         intake=intake,
         role="bank",
         connected_peers=list,
-        on_store_failure=pytest.fail,
+        on_store_failure=store_failed,
     )
     settings = ApiSettings(batch_txs_max=4, auth=AuthLimits(waits_max=1))
     client = await SignedClient.open(build_api(context, settings), "bank-e")
     yield Bank(node=node, context=context, client=client)
     await client.close()
     node.store.close()
+
+
+def store_failed(exc: StoreError) -> None:
+    pytest.fail(f"the store failed: {exc}")
 
 
 def caught_up(bank: Bank) -> None:
@@ -203,7 +208,7 @@ async def test_the_validator_set_is_genesis_with_names_and_powers(bank: Bank) ->
     answer = await bank.client.api.validators()
     assert answer["height"] == 0
     names = {p.participant_id: p.name for p in genesis.participants}
-    expected = [
+    expected: list[dict[str, Any]] = [
         {
             "id": v.validator_id,
             "name": names[v.validator_id],
@@ -220,7 +225,7 @@ async def test_the_validator_set_is_genesis_with_names_and_powers(bank: Bank) ->
 # -- GET /v1/events ----------------------------------------------------------------------
 
 
-async def take(events: AsyncIterator[dict[str, Any]], count: int) -> list[dict[str, Any]]:
+async def take(events: AsyncGenerator[dict[str, Any], None], count: int) -> list[dict[str, Any]]:
     """The next `count` events, within the deadline."""
     async with asyncio.timeout(DEADLINE_S):
         return [await anext(events) for _ in range(count)]
