@@ -14,9 +14,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
+import re
 import secrets
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -33,11 +34,25 @@ from node.api_auth import COVERED_COMPONENTS, SIGNATURE_LABEL
 from node.config import load_config
 from node.keys import load_key_file
 
-__all__ = ["ApiClient", "ApiError", "Credentials", "blocking", "client_for_home", "local_api_url"]
+__all__ = [
+    "ApiClient",
+    "ApiError",
+    "Credentials",
+    "EventStreamParser",
+    "ServerSentEvent",
+    "blocking",
+    "client_for_home",
+    "local_api_url",
+]
 
 T = TypeVar("T")
 Json = dict[str, Any]
 TIMEOUT_S = 65.0  # above the longest wait a node grants (60 s)
+# An event stream sends something at least every 15 s (a keepalive comment); silence for
+# three of those means the connection is gone without a word.
+STREAM_IDLE_S_MAX = 45.0
+EVENT_BYTES_MAX = 64 * 1024 * 1024  # one event (a block's own transactions), at most
+LINE_END = re.compile(rb"\r\n|\n|\r")
 
 
 class ApiError(Exception):
@@ -146,8 +161,10 @@ class ApiClient:
         body: bytes = b"",
         content_type: str | None = None,
         headers: Mapping[str, str] | None = None,
+        client_timeout: aiohttp.ClientTimeout | None = None,
     ) -> aiohttp.ClientResponse:
-        """Send one signed request; the caller reads (and releases) the response."""
+        """Send one signed request; the caller reads (and releases) the response.
+        `client_timeout` replaces the client's own (a total of TIMEOUT_S) for this request."""
         if self._session is None:
             raise RuntimeError("use the client in `async with`")
         target = path
@@ -159,7 +176,9 @@ class ApiClient:
         all_headers.update(headers or {})
         url = URL(f"{self.base_url}{target}", encoded=True)
         try:
-            return await self._session.request(method, url, data=body, headers=all_headers)
+            return await self._session.request(
+                method, url, data=body, headers=all_headers, timeout=client_timeout or self._timeout
+            )
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise ApiError(f"cannot reach {self.base_url}: {exc!r}") from exc
 
@@ -232,28 +251,114 @@ class ApiClient:
     async def openapi(self) -> Json:
         return await self.call("GET", "/v1/openapi.json")
 
-    async def events(self, *, from_height: int = 1) -> AsyncIterator[Json]:
+    async def events(self, *, from_height: int = 1) -> AsyncGenerator[Json, None]:
         """The finalized events from `from_height` on, for as long as the node streams
-        them (server-sent events); resume after a disconnect from the last height + 1."""
+        them (server-sent events): the data of each `block` event, in height order. It
+        ends when the node ends the stream (it stops); resume after that, or after an
+        ApiError, from the last height + 1.
+
+        Raises:
+            ApiError: the node refused the stream (its error object), could not be
+                reached, or the connection broke or fell silent.
+        """
         response = await self.request(
             "GET",
             "/v1/events",
             query={"from_height": from_height},
             headers={"Accept": "text/event-stream"},
+            client_timeout=aiohttp.ClientTimeout(total=None, sock_read=STREAM_IDLE_S_MAX),
         )
         async with response:
             if response.status >= 400:
-                document = await response.json(content_type=None)
-                message = f"{document.get('code')}: {document.get('message')}"
-                raise ApiError(message, status=response.status, body=document)
-            data: list[str] = []
-            async for raw_line in response.content:
-                line = raw_line.decode().rstrip("\r\n")
-                if line.startswith("data:"):
-                    data.append(line[5:].strip())
-                elif not line and data:
-                    yield json.loads("\n".join(data))
-                    data = []
+                await self._raise_error(response, "/v1/events")
+            parser = EventStreamParser()
+            try:
+                async for chunk in response.content.iter_any():
+                    for event in parser.feed(chunk):
+                        if event.type == "block":
+                            yield json.loads(event.data)
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                message = f"event stream from {self.base_url} broke: {exc!r}"
+                raise ApiError(message) from exc
+            except ValueError as exc:  # not JSON, not UTF-8, an event beyond its bound
+                message = f"event stream from {self.base_url}: {exc}"
+                raise ApiError(message, status=response.status) from exc
+
+    @staticmethod
+    async def _raise_error(response: aiohttp.ClientResponse, path: str) -> None:
+        try:
+            document = await response.json(content_type=None)
+        except (ValueError, aiohttp.ClientError, TimeoutError) as exc:
+            message = f"{path}: not a JSON answer ({exc!r})"
+            raise ApiError(message, status=response.status) from exc
+        if not isinstance(document, dict):
+            raise ApiError(f"{path}: expected a JSON object", status=response.status)
+        message = f"{document.get('code', 'HTTP_ERROR')}: {document.get('message', '')}"
+        raise ApiError(message, status=response.status, body=document)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSentEvent:
+    type: str  # "message" unless an `event:` line named it
+    data: str  # the `data:` lines, joined by newlines
+    id: str | None  # the last `id:` seen in the stream, so far
+
+
+class EventStreamParser:
+    """Server-sent events from bytes as they arrive (the WHATWG HTML event stream format):
+    lines end with CRLF, LF or CR; `:` starts a comment; `data:` lines add up; an empty
+    line ends the event; an event without data is no event. Nothing is held beyond
+    `bytes_max`: an event (or a line) larger than that raises ValueError."""
+
+    def __init__(self, bytes_max: int = EVENT_BYTES_MAX) -> None:
+        self.bytes_max = bytes_max
+        self.last_id: str | None = None
+        self._pending = b""  # the start of a line whose end has not come yet
+        self._data: list[str] = []
+        self._data_size = 0
+        self._type = ""
+
+    def feed(self, chunk: bytes) -> list[ServerSentEvent]:
+        """The events that `chunk` completes, in order."""
+        text = self._pending + chunk
+        # A CR at the very end may be the first half of a CRLF: wait for the next byte.
+        cut = len(text) - 1 if text.endswith(b"\r") else len(text)
+        *lines, rest = LINE_END.split(text[:cut])
+        self._pending = rest + text[cut:]
+        if len(self._pending) > self.bytes_max:
+            raise ValueError(f"an event stream line beyond {self.bytes_max} bytes")
+        events = []
+        for line in lines:
+            event = self._line(line.decode("utf-8"))
+            if event is not None:
+                events.append(event)
+        return events
+
+    def _line(self, line: str) -> ServerSentEvent | None:
+        if not line:
+            return self._dispatch()
+        if line.startswith(":"):
+            return None  # a comment: a keepalive
+        name, colon, value = line.partition(":")
+        if colon and value.startswith(" "):
+            value = value[1:]
+        if name == "data":
+            self._data.append(value)
+            self._data_size += len(value) + 1
+            if self._data_size > self.bytes_max:
+                raise ValueError(f"an event beyond {self.bytes_max} bytes")
+        elif name == "event":
+            self._type = value
+        elif name == "id" and "\0" not in value:
+            self.last_id = value
+        return None  # `retry:` and unknown fields are ignored, as the format says
+
+    def _dispatch(self) -> ServerSentEvent | None:
+        data, self._data, self._data_size = self._data, [], 0
+        event_type, self._type = self._type or "message", ""
+        if not data:
+            return None
+        return ServerSentEvent(type=event_type, data="\n".join(data), id=self.last_id)
 
 
 def local_api_url(api_listen: str, *, tls: bool = False) -> str:

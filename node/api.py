@@ -7,6 +7,10 @@ code: a transaction refusal carries its RefusalCode name as it is.
 
     POST /v1/transactions           body: raw tx bytes (application/octet-stream),
                                     or JSON {"tx": "<hex>"}; 202 once kept in the store
+    POST /v1/transactions/batch     body: a msgpack array of tx byte strings
+                                    (application/msgpack), or JSON {"txs": ["<hex>", ...]};
+                                    200 {"results": [...]}, one per item, in order, once
+                                    every admitted one is kept (one store write for all)
     GET  /v1/transactions/{hash}    ?wait_ms=N waits up to N ms for a final answer
     GET  /v1/accounts/{id}          balance in tyiyn
     GET  /v1/transactions/{hash}/proof  its inclusion proof once final (node/inclusion.py)
@@ -14,7 +18,11 @@ code: a transaction refusal carries its RefusalCode name as it is.
     GET  /v1/accounts/{id}/transactions  ?limit=N (1..1000, default 100): settled
                                     transactions touching it, newest first, recent blocks
                                     only, with the remittances this node may open
-    GET  /v1/blocks/{height}        header, transaction hashes, certificate signers
+    GET  /v1/blocks/{height_or_hash}  header, transaction hashes, certificate signers;
+                                    by decimal height or 64-hex block hash
+    GET  /v1/validators             the validator set (genesis) with voting powers
+    GET  /v1/events                 ?from_height=H: server-sent events, one per finalized
+                                    block (node/events.py)
     GET  /v1/status                 height, hashes, role, peers, caught_up
     GET  /v1/evidence               ?from_height=H: stored proofs of equivocation
     GET  /v1/anchors                anchoring summary (lag in blocks, last error) and the
@@ -23,7 +31,8 @@ code: a transaction refusal carries its RefusalCode name as it is.
                                     EVM transaction hash and block
 
 Bodies are raw bytes (application/octet-stream, also when no Content-Type is given) or
-JSON (application/json); any other type is 415 UNSUPPORTED_MEDIA_TYPE. Every failure,
+JSON (application/json), a batch msgpack (application/msgpack) or JSON; any other type is
+415 UNSUPPORTED_MEDIA_TYPE. Every failure,
 down to an unparsable request, an unknown route or our own bug, is a JSON error; the
 connection limits and deadlines in front of the routes are node.api_server's.
 
@@ -50,10 +59,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgpack
 from aiohttp import web
 from nacl.signing import SigningKey
 
@@ -72,6 +83,7 @@ from node.api_server import json_error as error
 from node.block import decode_block
 from node.driver import Driver, Settled
 from node.errors import NodeError, RefusalCode, TxRefused
+from node.events import EventReader, start_height, stream_events
 from node.inclusion import proof_answer
 from node.intake import Intake
 from node.ledger import decode_tx_result
@@ -91,6 +103,7 @@ STATUS_BY_CODE = {
     RefusalCode.DUPLICATE: 409,
 }
 BODY_TYPES = ("application/octet-stream", "application/json")
+BATCH_BODY_TYPES = ("application/msgpack", "application/json")
 # The stable code of each HTTP error aiohttp or the guard raises; other 4xx are BAD_REQUEST.
 CODE_BY_STATUS = {
     404: "NOT_FOUND",
@@ -137,15 +150,24 @@ class ApiContext:
         self.connected_peers = connected_peers
         self.remittance_key = remittance_key  # opens remittances sealed to this node
         self.anchorer = anchorer  # None unless this node anchors
+        self.closing = False  # the node stops: long polls answer, streams end
         self._settled = asyncio.Event()
         driver.on_settled.append(self._notify)
 
     def _notify(self, settled: Settled) -> None:
         # Wake every waiter; each re-reads its own transaction's status.
+        if self.closing:
+            return
         self._settled.set()
         self._settled = asyncio.Event()
 
+    def close(self) -> None:
+        """The node stops: wake every waiter, and every later wait returns at once."""
+        self.closing = True
+        self._settled.set()  # never replaced again (_notify)
+
     async def settled_once(self, timeout_s: float) -> None:
+        """Return when a block settles, the node stops (`closing`), or after timeout_s."""
         try:
             await asyncio.wait_for(self._settled.wait(), timeout_s)
         except TimeoutError:
@@ -244,6 +266,106 @@ async def submit_transaction(request: web.Request) -> web.Response:
     return web.json_response(body, status=202 if body["status"] == "pending" else 200)
 
 
+class BatchRefused(Exception):
+    """A batch body refused as a whole, before any of its items is looked at."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+async def read_batch(request: web.Request) -> list[bytes]:
+    """The transactions of a batch: a msgpack array of byte strings, or JSON {"txs": [hex]}.
+
+    Raises:
+        web.HTTPUnsupportedMediaType: neither msgpack nor JSON.
+        BatchRefused: 400 MALFORMED (not the documented shape), 413 TOO_MANY_ITEMS.
+    """
+    if request.content_type not in BATCH_BODY_TYPES:
+        expected = " or ".join(BATCH_BODY_TYPES)
+        message = f"expected {expected}, got {bounded(request.content_type)}"
+        raise web.HTTPUnsupportedMediaType(text=message)
+    body = await request.read()
+    items_max = request.app[SETTINGS].batch_txs_max
+    try:
+        if request.content_type == "application/json":
+            return batch_of_json(body, items_max)
+        return batch_of_msgpack(body, items_max)
+    # RecursionError: the JSON decoder's own bound on nesting; the msgpack errors are
+    # ValueError (bounds, formats, extra data) or UnpackException (truncated).
+    except (ValueError, TypeError, KeyError, RecursionError, msgpack.UnpackException) as exc:
+        raise BatchRefused(400, "MALFORMED", f"not a batch: {bounded(exc)}") from exc
+
+
+def too_many_items(count: int, items_max: int) -> BatchRefused:
+    return BatchRefused(413, "TOO_MANY_ITEMS", f"{count} items; a batch holds 0..{items_max}")
+
+
+def batch_of_msgpack(body: bytes, items_max: int) -> list[bytes]:
+    """The array's byte strings; no other type is accepted, the array's length is
+    checked before any item is decoded, and each item is at most TX_SIZE_MAX bytes."""
+    unpacker = msgpack.Unpacker(
+        raw=False,
+        use_list=True,
+        strict_map_key=True,
+        max_buffer_size=max(len(body), 1),
+        max_array_len=items_max + 1,
+        max_bin_len=TX_SIZE_MAX,
+        max_str_len=0,
+        max_map_len=0,
+        max_ext_len=0,
+    )
+    unpacker.feed(body)
+    count = unpacker.read_array_header()  # ValueError unless an array comes first
+    if count > items_max:
+        raise too_many_items(count, items_max)
+    txs = [unpacker.unpack() for _ in range(count)]
+    if unpacker.tell() != len(body):
+        raise ValueError("extra bytes after the array")
+    if not all(type(tx) is bytes for tx in txs):
+        raise TypeError("every item must be a byte string (msgpack bin)")
+    return txs
+
+
+def batch_of_json(body: bytes, items_max: int) -> list[bytes]:
+    document = json.loads(body)
+    if not isinstance(document, dict) or not isinstance(document.get("txs"), list):
+        raise TypeError('expected {"txs": ["<hex>", ...]}')
+    hex_txs = document["txs"]
+    if len(hex_txs) > items_max:
+        raise too_many_items(len(hex_txs), items_max)
+    if not all(isinstance(hex_tx, str) for hex_tx in hex_txs):
+        raise TypeError("every item must be a hex string")
+    return [bytes.fromhex(hex_tx) for hex_tx in hex_txs]
+
+
+async def submit_batch(request: web.Request) -> web.Response:
+    """Every item through the intake, as one submission each, kept in one store write."""
+    context = request.app[CONTEXT]
+    try:
+        txs = await read_batch(request)
+    except BatchRefused as exc:
+        return error(exc.status, exc.code, str(exc))
+    if not context.driver.caught_up():
+        message = "this node is catching up with the network; retry shortly or use another node"
+        return error(503, RefusalCode.CATCHING_UP.name, message)
+    results = await context.intake.submit_many(txs)
+    return web.json_response(
+        {"results": [batch_result(context, i, r) for i, r in enumerate(results)]}
+    )
+
+
+def batch_result(context: ApiContext, index: int, result: bytes | TxRefused) -> dict[str, Any]:
+    """One item's answer: its status as the single submission answers it, or its refusal.
+    `index` is the item's place in the batch; where it settled is GET /v1/transactions'."""
+    if isinstance(result, TxRefused):
+        return {"index": index, "code": result.code.name, "message": result.message}
+    status = transaction_status(context, result)
+    assert status["status"] != "unknown"  # kept, settled or dropped: the store knows it
+    return {"index": index} | {key: v for key, v in status.items() if key != "index"}
+
+
 def transaction_status(context: ApiContext, tx_hash: bytes) -> dict[str, Any]:
     driver = context.driver
     if tx_hash in driver.mempool:
@@ -299,6 +421,8 @@ async def get_transaction(request: web.Request) -> web.Response:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + wait_ms / 1000
             while body["status"] in ("pending", "unknown") and loop.time() < deadline:
+                if context.closing:
+                    break  # the node stops: answer what it knows now
                 await context.settled_once(deadline - loop.time())
                 body = transaction_status(context, tx_hash)
     if not reads_status(context, caller, tx_hash, body):
@@ -397,18 +521,32 @@ async def get_account_transactions(request: web.Request) -> web.Response:
     return web.json_response(statement)
 
 
+HEIGHT_PATTERN = re.compile(r"[0-9]{1,19}")  # decimal, below 10**19; no sign, no spaces
+BLOCK_HASH_PATTERN = re.compile(r"[0-9a-fA-F]{64}")
+
+
+def block_height_of(context: ApiContext, height_or_hash: str) -> int | None:
+    """The height a route's `{height_or_hash}` names (0 if no block has that hash), or
+    None if it is neither. 64 characters are a hash: no height has that many digits."""
+    if BLOCK_HASH_PATTERN.fullmatch(height_or_hash):
+        return context.driver.store.load_height_of(bytes.fromhex(height_or_hash)) or 0
+    if HEIGHT_PATTERN.fullmatch(height_or_hash):
+        return int(height_or_hash)
+    return None
+
+
 async def get_block(request: web.Request) -> web.Response:
     context = request.app[CONTEXT]
-    try:
-        height = int(request.match_info["height"])
-    except ValueError:
-        return error(400, "MALFORMED", "height must be an integer")
+    height_or_hash = request.match_info["height_or_hash"]
+    height = block_height_of(context, height_or_hash)
+    if height is None:
+        return error(400, "MALFORMED", "expected a decimal height or a 64-hex block hash")
     store = context.driver.store
     known = 1 <= height <= context.driver.ledger.height
     block_bytes = store.load_block(height) if known else None
     certificate_bytes = store.load_certificate(height) if known else None
     if block_bytes is None or certificate_bytes is None:
-        return error(404, "NOT_FOUND", f"no block at height {height}")
+        return error(404, "NOT_FOUND", f"no block {bounded(height_or_hash)}")
     block = decode_block(block_bytes)
     certificate = decode_certificate(certificate_bytes)
     header = block.header
@@ -433,6 +571,50 @@ async def get_block(request: web.Request) -> web.Response:
             },
         }
     )
+
+
+async def get_validators(request: web.Request) -> web.Response:
+    """The validator set of genesis (it does not change), with each one's name."""
+    ledger = request.app[CONTEXT].driver.ledger
+    genesis = ledger.genesis
+    names = {p.participant_id: p.name for p in genesis.participants}
+    validator_set = genesis.validator_set()
+    validators = [
+        {
+            "id": v.validator_id,
+            "name": names[v.validator_id],
+            "public_key": v.public_key.hex(),
+            "voting_power": v.voting_power,
+        }
+        for v in validator_set.validators
+    ]
+    return web.json_response(
+        {
+            "height": ledger.height,
+            "total_voting_power": validator_set.total_power,
+            "validators": validators,
+        }
+    )
+
+
+async def get_events(request: web.Request) -> web.StreamResponse:
+    """Server-sent events, one per finalized block (node/events.py); one wait slot."""
+    context = request.app[CONTEXT]
+    caller = caller_of(request)
+    try:
+        first = start_height(
+            request.query.get("from_height"),
+            request.headers.get("Last-Event-ID"),
+            context.driver.ledger.height,
+        )
+    except ValueError as exc:
+        return error(400, "MALFORMED", str(exc))
+    reader = EventReader(
+        reads_tx=lambda tx: reads_tx(context, caller, tx),
+        reads_account=lambda account: reads_account(context, caller, account),
+    )
+    async with request.app[AUTHENTICATOR].wait_slot(caller):
+        return await stream_events(request, context, reader, first)
 
 
 EVIDENCE_PAGE_MAX = 100
@@ -563,13 +745,21 @@ def build_api(context: ApiContext, settings: ApiSettings | None = None) -> web.A
     app[SETTINGS] = settings
     app[AUTHENTICATOR] = authenticator
     app[API_GUARD] = guard
+
+    async def close_context(app: web.Application) -> None:
+        context.close()  # before the server waits for its handlers: streams end now
+
+    app.on_shutdown.append(close_context)
     app.router.add_post("/v1/transactions", submit_transaction)
+    app.router.add_post("/v1/transactions/batch", submit_batch)
     app.router.add_get("/v1/transactions/{tx_hash}", get_transaction)
     app.router.add_get("/v1/transactions/{tx_hash}/proof", get_transaction_proof)
     app.router.add_get("/v1/accounts/{account}", get_account)
     app.router.add_get("/v1/accounts/{account}/proof", get_account_proof)
     app.router.add_get("/v1/accounts/{account}/transactions", get_account_transactions)
-    app.router.add_get("/v1/blocks/{height}", get_block)
+    app.router.add_get("/v1/blocks/{height_or_hash}", get_block)
+    app.router.add_get("/v1/validators", get_validators)
+    app.router.add_get("/v1/events", get_events)
     app.router.add_get("/v1/status", get_status)
     app.router.add_get("/v1/evidence", get_evidence)
     app.router.add_get("/v1/anchors", get_anchors)

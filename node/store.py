@@ -340,6 +340,7 @@ class Store:
         self.path = path
         self.chain_id = chain_id
         self.map_size_bytes = map_size_bytes
+        self.write_count = 0  # committed write transactions since opening; for tests, metrics
         self._env = env
         try:
             self._dbs = {name: env.open_db(name, create=False) for name in DB_NAMES}
@@ -463,6 +464,7 @@ class Store:
         try:
             yield txn
             txn.commit()
+            self.write_count += 1
         except lmdb.MapFullError as exc:
             txn.abort()
             raise StoreFull(

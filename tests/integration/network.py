@@ -159,6 +159,17 @@ class Network:
                     stderr=subprocess.STDOUT,
                 )
 
+    def stop(self, node_id: str) -> int:
+        """Stop one node as an operator does (SIGTERM); returns its exit status."""
+        process = self.processes.pop(node_id)
+        process.send_signal(signal.SIGTERM)
+        try:
+            return process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise
+
     def kill9(self, node_id: str) -> None:
         process = self.processes.pop(node_id)
         process.send_signal(signal.SIGKILL)
