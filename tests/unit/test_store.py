@@ -74,6 +74,7 @@ class ChainBuilder:
             balances=(),
             tx_results=(),
             references_added=(),
+            account_entries=(),
             issued_total=0,
             redeemed_total=0,
         )
