@@ -277,7 +277,9 @@ def test_a_missing_and_an_extra_account_entry_are_reported(
     try:
         with env.begin(write=True) as txn:
             db = env.open_db(b"account_entries", txn=txn, create=False)
-            value = unseal(b"account_entries", old, txn.get(old, db=db))
+            record = txn.get(old, db=db)
+            assert record is not None
+            value = unseal(b"account_entries", old, record)
             assert txn.delete(old, db=db)
             txn.put(new, seal(b"account_entries", new, value), db=db)
     finally:

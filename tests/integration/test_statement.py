@@ -4,12 +4,13 @@ height range, each line with its counterparty, UETR and running balance."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from cli.api_client import ApiError
+from cli.api_client import ApiClient, ApiError
 from tests.integration.network import Network, dump_logs
 
 pytestmark = pytest.mark.network
@@ -33,14 +34,16 @@ def pay(network: Network, bank: str, to: str, amount: int) -> dict[str, Any]:
     return status
 
 
+async def statement_page(account: str, query: dict[str, int], api: ApiClient) -> Any:
+    return await api.statement(account, **query)
+
+
 def whole_statement(network: Network, node: str, account: str, limit: int) -> list[Any]:
     """Every line of the account's statement, page by page, read as the account's owner."""
     lines: list[Any] = []
     query: dict[str, int] = {"from_height": 1, "limit": limit}
     for _ in range(100):  # a bound: pages that never end are a bug
-        page = network.call(
-            node, lambda api, q=query: api.statement(account, **q), as_participant=account
-        )
+        page = network.call(node, partial(statement_page, account, query), as_participant=account)
         lines += page["transactions"]
         if page["next_from_height"] is None:
             return lines
