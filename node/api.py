@@ -15,9 +15,9 @@ code: a transaction refusal carries its RefusalCode name as it is.
     GET  /v1/accounts/{id}          balance in tyiyn
     GET  /v1/transactions/{hash}/proof  its inclusion proof once final (node/inclusion.py)
     GET  /v1/accounts/{id}/proof    the balance with its Merkle proof up to the app hash
-    GET  /v1/accounts/{id}/transactions  ?limit=N (1..1000, default 100): settled
-                                    transactions touching it, newest first, recent blocks
-                                    only, with the remittances this node may open
+    GET  /v1/accounts/{id}/transactions  ?from_height=H1&to_height=H2&limit=N: its
+                                    statement, ascending, with running balances and the
+                                    remittances this node may open (node/statement.py)
     GET  /v1/blocks/{height_or_hash}  header, transaction hashes, certificate signers;
                                     by decimal height or 64-hex block hash
     GET  /v1/validators             the validator set (genesis) with voting powers
@@ -499,24 +499,48 @@ async def get_account_proof(request: web.Request) -> web.Response:
 
 
 async def get_account_transactions(request: web.Request) -> web.Response:
-    """The account's statement (node/statement.py)."""
+    """The account's statement of a height range, one page (node/statement.py):
+    ?from_height=H1 (default 1) &to_height=H2 (default the settled height) &limit=N
+    (1..[api] page_items_max, default 100) &from_index=I (a previous page's
+    next_from_index, default 0). 1 <= H1 <= H2 <= the settled height, else MALFORMED."""
     context = request.app[CONTEXT]
     account = request.match_info["account"]
+    ledger = context.driver.ledger
+    settled_height = ledger.height
+    limit_max = request.app[SETTINGS].page_items_max
+    query = request.query
     try:
-        limit = int(request.query.get("limit", str(STATEMENT_LIMIT_DEFAULT)))
+        limit = int(query.get("limit", str(STATEMENT_LIMIT_DEFAULT)))
+        from_height = int(query.get("from_height", "1"))
+        to_height = int(query.get("to_height", str(settled_height)))
+        from_index = int(query.get("from_index", "0"))
     except ValueError:
-        limit = 0
-    limit_max = min(STATEMENT_LIMIT_MAX, request.app[SETTINGS].page_items_max)
+        return error(400, "MALFORMED", "limit, from_height, to_height, from_index: integers")
     if not 1 <= limit <= limit_max:
         return error(400, "MALFORMED", f"limit must be an integer of 1..{limit_max}")
-    ledger = context.driver.ledger
+    if not 1 <= from_height <= to_height <= settled_height:
+        return error(
+            400,
+            "MALFORMED",
+            f"expected 1 <= from_height <= to_height <= {settled_height}, the settled height",
+        )
+    index_max = 2**32 - 1  # a tx index as the store's keys hold it (4 bytes)
+    if not 0 <= from_index <= index_max:
+        return error(400, "MALFORMED", f"from_index must be an integer of 0..{index_max}")
     if account not in ledger.balances:
         return error(404, RefusalCode.UNKNOWN_ACCOUNT.name, f"no account {account!r}")
     if not reads_account(context, caller_of(request), account):
         return forbidden(f"account {account}")
     reader = Reader(participant_id=context.driver.node_id, signing_key=context.remittance_key)
     statement = account_statement(
-        context.driver.store, ledger.chain_id, ledger.height, account, limit=limit, reader=reader
+        context.driver.store,
+        ledger.chain_id,
+        account,
+        from_height=from_height,
+        from_index=from_index,
+        to_height=to_height,
+        limit=limit,
+        reader=reader,
     )
     return web.json_response(statement)
 

@@ -17,13 +17,15 @@ Theory of operation.
   The replay stops at the first block it cannot settle (one problem says why); the later
   blocks still get check 1, and their results are checked for form only.
 - After the chain, if the replay reached the tip: the tip (app hash, changes hash,
-  totals), every balance (an account never written keeps its genesis balance) and every
-  consumed reference are compared with the replay's. The durable pool, the dropped fates
-  and the consensus state must decode and agree with the chain.
+  totals), every balance (an account never written keeps its genesis balance), every
+  consumed reference and every account entry (the statement index: each one equal to the
+  replay's, none missing, none extra) are compared with the replay's. The durable pool,
+  the dropped fates and the consensus state must decode and agree with the chain.
 - A StoreCorrupted raised by a read (a checksum, a layout) becomes a Problem carrying its
   message, and the check goes on with the next record.
 - Memory: one block at a time, plus the replay's ledger: balances are O(accounts), and
-  the consumed references (MemoryReferences, a dict) are O(transactions in the chain).
+  the consumed references (MemoryReferences, a dict) and the expected account entries
+  (two or so per applied transaction) are O(transactions in the chain).
 - Check a stopped node: a node that commits while the check runs moves the tip, which is
   reported, and records read before and after its commit disagree.
 """
@@ -51,6 +53,8 @@ from node.ledger import Ledger, MemoryReferences, decode_tx_result
 from node.mempool import decode_dropped
 from node.merkle import merkle_root
 from node.store import (
+    ACCOUNT_ENTRY,
+    DB_ACCOUNT_ENTRIES,
     DB_BALANCES,
     DB_BLOCK_HASHES,
     DB_BLOCKS,
@@ -70,6 +74,8 @@ from node.store import (
     Store,
     StoreCorrupted,
     StoreTip,
+    account_entry_key,
+    decode_account_entry_key,
     height_key,
 )
 from node.tx import UETR_SIZE, decode_tx
@@ -207,6 +213,8 @@ class _Check:
         self.previous_hash: bytes | None = ZERO_HASH  # of block h-1; None if unknown
         self.transactions = 0
         self.stored_references = 0
+        # What the replay says account_entries must hold: key -> value (unsealed).
+        self.account_entries: dict[bytes, bytes] = {}
         self.problems: list[Problem] = []
         self.problem_count = 0
 
@@ -221,6 +229,7 @@ class _Check:
         self.check_tip(tip)
         self.check_balances()
         self.check_references()
+        self.check_account_entries()
         self.check_pool()
         self.check_dropped(tip)
         self.check_consensus_state()
@@ -335,6 +344,11 @@ class _Check:
                 self.stop_replay(block_place, "the block or its certificate cannot be read")
         elif self.replaying:
             effects = self.replay(block_place, block, block_bytes, certificate_bytes, sound)
+        if effects is not None:
+            for entry in effects.account_entries:
+                key = account_entry_key(entry.account, height, entry.tx_index)
+                value = ACCOUNT_ENTRY.pack(entry.tx_hash, entry.delta, entry.balance_after)
+                self.account_entries[key] = value
         self.check_tx_results(subject, height, block, effects)
         self.previous_hash = block_hash
 
@@ -649,6 +663,33 @@ class _Check:
             elif stored != holder:
                 self.report(place, f"stored tx {stored.hex()}, replay tx {holder.hex()}")
 
+    def check_account_entries(self) -> None:
+        """Every stored account entry against the replay's, both in key order: equal,
+        none missing, none extra. Once the replay stopped, only their checksums."""
+        replayed = sorted(self.account_entries.items()) if self.replaying else []
+        stored_entries = self.store.scan(DB_ACCOUNT_ENTRIES)
+        for key, stored, expected in _merge(stored_entries, iter(replayed)):
+            place = _Place(_account_entry_name(key), DB_ACCOUNT_ENTRIES, key.hex())
+            if isinstance(stored, StoreCorrupted):
+                self.report(place, str(stored))
+            elif stored is not None and len(stored) != ACCOUNT_ENTRY.size:
+                self.report(place, f"a record of {len(stored)} bytes")
+            elif not self.replaying:
+                continue
+            elif stored is None:
+                assert expected is not None
+                self.report(place, f"missing; the replay has {_describe_entry(expected)}")
+            elif expected is None:
+                self.report(
+                    place,
+                    f"stored {_describe_entry(stored)}, but no applied transaction of the "
+                    "chain moves this account there",
+                )
+            elif stored != expected:
+                self.report(
+                    place, f"stored {_describe_entry(stored)}, replay {_describe_entry(expected)}"
+                )
+
     def check_pool(self) -> None:
         """The durable pool: accepted transactions, neither settled nor dropped."""
         for key, value in self.store.scan(DB_POOL):
@@ -716,6 +757,22 @@ def _describe_result(value: bytes, height: int, index: int) -> str:
     if (result.height, result.index) != (height, index):
         described += f" (for height {result.height} index {result.index})"
     return described
+
+
+def _account_entry_name(key: bytes) -> str:
+    """An account entry key as `entry <account> height <h> index <i>`."""
+    decoded = decode_account_entry_key(key)
+    if decoded is None:
+        return f"entry {key.hex()}"
+    account, height, index = decoded
+    return f"entry {account} height {height} index {index}"
+
+
+def _describe_entry(value: bytes) -> str:
+    """An account entry's value as an operator reads it."""
+    assert len(value) == ACCOUNT_ENTRY.size
+    tx_hash, delta, balance_after = ACCOUNT_ENTRY.unpack(value)
+    return f"tx {tx_hash.hex()} amount {delta:+d} balance_after {balance_after}"
 
 
 def _reference_name(key: bytes) -> str:

@@ -5,8 +5,23 @@ transaction, so a crash leaves either the previous block or this one, never half
 """
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
-__all__ = ["NO_POOL_CHANGES", "BlockEffects", "PoolChanges"]
+__all__ = ["NO_POOL_CHANGES", "AccountEntry", "BlockEffects", "PoolChanges"]
+
+
+class AccountEntry(NamedTuple):
+    """One applied transaction's movement on one account: a line of its statement.
+
+    A NamedTuple, not a dataclass: the ledger makes one per touched account per
+    transaction on its hottest path. A payout whose legs credit one account twice moves
+    it once, by the legs' sum (a transaction never debits and credits one account)."""
+
+    account: str
+    tx_index: int  # the transaction's position in its block
+    tx_hash: bytes
+    delta: int  # signed tyiyn: negative for a debit, positive for a credit, never 0
+    balance_after: int  # the account's balance right after this transaction
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -27,6 +42,9 @@ class BlockEffects:
     balances: tuple[tuple[str, int], ...]  # (account id, new balance) for changed accounts only
     tx_results: tuple[tuple[bytes, bytes], ...]  # (tx hash, encoded TxResult) for every tx
     references_added: tuple[tuple[bytes, bytes], ...]  # (reference key, tx hash), one per tx
+    # Per applied transaction, in block order, one per account it moves: the statement
+    # index (Store.load_account_entries). Refused transactions move nothing: none.
+    account_entries: tuple[AccountEntry, ...]
     issued_total: int  # cumulative issued after this block
     redeemed_total: int  # cumulative redeemed after this block
 

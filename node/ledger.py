@@ -60,7 +60,7 @@ from node.block import (
     decode_block_header,
     encode_block,
 )
-from node.effects import BlockEffects
+from node.effects import AccountEntry, BlockEffects
 from node.errors import BlockError, NodeError, RefusalCode, TxRefused
 from node.genesis import Genesis
 from node.merkle import merkle_root
@@ -697,8 +697,9 @@ class Ledger:
         after: dict[str, int] = {}
         results: list[tuple[bytes, bytes]] = []
         added: list[tuple[bytes, bytes]] = []
+        entries: list[AccountEntry] = []
         supply_before = self.issued_total - self.redeemed_total
-        self._apply_txs(txs, height, before, after, results, added)
+        self._apply_txs(txs, height, before, after, results, added, entries)
         assert len(results) == len(txs) == len(added)  # one result and one reference per tx
         self.references.record(added)
         self._check_block_conservation(before, after, supply_before)
@@ -726,6 +727,7 @@ class Ledger:
             balances=balances,
             tx_results=tuple(results),
             references_added=tuple(added),
+            account_entries=tuple(entries),
             issued_total=self.issued_total,
             redeemed_total=self.redeemed_total,
         )
@@ -757,13 +759,15 @@ class Ledger:
         after: dict[str, int],
         results: list[tuple[bytes, bytes]],
         added: list[tuple[bytes, bytes]],
+        entries: list[AccountEntry],
     ) -> None:
         """The hot path: one rule, one small encoding per transaction; `_check_consumable`
         already passed. A transfer is applied inline (the common case, without a call per
-        rule)."""
+        rule). Each applied transaction adds one statement entry per account it moves."""
         balances = self.balances
         owners = self._owners
         pack_result = _RESULT.pack
+        add_entry = entries.append
         for index, tx in enumerate(txs):
             code: int
             if type(tx) is Transfer:  # one unpacking instead of an attribute load each
@@ -785,19 +789,31 @@ class Ledger:
                         before[to_account] = to_balance
                     balances[from_account] = after[from_account] = from_balance - amount
                     balances[to_account] = after[to_account] = to_balance + amount
+                    add_entry(
+                        AccountEntry(from_account, index, tx_hash, -amount, from_balance - amount)
+                    )
+                    add_entry(AccountEntry(to_account, index, tx_hash, amount, to_balance + amount))
                     code = APPLIED
             else:
                 tx_hash, signer, uetr = tx.tx_hash, tx.signer, tx.uetr
-                refusal = self._execute(tx, before, after)
+                refusal = self._execute(tx, index, before, after, entries)
                 code = APPLIED if refusal is None else refusal
             if code:  # APPLIED is 0: one test per transaction, a count only on refusal
                 self.block_refusals[code] += 1
             added.append((uetr + signer.encode(), tx_hash))
             results.append((tx_hash, pack_result(code, height, index)))
 
-    def _execute(self, tx: Tx, before: dict[str, int], after: dict[str, int]) -> RefusalCode | None:
+    def _execute(
+        self,
+        tx: Tx,
+        index: int,
+        before: dict[str, int],
+        after: dict[str, int],
+        entries: list[AccountEntry],
+    ) -> RefusalCode | None:
         """Apply one transaction's business rule; None if applied, else why refused.
-        (Transfers are applied inline in `_apply_txs`.)"""
+        (Transfers are applied inline in `_apply_txs`.) An applied one adds one entry per
+        account it moves: a payout's legs to one account add up to one entry."""
         assert type(tx) is not Transfer
         refusal = self._static_refusal(tx)
         if refusal is not None:
@@ -820,10 +836,15 @@ class Ledger:
                 return RefusalCode.INSUFFICIENT_FUNDS
             changes.append((tx.from_account, -tx.amount))
             self.redeemed_total += tx.amount
+        deltas: dict[str, int] = {}  # per account, in the order the changes name them
         for account, amount in changes:
             balance = balances[account]
             before.setdefault(account, balance)
             balances[account] = after[account] = balance + amount
+            deltas[account] = deltas.get(account, 0) + amount
+        for account, delta in deltas.items():
+            assert delta != 0  # amounts are positive and no leg pays the payer
+            entries.append(AccountEntry(account, index, tx.tx_hash, delta, balances[account]))
         return None
 
 

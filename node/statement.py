@@ -1,13 +1,18 @@
-"""An account's statement: the settled transactions that touch it, newest first, with
-each sealed remittance opened where this node's participant is one of its recipients.
+"""An account's statement: every debit and credit of a height range, ascending, with its
+transaction, counterparty, UETR and running balance.
 
-There is no per-account index yet (issue 8 settles for a bounded scan): the statement
-reads back from the last settled block over at most STATEMENT_BLOCKS_MAX blocks and
-STATEMENT_BYTES_MAX bytes of blocks, and stops at `limit` entries, so it covers recent
-history only; the answer's `from_height` says how far back it looked. A block is decoded
-only when the account id's msgpack encoding occurs in its bytes (a substring test with
-no false negatives: the id is in every transaction that names it), so the blocks that do
-not touch the account cost one read and one search each.
+The store keeps one entry per (account, applied transaction that moves it), written with
+the block (node/store.py, `account_entries`), so a page is one cursor scan from
+(from_height, from_index) plus one read of each block its entries sit in, for the
+transaction's kind, signer, counterparty and remittance. The statement lists money
+movements: a refused transaction moved nothing and is not listed (its status is at
+GET /v1/transactions/{hash}), so every entry is "final" and each balance_after is the
+previous entry's plus this one's signed amount.
+
+Paging: at most `limit` entries, and no more blocks than STATEMENT_BYTES_MAX bytes of
+them (a page of large blocks is shorter). A page ends on the entry before the next one;
+`next_from_height` (and `next_from_index`, 0 unless the page stopped inside a block that
+moves the account again) is where the next page starts, null when the range is done.
 
 A remittance is shown only as this node's own participant reads it (`open_remittance`),
 so a bank's node shows the texts of the payments it sent or received and no others; the
@@ -21,16 +26,14 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-import msgpack
 from nacl.signing import SigningKey
 
-from node.block import decode_block
-from node.ledger import decode_tx_result
-from node.store import Store
+from node.block import Block, decode_block
+from node.effects import AccountEntry
+from node.store import Store, StoreCorrupted, account_entry_key
 from node.tx import Issue, Payout, Redeem, Transfer, Tx, decode_tx, open_remittance
 
 __all__ = [
-    "STATEMENT_BLOCKS_MAX",
     "STATEMENT_BYTES_MAX",
     "STATEMENT_LIMIT_DEFAULT",
     "STATEMENT_LIMIT_MAX",
@@ -41,9 +44,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 STATEMENT_LIMIT_DEFAULT = 100
-STATEMENT_LIMIT_MAX = 1000
-STATEMENT_BLOCKS_MAX = 10_000  # how far back one request looks, in blocks
-STATEMENT_BYTES_MAX = 64 * 1024 * 1024  # and in block bytes read
+STATEMENT_LIMIT_MAX = 1000  # the default of [api] page_items_max
+STATEMENT_BYTES_MAX = 64 * 1024 * 1024  # block bytes one page reads, beyond its first block
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -56,70 +58,104 @@ class Reader:
 
 
 def account_statement(
-    store: Store, chain_id: str, height: int, account: str, *, limit: int, reader: Reader
+    store: Store,
+    chain_id: str,
+    account: str,
+    *,
+    from_height: int,
+    from_index: int,
+    to_height: int,
+    limit: int,
+    reader: Reader,
 ) -> dict[str, Any]:
-    """The statement of `account` up to the settled block at `height`, newest first.
+    """One page of the statement of `account`, ascending.
 
+    Args:
+        from_height, to_height: the range of heights, both settled.
+        from_index: where in block `from_height` the page starts (a previous page's
+            next_from_index; 0 for the whole block).
+        limit: at most this many entries.
     Returns:
-        {"account", "height", "from_height", "transactions": [entry, ...]}: every
-        transaction touching the account in blocks from_height..height, newest first,
-        unless `limit` entries came first (then from_height is the block it stopped in).
+        {"account", "from_height", "to_height", "next_from_height", "next_from_index",
+        "transactions": [entry, ...]}; the next page's cursor is null when no entry of the
+        range is left.
+    Raises:
+        StoreCorrupted: an entry does not match the transaction it names.
     """
-    assert 1 <= limit <= STATEMENT_LIMIT_MAX
-    assert height >= 0
-    needle = msgpack.packb(account, use_bin_type=True)
-    entries: list[dict[str, Any]] = []
+    assert 1 <= from_height <= to_height
+    assert from_index >= 0
+    assert limit >= 1
+    found = store.load_account_entries(
+        account,
+        from_height=from_height,
+        from_index=from_index,
+        to_height=to_height,
+        count_max=limit + 1,  # one more: whether there is a next page, and where
+    )
+    blocks: dict[int, Block] = {}
     bytes_read = 0
-    from_height = height + 1
-    lowest = max(1, height - STATEMENT_BLOCKS_MAX + 1)
-    for block_height in range(height, lowest - 1, -1):
-        if len(entries) >= limit or bytes_read >= STATEMENT_BYTES_MAX:
-            break
-        from_height = block_height
-        block_bytes = store.load_block(block_height)
-        assert block_bytes is not None  # every height up to the settled one is stored
-        bytes_read += len(block_bytes)
-        if needle not in block_bytes:
-            continue
-        block = decode_block(block_bytes)
-        for index in range(len(block.txs) - 1, -1, -1):
-            if len(entries) >= limit:
+    entries: list[dict[str, Any]] = []
+    for height, entry in found[:limit]:
+        block = blocks.get(height)
+        if block is None:
+            if bytes_read >= STATEMENT_BYTES_MAX:
                 break
-            tx_bytes = block.txs[index]
-            if needle not in tx_bytes:
-                continue
-            entry = _entry(decode_tx(tx_bytes, chain_id), account, reader)
-            if entry is not None:
-                entries.append(_settled(store, entry, block_height, index, block.header.time_ms))
-    assert len(entries) <= limit
+            block_bytes = store.load_block(height)
+            assert block_bytes is not None  # every settled height has its block
+            bytes_read += len(block_bytes)
+            block = blocks[height] = decode_block(block_bytes)
+        entries.append(_entry(store, chain_id, block, height, entry, reader))
+    assert 1 <= len(entries) or not found  # a page always makes progress
+    next_height = next_index = None
+    if len(entries) < len(found):
+        next_height, next_entry = found[len(entries)]
+        last_height = found[len(entries) - 1][0]
+        next_index = next_entry.tx_index if next_height == last_height else 0
     return {
         "account": account,
-        "height": height,
-        "from_height": min(from_height, height),
+        "from_height": from_height,
+        "to_height": to_height,
+        "next_from_height": next_height,
+        "next_from_index": next_index,
         "transactions": entries,
     }
 
 
-def _settled(
-    store: Store, entry: dict[str, Any], height: int, index: int, time_ms: int
+def _entry(
+    store: Store, chain_id: str, block: Block, height: int, entry: AccountEntry, reader: Reader
 ) -> dict[str, Any]:
-    """The entry with where it settled and its result (final, or refused with a code)."""
-    data = store.load_tx_result(bytes.fromhex(entry["tx_hash"]))
-    assert data is not None  # every transaction of a settled block has its result
-    result = decode_tx_result(data)
-    assert (result.height, result.index) == (height, index)
-    entry |= {"height": height, "index": index, "time_ms": time_ms}
-    if result.code is None:
-        entry["status"] = "final"
-    else:
-        entry |= {"status": "refused", "code": result.code.name}
-    return entry
+    """One statement line: the stored movement with what its transaction says."""
+    tx = None
+    if entry.tx_index < len(block.txs):
+        tx = decode_tx(block.txs[entry.tx_index], chain_id)
+    movement = None if tx is None else _movement(tx, entry.account)
+    if tx is None or tx.tx_hash != entry.tx_hash or movement is None or movement[0] != entry.delta:
+        key = account_entry_key(entry.account, height, entry.tx_index)
+        raise StoreCorrupted(
+            f"store at {store.path}: database 'account_entries' key {key.hex()} does not "
+            "match the transaction at its height and index; the node must stop"
+        )
+    return {
+        "tx_hash": entry.tx_hash.hex(),
+        "kind": type(tx).__name__.lower(),
+        "signer": tx.signer,
+        "uetr": str(uuid.UUID(bytes=tx.uetr)),
+        "direction": "debit" if entry.delta < 0 else "credit",
+        "amount": abs(entry.delta),
+        "balance_after": entry.balance_after,
+        "height": height,
+        "index": entry.tx_index,
+        "time_ms": block.header.time_ms,
+        "status": "final",
+        **movement[1],
+        **_remittance(tx, reader),
+    }
 
 
-def _entry(tx: Tx, account: str, reader: Reader) -> dict[str, Any] | None:
-    """What the transaction moves on `account`, or None if it does not touch it."""
+def _movement(tx: Tx, account: str) -> tuple[int, dict[str, Any]] | None:
+    """(signed amount moved on `account`, counterparty fields); None if it moves none."""
     debit = credit = 0
-    counterparty: dict[str, Any] = {}
+    counterparty: dict[str, Any]
     if type(tx) is Transfer:
         debit = tx.amount if tx.from_account == account else 0
         credit = tx.amount if tx.to_account == account else 0
@@ -135,19 +171,10 @@ def _entry(tx: Tx, account: str, reader: Reader) -> dict[str, Any] | None:
         assert type(tx) is Redeem
         debit = tx.amount if tx.from_account == account else 0
         counterparty = {"from_account": tx.from_account}
-    if debit == 0 and credit == 0:
-        return None  # the id occurred in the bytes, but not as this account's
+    if debit == credit == 0:
+        return None
     assert debit == 0 or credit == 0  # SELF_TRANSFER: a payment never pays its payer
-    entry: dict[str, Any] = {
-        "tx_hash": tx.tx_hash.hex(),
-        "kind": type(tx).__name__.lower(),
-        "signer": tx.signer,
-        "uetr": str(uuid.UUID(bytes=tx.uetr)),
-        "direction": "debit" if debit else "credit",
-        "amount": debit or credit,
-        **counterparty,
-    }
-    return entry | _remittance(tx, reader)
+    return credit - debit, counterparty
 
 
 def _remittance(tx: Tx, reader: Reader) -> dict[str, Any]:

@@ -21,6 +21,12 @@ Theory of operation.
 - At open the hash chain is verified over all heights from the small `chain` records
   (height -> block hash, previous hash), and the sub-databases' entry counts and ends
   must agree with the tip.
+- Account entries (`account_entries`): one sealed record per (account, applied
+  transaction that moves it), written in the block's own write transaction, so an
+  account's statement of any height range is one cursor scan. Key: the account id
+  (length-prefixed) then height (8 bytes) and tx index (4 bytes), big-endian, so each
+  account's entries are contiguous in (height, index) order and a new block's entries go
+  to the end of each account's range. Value: tx hash, signed amount, balance after.
 - The map size is a hard bound. A write that does not fit raises `StoreFull` and writes
   nothing.
 
@@ -46,11 +52,12 @@ import lmdb
 
 from node.block import ZERO_HASH, decode_block_header
 from node.checksum import CHECKSUM_SIZE, KEY_PREFIXES, ChecksumMismatch, crc_start, seal, unseal
-from node.effects import NO_POOL_CHANGES, BlockEffects, PoolChanges
+from node.effects import NO_POOL_CHANGES, AccountEntry, BlockEffects, PoolChanges
 from node.errors import BlockError, NodeError
 from node.lmdb_header import LmdbHeaderError, read_lmdb_meta
 
 __all__ = [
+    "ACCOUNT_ENTRY",
     "MAP_SIZE_BYTES_DEFAULT",
     "MARKER_NAME",
     "Store",
@@ -58,14 +65,17 @@ __all__ = [
     "StoreError",
     "StoreFull",
     "StoreTip",
+    "account_entry_key",
+    "decode_account_entry_key",
 ]
 
 MAP_SIZE_BYTES_DEFAULT = 64 * 1024**3
 MARKER_NAME = "somnet.store"
 DATA_NAME = "data.mdb"
 # 2: tx results per height, unsealed tx index; 3: CRC-32 checksums; 4: references kept for
-# ever, the durable pool and the fates of dropped transactions; 5: anchors (node/anchor.py).
-FORMAT_VERSION = 5
+# ever, the durable pool and the fates of dropped transactions; 5: anchors (node/anchor.py);
+# 6: account entries (the statement index).
+FORMAT_VERSION = 6
 HASH_SIZE = 32
 HEIGHT_MAX = 2**63 - 1
 BALANCE_MAX = 2**63 - 1
@@ -88,6 +98,7 @@ DB_POOL = b"pool"
 DB_DROPPED = b"dropped"
 DB_EVIDENCE = b"evidence"
 DB_ANCHORS = b"anchors"  # height -> this node's anchor record, kept before it is sent
+DB_ACCOUNT_ENTRIES = b"account_entries"  # (account, height, index) -> statement entry
 DB_NAMES = (
     DB_META,
     DB_BLOCKS,
@@ -103,6 +114,7 @@ DB_NAMES = (
     DB_DROPPED,
     DB_EVIDENCE,
     DB_ANCHORS,
+    DB_ACCOUNT_ENTRIES,
 )
 assert len(DB_NAMES) < MAX_DBS
 
@@ -116,6 +128,9 @@ CHAIN_SIZE = HASH_SIZE + HASH_SIZE
 TX_POSITION = struct.Struct(">QI")  # tx_index value: height, index in the block
 TX_COUNT = struct.Struct(">I")
 TX_COUNT_MAX = 2**32 - 1
+ACCOUNT_ENTRY = struct.Struct(">32sqQ")  # account_entries value: tx hash, delta, balance after
+ENTRY_POSITION = struct.Struct(">QI")  # the end of an account_entries key: height, index
+ACCOUNT_CHARS_MAX = 255  # its length prefix is one byte (node.ids allows 64)
 
 
 class StoreError(NodeError):
@@ -212,6 +227,42 @@ def _tx_result_at(record: bytes, index: int) -> tuple[bytes, bytes] | None:
     end = TX_COUNT.unpack_from(record, ends_at + TX_COUNT.size * index)[0]
     start = TX_COUNT.unpack_from(record, ends_at + TX_COUNT.size * (index - 1))[0] if index else 0
     return tx_hash, record[values_at + start : values_at + end]
+
+
+def account_entry_key(account: str, height: int, index: int) -> bytes:
+    """The key of one account entry: len(account) (1 byte), account, height, index."""
+    name = account.encode("ascii")
+    assert 0 < len(name) <= ACCOUNT_CHARS_MAX
+    return bytes((len(name),)) + name + ENTRY_POSITION.pack(height, index)
+
+
+def decode_account_entry_key(key: bytes) -> tuple[str, int, int] | None:
+    """(account, height, index) of an account entry key; None if it has not that form."""
+    if not key or len(key) != 1 + key[0] + ENTRY_POSITION.size:
+        return None
+    height, index = ENTRY_POSITION.unpack_from(key, 1 + key[0])
+    return key[1 : 1 + key[0]].decode("ascii", "backslashreplace"), height, index
+
+
+def _sealed_account_entries(
+    height: int, entries: Sequence[AccountEntry]
+) -> tuple[list[bytes], list[bytes]]:
+    """(keys, sealed values) of a block's account entries, in key order."""
+    start = crc_start(DB_ACCOUNT_ENTRIES)
+    prefixes = KEY_PREFIXES
+    pack = ACCOUNT_ENTRY.pack
+    position = ENTRY_POSITION.pack
+    records: list[tuple[bytes, bytes]] = []
+    for entry in entries:
+        assert entry.delta != 0
+        assert 0 <= entry.balance_after <= BALANCE_MAX, entry
+        name = entry.account.encode("ascii")
+        key = bytes((len(name),)) + name + position(height, entry.tx_index)
+        value = pack(entry.tx_hash, entry.delta, entry.balance_after)
+        crc = crc32(prefixes[len(key)] + key + value, start)
+        records.append((key, value + crc.to_bytes(CHECKSUM_SIZE, "big")))
+    records.sort()
+    return [key for key, _ in records], [value for _, value in records]
 
 
 def _sealed_balances(balances: Sequence[tuple[str, int]]) -> tuple[list[bytes], list[bytes]]:
@@ -598,9 +649,15 @@ class Store:
         # hands balances over in account order, references are sorted above. zip() hands
         # putmulti one reused pair at a time: no tuple per record for the GC to track.
         # Balances are overwritten; a reference is consumed once and never overwritten.
+        # An account entry is written once: a repeat here is our own bug.
         for db_name, (keys, values), overwrite in (
             (DB_BALANCES, _sealed_balances(effects.balances), True),
             (DB_REFERENCES, _sealed_references(effects.references_added), False),
+            (
+                DB_ACCOUNT_ENTRIES,
+                _sealed_account_entries(effects.height, effects.account_entries),
+                False,
+            ),
         ):
             if keys:
                 with txn.cursor(db=self._dbs[db_name]) as cursor:
@@ -756,6 +813,53 @@ class Store:
                 key.decode("ascii"): int.from_bytes(value, "big")
                 for key, value in self._records(txn, DB_BALANCES)
             }
+
+    def load_account_entries(
+        self,
+        account: str,
+        *,
+        from_height: int,
+        from_index: int,
+        to_height: int,
+        count_max: int,
+    ) -> list[tuple[int, AccountEntry]]:
+        """(height, entry) of the account's entries from (from_height, from_index) on,
+        up to and including height `to_height`, ascending, at most `count_max`: one
+        cursor scan in one read transaction.
+
+        Raises:
+            StoreCorrupted: a record fails its checksum or has not its size.
+        """
+        assert 1 <= from_height and to_height <= HEIGHT_MAX
+        assert 0 <= from_index <= TX_COUNT_MAX
+        assert count_max >= 1
+        name = account.encode("ascii")
+        prefix = bytes((len(name),)) + name
+        end = prefix + height_key(to_height + 1) if to_height < HEIGHT_MAX else None
+        found: list[tuple[int, AccountEntry]] = []
+        with self._read() as txn:
+            cursor = txn.cursor(db=self._dbs[DB_ACCOUNT_ENTRIES])
+            if not cursor.set_range(prefix + ENTRY_POSITION.pack(from_height, from_index)):
+                return found
+            for key, record in cursor:
+                assert isinstance(key, bytes) and isinstance(record, bytes)
+                if not key.startswith(prefix) or (end is not None and key >= end):
+                    break
+                value = self._unseal(DB_ACCOUNT_ENTRIES, key, record)
+                if (
+                    len(key) != len(prefix) + ENTRY_POSITION.size
+                    or len(value) != ACCOUNT_ENTRY.size
+                ):
+                    raise StoreCorrupted(
+                        f"store at {self.path}: database 'account_entries' key {key.hex()} "
+                        "has not the size of an account entry; the node must stop"
+                    )
+                height, index = ENTRY_POSITION.unpack_from(key, len(prefix))
+                tx_hash, delta, balance_after = ACCOUNT_ENTRY.unpack(value)
+                found.append((height, AccountEntry(account, index, tx_hash, delta, balance_after)))
+                if len(found) == count_max:
+                    break
+        return found
 
     def load_references(self, keys: Sequence[bytes]) -> list[bytes | None]:
         """The tx hash holding each (signer, UETR) key, None where it is not consumed;

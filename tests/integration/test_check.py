@@ -27,7 +27,7 @@ from node.effects import PoolChanges
 from node.errors import RefusalCode
 from node.ledger import Ledger, decode_tx_result
 from node.mempool import Dropped
-from node.store import DATA_NAME, MARKER_NAME, Store, height_key
+from node.store import DATA_NAME, MARKER_NAME, Store, account_entry_key, height_key
 from node.tx import decode_tx
 from tests.unit.ledger_support import (
     CHAIN_ID,
@@ -245,6 +245,51 @@ def test_a_deleted_reference_is_reported(node: Node, capsys: pytest.CaptureFixtu
     assert len(lines) == 2
     assert lines[0].startswith(f"reference {key[16:].decode()}/")
     assert lines[0].endswith(f": missing; the replay consumed it with tx {tx_hash.hex()}")
+
+
+def test_an_edited_account_entry_is_reported_naming_its_account_height_and_index(
+    node: Node, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A statement line whose running balance was changed, checksum fixed up: the sum
+    of balances and every app hash still agree, only the replay tells."""
+    key = account_entry_key("bank-e", 1, 0)  # the first transfer: bank-e pays 100
+    with Store.open_readonly(node.data, chain_id=CHAIN_ID) as store:
+        [(_, entry)] = store.load_account_entries(
+            "bank-e", from_height=1, from_index=0, to_height=1, count_max=2
+        )
+    assert (entry.delta, entry.balance_after) == (-100, 999_900)
+    rewrite(node, b"account_entries", key, lambda value: value[:-8] + (1).to_bytes(8, "big"))
+    status, lines = check_lines(node, capsys)
+    assert status == 11
+    tx = f"tx {entry.tx_hash.hex()} amount -100"
+    assert lines[:-1] == [
+        f"entry bank-e height 1 index 0: stored {tx} balance_after 1, "
+        f"replay {tx} balance_after 999900"
+    ]
+
+
+def test_a_missing_and_an_extra_account_entry_are_reported(
+    node: Node, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An entry moved to another height: the old key is missing, the new one extra."""
+    old, new = account_entry_key("bank-f", 5, 0), account_entry_key("bank-f", 3, 0)
+    env = lmdb.open(str(node.data), max_dbs=16, map_size=MAP_SIZE)
+    try:
+        with env.begin(write=True) as txn:
+            db = env.open_db(b"account_entries", txn=txn, create=False)
+            record = txn.get(old, db=db)
+            assert record is not None
+            value = unseal(b"account_entries", old, record)
+            assert txn.delete(old, db=db)
+            txn.put(new, seal(b"account_entries", new, value), db=db)
+    finally:
+        env.close()
+    status, lines = check_lines(node, capsys)
+    assert status == 11
+    assert len(lines) == 3
+    assert lines[0].startswith("entry bank-f height 3 index 0: stored tx ")
+    assert lines[0].endswith("but no applied transaction of the chain moves this account there")
+    assert lines[1].startswith("entry bank-f height 5 index 0: missing; the replay has tx ")
 
 
 def swap_a_transaction(block_bytes: bytes) -> bytes:

@@ -52,7 +52,8 @@ def send_with_remittance(network: Network, bank: str, to: str) -> dict[str, obje
 
 
 def statement_entry(network: Network, node: str, account: str, tx_hash: str) -> dict[str, object]:
-    body = network.call(node, lambda api: api.statement(account, limit=1000))
+    """The account's statement line of `tx_hash`, from the whole settled range."""
+    body = network.call(node, lambda api: api.statement(account, from_height=1, limit=1000))
     [entry] = [e for e in body["transactions"] if e["tx_hash"] == tx_hash]
     assert isinstance(entry, dict)
     return entry
@@ -86,6 +87,8 @@ def test_a_third_bank_holds_no_plaintext_and_the_receiving_bank_reads_it(
         assert network.wait_final(node, tx_hash)["status"] == "final"
     received = statement_entry(network, bank_2, bank_2, tx_hash)
     assert received | {"remittance": TEXT, "direction": "credit", "amount": 1250} == received
+    assert (received["status"], received["height"]) == ("final", height)
+    assert received["balance_after"] == network.balance(bank_2, bank_2)  # its only credit
     assert statement_entry(network, issuer, bank_2, tx_hash)["remittance"] == TEXT
     assert statement_entry(network, bank_1, bank_1, tx_hash)["remittance"] == TEXT
     seen_by_third = statement_entry(network, bank_3, bank_2, tx_hash)
