@@ -142,7 +142,7 @@ def test_no_api_credential_lets_a_bank_debit_an_account_it_does_not_own(scene: S
     key_a = load_key_file(network.entries[a].home / "node_key.json")
     balances = {n: network.balance(scene.validator, n) for n in (a, b)}
     height = network.height(scene.validator)
-    refusals = {}
+    refusals: dict[tuple[str, str], tuple[object, object]] = {}
     for signer in (a, b):
         tx = sign_transfer(
             key_a,
@@ -154,9 +154,13 @@ def test_no_api_credential_lets_a_bank_debit_an_account_it_does_not_own(scene: S
             to_account=a,
             amount=1_000,
         )
+
+        def submit(api: ApiClient, tx: bytes = tx) -> Any:
+            return api.submit(tx)
+
         for node in (a, scene.validator):  # its own node, and a validator directly
             try:
-                result = network.call(node, lambda api, t=tx: api.submit(t), as_participant=a)
+                result = network.call(node, submit, as_participant=a)
             except ApiError as exc:
                 refusals[(signer, node)] = (exc.status, exc.code)
                 continue

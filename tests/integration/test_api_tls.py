@@ -85,7 +85,7 @@ def test_the_api_speaks_https_with_the_configured_certificate_and_only_that(
                 return None
 
         answer = network.wait_for(status, 60, f"{bank}'s API answering over HTTPS")
-        assert answer["node_id"] == bank
+        assert answer is not None and answer["node_id"] == bank
         # Plain HTTP to the same port: no HTTP answer at all.
         plain_url = client.base_url.replace("https://", "http://")
         plain = ApiClient(plain_url, network.credentials(bank), timeout_s=10)

@@ -33,12 +33,14 @@ from tests.unit.ledger_support import key_of
 PARTICIPANTS = ("nbkr", "bank-a", "bank-b")
 SUPERVISOR = "sup-1"
 AGE_S_MAX = 60
-NOW_S = int(time.time())  # ApiClient.call signs with the system clock
 
 
 class Clock:
+    """Starts at the system's time, as ApiClient.call signs with the system clock."""
+
     def __init__(self) -> None:
-        self.now_s = float(NOW_S)
+        self.start_s = int(time.time())
+        self.now_s = float(self.start_s)
 
     def __call__(self) -> float:
         return self.now_s
@@ -215,13 +217,15 @@ async def test_a_request_signed_by_hand_without_a_signature_library_is_accepted(
     target_query = "wait_ms=0&x=%2F"
     headers = hand_signed(
         key_of("bank-b"), "bank-b", "POST", "/v1/any/path", target_query, body,
-        created=NOW_S,
+        created=served.clock.start_s,
     )  # fmt: skip
     status, answer, _ = await send(served, "POST", f"/v1/any/path?{target_query}", headers, body)
     assert status == 200, answer
     assert answer["caller"] == "bank-b"
     # And with no query and no body: "@query" is "?" and the digest is of b"".
-    headers = hand_signed(key_of("bank-b"), "bank-b", "GET", "/v1/x", "", b"", created=NOW_S)
+    headers = hand_signed(
+        key_of("bank-b"), "bank-b", "GET", "/v1/x", "", b"", created=served.clock.start_s
+    )
     status, answer, _ = await send(served, "GET", "/v1/x", headers)
     assert status == 200, answer
 
@@ -234,7 +238,7 @@ async def test_a_sha512_content_digest_is_checked_like_a_sha256_one(served: Serv
     key = key_of("bank-a")
     for digest, status in [(good, 200), (bad, 401), (f"{sha256}, {bad}", 401)]:
         headers = hand_signed(
-            key, "bank-a", "POST", "/v1/e", "", body, created=NOW_S, digest=digest
+            key, "bank-a", "POST", "/v1/e", "", body, created=served.clock.start_s, digest=digest
         )
         answer_status, answer, _ = await send(served, "POST", "/v1/e", headers, body)
         assert answer_status == status, (digest, answer)
@@ -292,7 +296,7 @@ async def test_a_signature_not_covering_every_component_is_401(
 ) -> None:
     headers = hand_signed(
         key_of("bank-a"), "bank-a", "POST", "/v1/e", "a=1", b"x",
-        created=NOW_S, components=components,
+        created=served.clock.start_s, components=components,
     )  # fmt: skip
     status, answer, _ = await send(served, "POST", "/v1/e?a=1", headers, b"x")
     assert (status, answer["code"]) == (401, "SIGNATURE_INVALID"), answer
@@ -300,9 +304,18 @@ async def test_a_signature_not_covering_every_component_is_401(
 
 async def test_a_request_with_two_signatures_is_401(served: Served) -> None:
     """Two labels (say, one of a reader of everything): which one counts is ambiguous."""
-    mine = hand_signed(key_of("bank-a"), "bank-a", "GET", "/v1/e", "", b"", created=NOW_S)
+    mine = hand_signed(
+        key_of("bank-a"), "bank-a", "GET", "/v1/e", "", b"", created=served.clock.start_s
+    )
     other = hand_signed(
-        key_of("nbkr"), "nbkr", "GET", "/v1/e", "", b"", created=NOW_S, label="second"
+        key_of("nbkr"),
+        "nbkr",
+        "GET",
+        "/v1/e",
+        "",
+        b"",
+        created=served.clock.start_s,
+        label="second",
     )
     headers = {
         "Content-Digest": mine["Content-Digest"],
@@ -343,10 +356,10 @@ async def test_an_absolute_form_target_is_401(served: Served) -> None:
 
 
 async def test_a_signature_older_than_the_window_is_401_signature_stale(served: Served) -> None:
-    oldest = signed(served, "bank-a", "GET", "/v1/e", created=NOW_S - AGE_S_MAX)
+    oldest = signed(served, "bank-a", "GET", "/v1/e", created=served.clock.start_s - AGE_S_MAX)
     status, _, _ = await send(served, "GET", "/v1/e", oldest)
     assert status == 200
-    stale = signed(served, "bank-a", "GET", "/v1/e", created=NOW_S - AGE_S_MAX - 1)
+    stale = signed(served, "bank-a", "GET", "/v1/e", created=served.clock.start_s - AGE_S_MAX - 1)
     status, answer, _ = await send(served, "GET", "/v1/e", stale)
     assert (status, answer["code"]) == (401, "SIGNATURE_STALE")
 
@@ -356,13 +369,15 @@ async def test_a_signature_from_the_future_is_401_so_no_nonce_outlives_the_windo
 ) -> None:
     """`created` far ahead would keep a signed request usable (and its nonce held) for
     long; beyond the skew it is refused, by the node's clock, not the system's."""
-    ahead = signed(served, "bank-a", "GET", "/v1/e", created=NOW_S + CLOCK_SKEW_S + 1)
+    ahead = signed(
+        served, "bank-a", "GET", "/v1/e", created=served.clock.start_s + CLOCK_SKEW_S + 1
+    )
     status, answer, _ = await send(served, "GET", "/v1/e", ahead)
     assert (status, answer["code"]) == (401, "SIGNATURE_INVALID")
-    edge = signed(served, "bank-a", "GET", "/v1/e", created=NOW_S + CLOCK_SKEW_S)
+    edge = signed(served, "bank-a", "GET", "/v1/e", created=served.clock.start_s + CLOCK_SKEW_S)
     assert (await send(served, "GET", "/v1/e", edge))[0] == 200
     # Still remembered at its last acceptable second, so never usable twice.
-    served.clock.now_s = NOW_S + CLOCK_SKEW_S + AGE_S_MAX
+    served.clock.now_s = served.clock.start_s + CLOCK_SKEW_S + AGE_S_MAX
     status, answer, _ = await send(served, "GET", "/v1/e", edge)
     assert (status, answer["code"]) == (401, "SIGNATURE_REPLAYED")
 
@@ -378,7 +393,7 @@ async def test_nonces_are_forgotten_once_their_signature_is_stale_anyway(served:
     first = signed(served, "bank-a", "GET", "/v1/e")
     assert (await send(served, "GET", "/v1/e", first))[0] == 200
     assert served.authenticator.nonce_count("bank-a") == 1
-    served.clock.now_s = NOW_S + AGE_S_MAX + CLOCK_SKEW_S + 1
+    served.clock.now_s = served.clock.start_s + AGE_S_MAX + CLOCK_SKEW_S + 1
     later = signed(served, "bank-a", "GET", "/v1/e")
     assert (await send(served, "GET", "/v1/e", later))[0] == 200
     assert served.authenticator.nonce_count("bank-a") == 1  # the first one is gone
