@@ -758,6 +758,8 @@ def build_api(context: ApiContext, settings: ApiSettings | None = None) -> web.A
     guard = ApiGuard(settings.connections)
     genesis = context.driver.ledger.genesis
     keys = {p.participant_id: p.public_key for p in genesis.participants}
+    # node/main.py refuses a supervisor id that names a participant; never merge over one.
+    assert keys.keys().isdisjoint(settings.supervisor_keys)
     keys |= settings.supervisor_keys
     readers_of_all = [genesis.issuer.participant_id, *settings.supervisor_keys]
     authenticator = Authenticator(keys, readers_of_all, settings.auth)

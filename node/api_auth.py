@@ -9,10 +9,19 @@ password exists anywhere, and any HTTP client in a bank's own language can make 
         keyid="bank-a";nonce="<16..128 characters>";alg="ed25519"    (all on one line)
     Signature: somnet=:<base64 of the Ed25519 signature over the RFC 9421 signature base>:
 
-The covered components are exactly these four (method, path, query, the body's digest),
-`created` is Unix seconds within `signature_age_s_max` of the node's clock (5 s of skew
-into the future), and the nonce makes each signed request single-use: the node remembers
-every nonce it accepted until the signature it came with is too old to be accepted anyway.
+The covered components are at least these four (method, path, query, the body's digest:
+sha-256 as above, or sha-512; every digest given must match), `created` is Unix seconds
+within `signature_age_s_max` of the node's clock (and at most 5 s ahead of it), and the
+nonce makes each signed request single-use: the node remembers every nonce it accepted
+until the signature it came with is too old to be accepted anyway. A request carries one
+signature (one label); a keyid is a genesis participant or a configured supervisor, never
+both (node/main.py refuses such a configuration).
+
+The path and query the signature is checked against are the request target exactly as
+received, and only it: the Host header is not signed and takes no part, so that no Host
+value can move where the library sees the path end (a `#` or `/` in it once let a signed
+GET of one resource be replayed against another). A target that is not a path (the
+absolute form, `*`) is refused.
 
 Refusals (401): SIGNATURE_MISSING, SIGNATURE_INVALID (malformed, unknown keyid, wrong
 components, wrong digest, a bad signature), SIGNATURE_STALE, SIGNATURE_REPLAYED.
@@ -28,12 +37,14 @@ import heapq
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from http_message_signatures import (
     HTTPMessageSignaturesException,
     HTTPMessageVerifier,
+    InvalidSignature,
     MappingKeyResolver,
 )
 from http_message_signatures.algorithms import ED25519
@@ -54,7 +65,9 @@ SIGNATURE_LABEL = "somnet"
 COVERED_COMPONENTS = ("@method", "@path", "@query", "content-digest")
 NONCE_CHARS_MIN = 16
 NONCE_CHARS_MAX = 128
-CLOCK_SKEW_S = 5  # the signature library's own tolerance for `created` in the future
+CLOCK_SKEW_S = 5  # how far ahead of the node's clock `created` may be
+# Only the path and query are signed; the authority the library parses is this fixed name.
+SIGNED_AUTHORITY = "http://somnet"
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +127,30 @@ class _Fields:
         return isinstance(name, str) and any(n.lower() == name.lower() for n, _ in self._fields)
 
 
+class _Verifier(HTTPMessageVerifier):
+    """The library's verifier, judging `created` and `expires` by the node's own clock
+    (which tests inject), not by the library's reading of the system clock: one clock
+    decides both the future bound here and the age bound in Authenticator."""
+
+    def __init__(self, now_s: Callable[[], float], resolver: MappingKeyResolver) -> None:
+        super().__init__(signature_algorithm=ED25519, key_resolver=resolver)
+        self._now_s = now_s
+
+    def validate_created_and_expires(self, sig_input: Any, max_age: object = None) -> None:
+        assert max_age is None  # the age is checked by Authenticator, with its own code
+        now_s = self._now_s()
+        created_s = sig_input.params.get("created")
+        if type(created_s) is not int:
+            raise InvalidSignature('the signature needs an integer "created" (Unix seconds)')
+        if created_s > now_s + CLOCK_SKEW_S:
+            raise InvalidSignature(
+                f'"created" is more than {CLOCK_SKEW_S} s ahead of the node\'s clock'
+            )
+        expires_s = sig_input.params.get("expires")
+        if expires_s is not None and (type(expires_s) is not int or expires_s < now_s):
+            raise InvalidSignature('the signature\'s "expires" has passed')
+
+
 @dataclass(slots=True)
 class _Participant:
     """One participant's rate bucket, remembered nonces and open waits."""
@@ -160,26 +197,36 @@ class Authenticator:
             public_keys={pid: Ed25519PublicKey.from_public_bytes(k) for pid, k in keys.items()},
             private_keys={},
         )
-        self._verifier = HTTPMessageVerifier(signature_algorithm=ED25519, key_resolver=resolver)
+        self._verifier = _Verifier(now_s, resolver)
         rate = float(self.limits.requests_per_s_max)
         self._participants = {
             pid: _Participant(rate_per_s=rate, tokens=rate, refilled_s=now_s()) for pid in keys
         }
 
+    def nonce_count(self, participant_id: str) -> int:
+        """How many of the participant's nonces the node remembers now."""
+        return len(self._participants[participant_id].nonces)
+
     def authenticate(
-        self, method: str, url: str, fields: list[tuple[str, str]], body: bytes
+        self, method: str, target: str, fields: list[tuple[str, str]], body: bytes
     ) -> Caller:
         """The caller of a request whose signature holds and whose limits allow it.
+
+        Args:
+            target: the request target as received: the path and the query, if any.
 
         Raises:
             AuthError: 401 or 429 with a stable code; nothing is charged or remembered.
         """
         if not any(name.lower() == "signature-input" for name, _ in fields):
             raise AuthError(401, "SIGNATURE_MISSING", "sign every request (RFC 9421)")
-        message = _ReceivedRequest(method, url, fields)
+        if not target.startswith("/"):
+            text = f"the request target must be a path, got {bounded(target)}"
+            raise AuthError(401, "SIGNATURE_INVALID", text)
+        message = _ReceivedRequest(method, SIGNED_AUTHORITY + target, fields)
         try:
-            # The library checks `created` in the future; the age is checked below, with
-            # our clock, so that a stale signature gets its own code.
+            # _Verifier checks `created` in the future; the age is checked below, with
+            # the same clock, so that a stale signature gets its own code.
             results = self._verifier.verify(
                 message,
                 max_age=None,
@@ -208,8 +255,14 @@ class Authenticator:
         if not participant.take_token(now_s):
             rate = self.limits.requests_per_s_max
             raise AuthError(429, "RATE_LIMITED", f"more than {rate} requests a second")
+        # Remembered until it is stale: created_s >= now_s - age_s_max, checked above.
+        expiry_s = created_s + age_s_max + CLOCK_SKEW_S
+        assert expiry_s > now_s
         participant.nonces.add(nonce)
-        heapq.heappush(participant.expiries, (created_s + age_s_max + CLOCK_SKEW_S, nonce))
+        heapq.heappush(participant.expiries, (expiry_s, nonce))
+        # Bounded by the rate: a nonce is kept only with a token, for at most
+        # age_s_max + 2 * CLOCK_SKEW_S, so at most requests_per_s_max times that (and a
+        # burst) are held. Not asserted: a wall clock stepped back stretches the window.
         return Caller(participant_id, participant_id in self._readers_of_all)
 
     @contextlib.asynccontextmanager
@@ -217,7 +270,7 @@ class Authenticator:
         """Hold one of the caller's slots for a long poll or a stream.
 
         Raises:
-            web.HTTPTooManyRequests: all of them are held (TOO_MANY_WAITS).
+            AuthError: 429 TOO_MANY_WAITS, all of them are held; the middleware answers it.
         """
         participant = self._participants[caller.participant_id]
         if participant.waits >= self.limits.waits_max:
@@ -238,10 +291,10 @@ class Authenticator:
         ) -> web.StreamResponse:
             body = await request.read()
             # The target as the client sent it (not re-encoded), which the client signed.
-            url = f"{request.scheme}://{request.host}{request.raw_path}"
-            fields = [(n.decode("ascii"), v.decode("latin-1")) for n, v in request.raw_headers]
+            fields = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in request.raw_headers]
             try:
-                request[CALLER] = self.authenticate(request.method, url, fields, body)
+                target = request.raw_path
+                request[CALLER] = self.authenticate(request.method, target, fields, body)
                 return await handler(request)
             except AuthError as exc:
                 response = json_error(exc.status, exc.code, str(exc))

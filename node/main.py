@@ -97,6 +97,15 @@ def load(home: Path) -> Loaded:
         if all(p.participant_id != peer.peer_id for p in genesis.participants):
             where = f"{config.home / 'node.toml'}: peers"
             fatal(FatalReason.CONFIG, f"{where}: id {peer.peer_id!r} is not a genesis participant")
+    # A supervisor's keyid naming a participant would replace that participant's key and
+    # let whoever holds the supervisor key sign as it (and read everything as it).
+    participant_ids = {p.participant_id for p in genesis.participants}
+    for supervisor_id in supervisor_keys(config):
+        if supervisor_id in participant_ids:
+            message = (
+                f"id {supervisor_id!r} is a genesis participant: give supervisors ids of their own"
+            )
+            fatal(FatalReason.CONFIG, f"api.supervisor_keys: {message}")
     try:
         store = Store.open(
             config.data_dir,
