@@ -20,6 +20,7 @@ code: a transaction refusal carries its RefusalCode name as it is.
                                     newest anchors; 404 NOT_ANCHORING on other nodes
     GET  /v1/anchors/{height}       one anchor: pending, included or finalized, with the
                                     EVM transaction hash and block
+    GET  /v1/openapi.json           the OpenAPI 3.1 document of these routes
 
 Bodies are raw bytes (application/octet-stream, also when no Content-Type is given) or
 JSON (application/json); any other type is 415 UNSUPPORTED_MEDIA_TYPE. Every failure,
@@ -47,6 +48,7 @@ own signature, never by the request's.
 from __future__ import annotations
 
 import asyncio
+import importlib.resources
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -489,6 +491,20 @@ async def get_anchor(request: web.Request) -> web.Response:
     return web.json_response(record_json(decode_record(data)))
 
 
+OPENAPI = web.AppKey("openapi", bytes)
+
+
+def openapi_document() -> bytes:
+    """node/openapi.json as installed with the package (the wheel carries it)."""
+    return importlib.resources.files("node").joinpath("openapi.json").read_bytes()
+
+
+async def get_openapi(request: web.Request) -> web.Response:
+    """The contract, signed like every route: it names no secret, but one rule for every
+    route is simpler to check than an exception (tests/unit/test_openapi.py keeps it true)."""
+    return web.Response(body=request.app[OPENAPI], content_type="application/json")
+
+
 @web.middleware
 async def json_errors(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -539,6 +555,7 @@ def build_api(context: ApiContext, settings: ApiSettings | None = None) -> web.A
     app[SETTINGS] = settings
     app[AUTHENTICATOR] = authenticator
     app[API_GUARD] = guard
+    app[OPENAPI] = openapi_document()
     app.router.add_post("/v1/transactions", submit_transaction)
     app.router.add_get("/v1/transactions/{tx_hash}", get_transaction)
     app.router.add_get("/v1/accounts/{account}", get_account)
@@ -549,4 +566,5 @@ def build_api(context: ApiContext, settings: ApiSettings | None = None) -> web.A
     app.router.add_get("/v1/evidence", get_evidence)
     app.router.add_get("/v1/anchors", get_anchors)
     app.router.add_get("/v1/anchors/{height}", get_anchor)
+    app.router.add_get("/v1/openapi.json", get_openapi)
     return app
