@@ -198,7 +198,7 @@ class ApiClient:
             raise ApiError(message, status=response.status, body=document)
         return document
 
-    # The routes, one method each (the OpenAPI document, deploy/openapi.json, has them all).
+    # The routes, one method each (the OpenAPI document, node/openapi.json, has them all).
 
     async def status(self) -> Json:
         return await self.call("GET", "/v1/status")

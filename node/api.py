@@ -29,6 +29,7 @@ code: a transaction refusal carries its RefusalCode name as it is.
                                     newest anchors; 404 NOT_ANCHORING on other nodes
     GET  /v1/anchors/{height}       one anchor: pending, included or finalized, with the
                                     EVM transaction hash and block
+    GET  /v1/openapi.json           the OpenAPI 3.1 document of these routes
 
 Bodies are raw bytes (application/octet-stream, also when no Content-Type is given) or
 JSON (application/json), a batch msgpack (application/msgpack) or JSON; any other type is
@@ -57,6 +58,7 @@ own signature, never by the request's.
 from __future__ import annotations
 
 import asyncio
+import importlib.resources
 import json
 import logging
 import re
@@ -719,6 +721,20 @@ async def get_anchor(request: web.Request) -> web.Response:
     return web.json_response(record_json(decode_record(data)))
 
 
+OPENAPI = web.AppKey("openapi", bytes)
+
+
+def openapi_document() -> bytes:
+    """node/openapi.json as installed with the package (the wheel carries it)."""
+    return importlib.resources.files("node").joinpath("openapi.json").read_bytes()
+
+
+async def get_openapi(request: web.Request) -> web.Response:
+    """The contract, signed like every route: it names no secret, but one rule for every
+    route is simpler to check than an exception (tests/unit/test_openapi.py keeps it true)."""
+    return web.Response(body=request.app[OPENAPI], content_type="application/json")
+
+
 @web.middleware
 async def json_errors(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -771,6 +787,7 @@ def build_api(context: ApiContext, settings: ApiSettings | None = None) -> web.A
     app[SETTINGS] = settings
     app[AUTHENTICATOR] = authenticator
     app[API_GUARD] = guard
+    app[OPENAPI] = openapi_document()
 
     async def close_context(app: web.Application) -> None:
         context.close()  # before the server waits for its handlers: streams end now
@@ -790,4 +807,5 @@ def build_api(context: ApiContext, settings: ApiSettings | None = None) -> web.A
     app.router.add_get("/v1/evidence", get_evidence)
     app.router.add_get("/v1/anchors", get_anchors)
     app.router.add_get("/v1/anchors/{height}", get_anchor)
+    app.router.add_get("/v1/openapi.json", get_openapi)
     return app
