@@ -232,6 +232,10 @@ def cmd_payout(args: argparse.Namespace) -> int:
                 f"{args.csv}: line {leg.line}: no account {leg.account!r}", code="INVALID_CSV"
             )
     chunks = [legs[i : i + PAYOUT_LEGS_MAX] for i in range(0, len(legs), PAYOUT_LEGS_MAX)]
+    for chunk in chunks:
+        if sum(leg.amount for leg in chunk) > AMOUNT_MAX:
+            message = f"lines {chunk[0].line}..{chunk[-1].line}: more than the ledger holds"
+            raise bad_input(f"{args.csv}: {message}", code="INVALID_CSV")
     uetrs = [new_uetr() for _ in chunks]
 
     async def submit(api: ApiClient) -> list[Json]:
