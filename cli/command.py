@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
-from cli.api_client import TIMEOUT_S, ApiClient, ApiError, client_for_home
+from cli.api_client import ApiClient, ApiError, client_for_home
 from node.config import ConfigError
 from node.errors import GenesisError, TxRefused
 from node.keys import KeyFileError
@@ -99,13 +99,13 @@ def add_api_options(parser: argparse.ArgumentParser, *, json_help: str | None = 
     )
 
 
-def client_of(args: argparse.Namespace, *, timeout_s: float = TIMEOUT_S) -> ApiClient:
+def client_of(args: argparse.Namespace) -> ApiClient:
     """The client that --home, --api and --ca describe.
 
     Raises:
         node.config.ConfigError, node.keys.KeyFileError: an unusable node directory.
     """
-    return client_for_home(args.home, api_url=args.api, ca_file=args.ca, timeout_s=timeout_s)
+    return client_for_home(args.home, api_url=args.api, ca_file=args.ca)
 
 
 def print_table(
