@@ -214,6 +214,26 @@ def _read_legs(path: Path) -> list[PayoutLeg]:
         raise bad_input(f"{path}: {exc}", code="INVALID_CSV") from exc
 
 
+def _payout_chunks(
+    path: Path, legs: list[PayoutLeg], payer: str, signer: Signer
+) -> list[list[PayoutLeg]]:
+    """The legs, checked against genesis, in chunks of one payout transaction each."""
+    for leg in legs:
+        if leg.account == payer:
+            message = f"line {leg.line}: pays the paying account {payer}"
+            raise bad_input(f"{path}: {message}", code="INVALID_CSV")
+        if signer.genesis.owner_of(leg.account) is None:
+            message = f"line {leg.line}: no account {leg.account!r}"
+            raise bad_input(f"{path}: {message}", code="INVALID_CSV")
+    chunks = [legs[i : i + PAYOUT_LEGS_MAX] for i in range(0, len(legs), PAYOUT_LEGS_MAX)]
+    for chunk in chunks:
+        if sum(leg.amount for leg in chunk) > AMOUNT_MAX:
+            message = f"lines {chunk[0].line}..{chunk[-1].line}: more than the ledger holds"
+            raise bad_input(f"{path}: {message}", code="INVALID_CSV")
+    assert sum(len(chunk) for chunk in chunks) == len(legs)
+    return chunks
+
+
 @reports_failures("payout")
 def cmd_payout(args: argparse.Namespace) -> int:
     legs = _read_legs(args.csv)
@@ -222,20 +242,7 @@ def cmd_payout(args: argparse.Namespace) -> int:
     client = client_of(args)
     signer = Signer.of(args.home, client)
     payer = _checked_id(args.from_account or signer.participant_id, "from account")
-    for leg in legs:
-        if leg.account == payer:
-            raise bad_input(
-                f"{args.csv}: line {leg.line}: pays the paying account {payer}", code="INVALID_CSV"
-            )
-        if signer.genesis.owner_of(leg.account) is None:
-            raise bad_input(
-                f"{args.csv}: line {leg.line}: no account {leg.account!r}", code="INVALID_CSV"
-            )
-    chunks = [legs[i : i + PAYOUT_LEGS_MAX] for i in range(0, len(legs), PAYOUT_LEGS_MAX)]
-    for chunk in chunks:
-        if sum(leg.amount for leg in chunk) > AMOUNT_MAX:
-            message = f"lines {chunk[0].line}..{chunk[-1].line}: more than the ledger holds"
-            raise bad_input(f"{args.csv}: {message}", code="INVALID_CSV")
+    chunks = _payout_chunks(args.csv, legs, payer, signer)
     uetrs = [new_uetr() for _ in chunks]
 
     async def submit(api: ApiClient) -> list[Json]:

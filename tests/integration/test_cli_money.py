@@ -173,6 +173,11 @@ def test_a_bad_csv_line_is_named_and_nothing_is_sent(network: Network, tmp_path:
                        cwd=tmp_path)  # fmt: skip
     assert self_paid.returncode == 2
     assert "line 2: pays the paying account bank-1" in self_paid.stderr
+    csv_file.write_text("bank-2,1\nnobody,2\n")
+    unknown = somnet("payout", "--home", home(network, BANK), *dead, "--csv", csv_file,
+                     cwd=tmp_path)  # fmt: skip
+    assert unknown.returncode == 2
+    assert "line 2: no account 'nobody'" in unknown.stderr
     assert network.balance(BANK, BANK) == before
 
 
