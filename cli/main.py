@@ -4,17 +4,34 @@ from __future__ import annotations
 
 import argparse
 import sys
+from importlib.metadata import version
 
-from cli import anchor, bench, check, client, demo, devnet, health, load, run, sim, verify
+from cli import (
+    anchor,
+    bench,
+    check,
+    client,
+    demo,
+    devnet,
+    health,
+    load,
+    money,
+    read,
+    run,
+    sim,
+    verify,
+)
 
 __all__ = ["main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="somnet", description="digital som settlement node")
+    parser.add_argument("--version", action="version", version=f"somnet {version('somnet')}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # Each command module adds its subparser and sets `handler` through set_defaults.
-    for module in (devnet, run, check, health, client, load, sim, demo, bench, anchor, verify):
+    modules = (devnet, run, check, health, client, money, read, verify, load, sim, demo, bench)
+    for module in (*modules, anchor):
         module.register(subparsers)
     return parser
 

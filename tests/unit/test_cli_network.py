@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cli.api_client import local_api_url
-from cli.client import parse_som
 from cli.main import main
+from cli.som import parse_som
 from node.config import load_config
 from node.genesis import load_genesis
 from node.keys import load_key_file
