@@ -30,8 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"somnet {version('somnet')}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # Each command module adds its subparser and sets `handler` through set_defaults.
-    modules = (devnet, run, check, health, client, money, read, verify, load, sim, demo, bench)
-    for module in (*modules, anchor):
+    modules = (devnet, run, check, health, client, money, read, verify, load, sim, demo, bench,
+               anchor)  # fmt: skip
+    for module in modules:
         module.register(subparsers)
     return parser
 
