@@ -20,7 +20,7 @@ import ssl
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import aiohttp
 import msgpack
@@ -186,17 +186,9 @@ class ApiClient:
         """One signed request whose answer is a JSON object; errors raise ApiError."""
         response = await self.request(method, path, **options)
         async with response:
-            try:
-                document = await response.json(content_type=None)
-            except (ValueError, aiohttp.ClientError, TimeoutError) as exc:
-                message = f"{path}: not a JSON answer ({exc!r})"
-                raise ApiError(message, status=response.status) from exc
-        if not isinstance(document, dict):
-            raise ApiError(f"{path}: expected a JSON object", status=response.status)
-        if response.status >= 400:
-            message = f"{document.get('code', 'HTTP_ERROR')}: {document.get('message', '')}"
-            raise ApiError(message, status=response.status, body=document)
-        return document
+            if response.status >= 400:
+                await self._raise_error(response, path)
+            return await self._json_object(response, path)
 
     # The routes, one method each (the OpenAPI document, node/openapi.json, has them all).
 
@@ -285,7 +277,7 @@ class ApiClient:
                 raise ApiError(message, status=response.status) from exc
 
     @staticmethod
-    async def _raise_error(response: aiohttp.ClientResponse, path: str) -> None:
+    async def _json_object(response: aiohttp.ClientResponse, path: str) -> Json:
         try:
             document = await response.json(content_type=None)
         except (ValueError, aiohttp.ClientError, TimeoutError) as exc:
@@ -293,6 +285,11 @@ class ApiClient:
             raise ApiError(message, status=response.status) from exc
         if not isinstance(document, dict):
             raise ApiError(f"{path}: expected a JSON object", status=response.status)
+        return document
+
+    @classmethod
+    async def _raise_error(cls, response: aiohttp.ClientResponse, path: str) -> NoReturn:
+        document = await cls._json_object(response, path)
         message = f"{document.get('code', 'HTTP_ERROR')}: {document.get('message', '')}"
         raise ApiError(message, status=response.status, body=document)
 

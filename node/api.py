@@ -504,7 +504,9 @@ async def get_account_transactions(request: web.Request) -> web.Response:
     """The account's statement of a height range, one page (node/statement.py):
     ?from_height=H1 (default 1) &to_height=H2 (default the settled height) &limit=N
     (1..[api] page_items_max, default 100) &from_index=I (a previous page's
-    next_from_index, default 0). 1 <= H1 <= H2 <= the settled height, else MALFORMED."""
+    next_from_index, default 0). 1 <= H1 and H2 >= 0, else MALFORMED; a range reaching
+    past the settled height is read up to it, so a client polling for new entries from
+    the height after its last page gets an empty page, not an error."""
     context = request.app[CONTEXT]
     account = request.match_info["account"]
     ledger = context.driver.ledger
@@ -520,12 +522,9 @@ async def get_account_transactions(request: web.Request) -> web.Response:
         return error(400, "MALFORMED", "limit, from_height, to_height, from_index: integers")
     if not 1 <= limit <= limit_max:
         return error(400, "MALFORMED", f"limit must be an integer of 1..{limit_max}")
-    if not 1 <= from_height <= to_height <= settled_height:
-        return error(
-            400,
-            "MALFORMED",
-            f"expected 1 <= from_height <= to_height <= {settled_height}, the settled height",
-        )
+    if not (1 <= from_height < 2**63 and 0 <= to_height < 2**63):
+        return error(400, "MALFORMED", "expected 1 <= from_height and 0 <= to_height")
+    to_height = min(to_height, settled_height)
     index_max = 2**32 - 1  # a tx index as the store's keys hold it (4 bytes)
     if not 0 <= from_index <= index_max:
         return error(400, "MALFORMED", f"from_index must be an integer of 0..{index_max}")
@@ -533,6 +532,10 @@ async def get_account_transactions(request: web.Request) -> web.Response:
         return error(404, RefusalCode.UNKNOWN_ACCOUNT.name, f"no account {account!r}")
     if not reads_account(context, caller_of(request), account):
         return forbidden(f"account {account}")
+    if from_height > to_height:
+        empty = {"from_height": from_height, "to_height": to_height, "transactions": []}
+        cursor = {"next_from_height": None, "next_from_index": None}
+        return web.json_response({"account": account, **empty, **cursor})
     reader = Reader(participant_id=context.driver.node_id, signing_key=context.remittance_key)
     statement = account_statement(
         context.driver.store,

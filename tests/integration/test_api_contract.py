@@ -491,13 +491,14 @@ def test_a_batch_answers_one_result_per_item_in_order(network: Network) -> None:
     )
     assert status == 200, document
     first, second = document["results"]
-    assert (first["index"], first["status"]) == (0, "pending"), first
+    # A lone validator may settle it before the answer is written.
+    assert first["index"] == 0 and first["status"] in ("pending", "final"), first
     assert (second["index"], second["code"]) == (1, "MALFORMED"), second
     as_json = json.dumps({"txs": [transfer(network, BANK_A, BANK_B, 1).hex()]}).encode()
     status, document = send(
         network, "POST", "/v1/transactions/batch", body=as_json, content_type="application/json"
     )
-    assert status == 200 and document["results"][0]["status"] == "pending", document
+    assert status == 200 and document["results"][0]["status"] in ("pending", "final"), document
 
     many = msgpack.packb([junk] * 1001, use_bin_type=True)  # api.batch_txs_max + 1
     answer = send(

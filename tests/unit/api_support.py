@@ -3,14 +3,47 @@ through the project's own signed client (cli/api_client.py)."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from cli.api_client import ApiClient, Credentials
+from node.api import ApiContext
+from node.intake import Intake
 from tests.unit.ledger_support import key_of
+
+if TYPE_CHECKING:
+    from tests.unit.test_driver import Node
+
+
+def node_api_context(
+    node: Node,
+    *,
+    broadcast: Callable[[bytes], None] = lambda payload: None,
+    remittance_key: bool = False,
+) -> ApiContext:
+    """What the API of an in-process bank node reads (its intake gossips to `broadcast`);
+    with `remittance_key`, the node opens the remittances sealed to it."""
+    intake = Intake(
+        mempool=node.driver.mempool,
+        store=node.store,
+        broadcast=broadcast,
+        wake=node.driver.note_transactions,
+        caught_up=node.driver.caught_up,
+        proposes=False,
+    )
+    return ApiContext(
+        driver=node.driver,
+        intake=intake,
+        role="bank",
+        connected_peers=list,
+        on_store_failure=lambda exc: pytest.fail(f"the store failed: {exc}"),
+        remittance_key=key_of(node.driver.node_id) if remittance_key else None,
+    )
 
 
 class SignedClient:

@@ -17,11 +17,9 @@ import pytest
 from cli.api_client import ApiClient, ApiError, EventStreamParser
 from node.api import ApiContext, ApiSettings, build_api
 from node.api_auth import AuthLimits
-from node.intake import Intake
 from node.protocol import Status, SyncBlocks
-from node.store import StoreError
 from node.tx import decode_tx
-from tests.unit.api_support import SignedClient
+from tests.unit.api_support import SignedClient, node_api_context
 from tests.unit.ledger_support import CHAIN_ID, make_genesis, new_uetr, transfer
 from tests.unit.test_driver import Node, certified_chain, hear, make_node, status_at
 
@@ -39,30 +37,12 @@ class Bank:
 async def bank(tmp_path: Path) -> AsyncIterator[Bank]:
     """The API of bank-e's node, with small limits: 3 items a batch, 1 wait at a time."""
     node = make_node(tmp_path, "bank-e")
-    intake = Intake(
-        mempool=node.driver.mempool,
-        store=node.store,
-        broadcast=lambda payload: None,
-        wake=node.driver.note_transactions,
-        caught_up=node.driver.caught_up,
-        proposes=False,
-    )
-    context = ApiContext(
-        driver=node.driver,
-        intake=intake,
-        role="bank",
-        connected_peers=list,
-        on_store_failure=store_failed,
-    )
+    context = node_api_context(node)
     settings = ApiSettings(batch_txs_max=4, auth=AuthLimits(waits_max=1))
     client = await SignedClient.open(build_api(context, settings), "bank-e")
     yield Bank(node=node, context=context, client=client)
     await client.close()
     node.store.close()
-
-
-def store_failed(exc: StoreError) -> None:
-    pytest.fail(f"the store failed: {exc}")
 
 
 def caught_up(bank: Bank) -> None:

@@ -14,11 +14,11 @@ import pytest
 from consensus.crypto import Signer, verify_evidence
 from consensus.messages import Evidence, Height, Round, ValidatorId, VoteType
 from consensus.wire import decode_evidence, encode_evidence
-from node.api import ApiContext, build_api
+from node.api import build_api
 from node.intake import Intake
 from node.protocol import Status, SyncBlocks, Txs, decode_payload
 from node.tx import decode_tx
-from tests.unit.api_support import SignedClient
+from tests.unit.api_support import SignedClient, node_api_context
 from tests.unit.ledger_support import CHAIN_ID, make_genesis, new_uetr, seed_of, transfer
 from tests.unit.test_driver import Node, certified_chain, hear, make_node, status_at
 
@@ -34,24 +34,10 @@ class Bank:
 async def open_bank(tmp_path: Path) -> Bank:
     node = make_node(tmp_path, "bank-e")
     gossip: list[bytes] = []
-    intake = Intake(
-        mempool=node.driver.mempool,
-        store=node.store,
-        broadcast=gossip.append,
-        wake=node.driver.note_transactions,
-        caught_up=node.driver.caught_up,
-        proposes=False,
-    )
-    intake.restore()
-    context = ApiContext(
-        driver=node.driver,
-        intake=intake,
-        role="bank",
-        connected_peers=list,
-        on_store_failure=pytest.fail,
-    )
+    context = node_api_context(node, broadcast=gossip.append)
+    context.intake.restore()
     client = await SignedClient.open(build_api(context), "bank-e")
-    return Bank(node=node, intake=intake, client=client, gossip=gossip)
+    return Bank(node=node, intake=context.intake, client=client, gossip=gossip)
 
 
 @pytest.fixture

@@ -18,10 +18,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from node.api import ApiContext, build_api, openapi_document
+from node.api import build_api, openapi_document
 from node.errors import RefusalCode
-from node.intake import Intake
-from tests.unit.api_support import SignedClient
+from tests.unit.api_support import SignedClient, node_api_context
 from tests.unit.test_driver import Node, make_node
 
 DOCUMENT: dict[str, Any] = json.loads(openapi_document())
@@ -56,22 +55,7 @@ def served_operations(app: web.Application) -> dict[tuple[str, str], str]:
 
 
 def api_of(node: Node) -> web.Application:
-    intake = Intake(
-        mempool=node.driver.mempool,
-        store=node.store,
-        broadcast=lambda payload: None,
-        wake=node.driver.note_transactions,
-        caught_up=node.driver.caught_up,
-        proposes=False,
-    )
-    context = ApiContext(
-        driver=node.driver,
-        intake=intake,
-        role="bank",
-        connected_peers=list,
-        on_store_failure=pytest.fail,
-    )
-    return build_api(context)
+    return build_api(node_api_context(node))
 
 
 @pytest.fixture
