@@ -68,11 +68,11 @@ from typing import Any
 
 import msgpack
 from aiohttp import web
-from nacl.signing import SigningKey
 
 from consensus.wire import decode_certificate, decode_evidence
-from node.anchor import Anchorer, decode_record, record_json
+from node.anchor import decode_record, record_json
 from node.api_auth import Authenticator, AuthLimits, Caller, caller_of
+from node.api_context import ApiContext, reads_account, reads_tx
 from node.api_server import (
     API_GUARD,
     ECHO_CHARS_MAX,
@@ -83,16 +83,14 @@ from node.api_server import (
 )
 from node.api_server import json_error as error
 from node.block import decode_block
-from node.driver import Driver, Settled
 from node.errors import NodeError, RefusalCode, TxRefused
 from node.events import EventReader, start_height, stream_events
 from node.inclusion import proof_answer
-from node.intake import Intake
 from node.ledger import decode_tx_result
 from node.mempool import decode_dropped
 from node.statement import STATEMENT_LIMIT_DEFAULT, STATEMENT_LIMIT_MAX, Reader, account_statement
 from node.store import StoreError
-from node.tx import TX_SIZE_MAX, Issue, Payout, Redeem, Transfer, Tx, decode_tx
+from node.tx import TX_SIZE_MAX, Tx, decode_tx
 
 __all__ = ["ApiContext", "ApiSettings", "build_api"]
 
@@ -128,54 +126,6 @@ class ApiSettings:
     supervisor_keys: Mapping[str, bytes] = field(default_factory=dict)
 
 
-class ApiContext:
-    """What the API reads, and the hooks it calls when a transaction is admitted."""
-
-    def __init__(
-        self,
-        *,
-        driver: Driver,
-        intake: Intake,
-        role: str,
-        connected_peers: Callable[[], list[str]],
-        on_store_failure: Callable[[StoreError], None],
-        remittance_key: SigningKey | None = None,
-        anchorer: Anchorer | None = None,
-    ) -> None:
-        """Args:
-        on_store_failure: called when a read finds the store damaged or failing; the
-            node must stop with its fatal status rather than answer from it."""
-        self.driver = driver
-        self.on_store_failure = on_store_failure
-        self.intake = intake
-        self.role = role
-        self.connected_peers = connected_peers
-        self.remittance_key = remittance_key  # opens remittances sealed to this node
-        self.anchorer = anchorer  # None unless this node anchors
-        self.closing = False  # the node stops: long polls answer, streams end
-        self._settled = asyncio.Event()
-        driver.on_settled.append(self._notify)
-
-    def _notify(self, settled: Settled) -> None:
-        # Wake every waiter; each re-reads its own transaction's status.
-        if self.closing:
-            return
-        self._settled.set()
-        self._settled = asyncio.Event()
-
-    def close(self) -> None:
-        """The node stops: wake every waiter, and every later wait returns at once."""
-        self.closing = True
-        self._settled.set()  # never replaced again (_notify)
-
-    async def settled_once(self, timeout_s: float) -> None:
-        """Return when a block settles, the node stops (`closing`), or after timeout_s."""
-        try:
-            await asyncio.wait_for(self._settled.wait(), timeout_s)
-        except TimeoutError:
-            pass
-
-
 CONTEXT = web.AppKey("context", ApiContext)
 SETTINGS = web.AppKey("settings", ApiSettings)
 AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
@@ -183,29 +133,6 @@ AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 
 def forbidden(what: str) -> web.Response:
     return error(403, "FORBIDDEN", f"{what} is not yours to read")
-
-
-def reads_account(context: ApiContext, caller: Caller, account: str) -> bool:
-    owner = context.driver.ledger.genesis.owner_of(account)
-    return caller.reads_all or owner == caller.participant_id
-
-
-def accounts_of(tx: Tx) -> list[str]:
-    """The accounts a transaction debits or credits."""
-    if type(tx) is Transfer:
-        return [tx.from_account, tx.to_account]
-    if type(tx) is Payout:
-        return [tx.from_account, *(to for to, _ in tx.legs)]
-    if type(tx) is Issue:
-        return [tx.to_account]
-    assert type(tx) is Redeem
-    return [tx.from_account]
-
-
-def reads_tx(context: ApiContext, caller: Caller, tx: Tx) -> bool:
-    if caller.reads_all or tx.signer == caller.participant_id:
-        return True
-    return any(reads_account(context, caller, account) for account in accounts_of(tx))
 
 
 def settled_tx(context: ApiContext, height: int, index: int) -> Tx:

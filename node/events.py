@@ -23,17 +23,15 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, assert_never
+from typing import Any, assert_never
 
 from aiohttp import web
 
+from node.api_context import ApiContext
 from node.block import decode_block
 from node.ledger import TxResult, decode_tx_result
 from node.store import StoreError
 from node.tx import Issue, Payout, Redeem, Transfer, Tx, decode_tx
-
-if TYPE_CHECKING:
-    from node.api import ApiContext
 
 __all__ = ["EventReader", "start_height", "stream_events"]
 
