@@ -7,6 +7,9 @@ Layout of a network directory:
     DIR/<id>/node.toml       that node's configuration
     DIR/<id>/node_key.json   its Ed25519 key, mode 0600
     DIR/nbkr/anchor_key.json the central bank's secp256k1 anchoring key, mode 0600
+    DIR/officers/officer-N.json  the central bank officers' Ed25519 keys (governance
+                             approvals, node/governance.py), mode 0600; genesis names
+                             their public keys and the threshold
     DIR/<id>/genesis.json
     DIR/<id>/data/           its store, created at first start
     DIR/compose.yaml         with --compose: the network as containers (cli/compose.py)
@@ -47,6 +50,8 @@ __all__ = ["NodeEntry", "init_network", "load_network", "register"]
 ISSUER_ID = "nbkr"  # the National Bank of the Kyrgyz Republic: issuer and validator
 BANK_FUNDS_TYIYN = 1_000_000_000_00  # 1 billion som for each devnet bank
 READY_TIMEOUT_S = 120
+OFFICERS_DEFAULT = 3
+OFFICER_THRESHOLD_DEFAULT = 2  # four-eyes: two officers approve every governance action
 # anvil's (and hardhat's) first dev account: public knowledge, funded on a local test chain
 # only. `somnet devnet --anchor-rpc` signs with it unless --anchor-key names another key.
 ANVIL_DEV_KEY = bytes.fromhex("ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80")
@@ -69,8 +74,13 @@ def init_network(
     host: str,
     base_port: int,
     compose: ComposeOptions | None = None,
+    officers: int = OFFICERS_DEFAULT,
+    officer_threshold: int = OFFICER_THRESHOLD_DEFAULT,
 ) -> list[NodeEntry]:
     """Write a new network directory. Refuses to touch an existing one.
+
+    `officers` officer keys are written to DIR/officers/ (0600) and named in genesis,
+    with `officer_threshold` of them required per governance action.
 
     With `compose`, the nodes are containers of one compose network (cli/compose.py):
     each listens on the image's ports, peers reach each other by service name (the node
@@ -79,6 +89,8 @@ def init_network(
     """
     if (out / "genesis.json").exists():
         raise FileExistsError(f"{out} is already initialised")
+    if not 1 <= officer_threshold <= officers:
+        raise GenesisError(f"--officer-threshold must be 1..{officers} (the officers)")
     out.mkdir(parents=True, exist_ok=True)
     entries: list[NodeEntry] = []
     participants: list[dict[str, Any]] = []
@@ -109,12 +121,16 @@ def init_network(
                 peer_url=f"http://{peer_address}",
             )
         )
+    officer_keys = {f"officer-{n}": SigningKey.generate() for n in range(1, officers + 1)}
     genesis = {
         "chain_id": chain_id,
         "participants": participants,
         "accounts": [],
         "issuance": [{"account": e.node_id, "amount": BANK_FUNDS_TYIYN} for e in entries
                      if e.role == "bank"],
+        "officers": [{"id": officer_id, "public_key": bytes(key.verify_key).hex()}
+                     for officer_id, key in officer_keys.items()],
+        "officer_threshold": officer_threshold,
     }  # fmt: skip
     genesis_text = json.dumps(genesis, indent=2) + "\n"
     parse_genesis(genesis_text)  # what we write must be what every node accepts
@@ -131,6 +147,9 @@ def init_network(
         for e in entries
     ]  # fmt: skip
     (out / "network.json").write_text(json.dumps(network, indent=2) + "\n")
+    (out / "officers").mkdir(mode=0o700)
+    for officer_id, key in officer_keys.items():
+        write_key_file(out / "officers" / f"{officer_id}.json", key)
     (out / "genesis.json").write_text(genesis_text)
     if compose is not None:
         write_compose(out, entries, compose)
@@ -180,6 +199,8 @@ def cmd_init(args: argparse.Namespace) -> int:
             host=args.host,
             base_port=args.base_port,
             compose=compose,
+            officers=args.officers,
+            officer_threshold=args.officer_threshold,
         )
     except (FileExistsError, GenesisError) as exc:  # GenesisError: --chain-id is not an id
         print(f"somnet init: {exc}", file=sys.stderr)
@@ -337,6 +358,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="also write DIR/compose.yaml: every node a container of the somnet image",
     )
     init.add_argument("--image", default=IMAGE_DEFAULT, help="with --compose: the node image")
+    init.add_argument(
+        "--officers",
+        type=positive,
+        default=OFFICERS_DEFAULT,
+        help="central bank officer keys written to OUT/officers/ (governance approvals)",
+    )
+    init.add_argument(
+        "--officer-threshold",
+        type=positive,
+        default=OFFICER_THRESHOLD_DEFAULT,
+        help="officer approvals every governance action needs",
+    )
     init.set_defaults(handler=cmd_init)
     devnet = subparsers.add_parser("devnet", help="run a local network of node processes")
     devnet.add_argument("--home", default="devnet")

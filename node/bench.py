@@ -105,6 +105,13 @@ def make_world(accounts: int, *, banks: int = 10, seed: int = 1) -> World:
         "participants": participants,
         "accounts": [{"id": a, "owner": o} for a, o in owned],
         "issuance": [{"account": a, "amount": BALANCE_START} for a, _ in owned],
+        "officers": [
+            {
+                "id": "officer-1",
+                "public_key": bytes(SigningKey(_seed(seed, "officer-1")).verify_key).hex(),
+            }
+        ],
+        "officer_threshold": 1,
     }
     genesis = parse_genesis(json.dumps(document))
     signers = tuple(Signer(CHAIN_ID, ValidatorId(v), _seed(seed, v)) for v in VALIDATORS)

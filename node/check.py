@@ -8,8 +8,10 @@ Theory of operation.
   1. the chain as stored: the block decodes, sits under its own height, links to the
      previous block by hash, agrees with its chain record, the block-hash index and its
      header's tx_root; the certificate stored with it and the one block h+1 carries
-     both commit this very (height, block hash) and verify against the genesis validator
-     set (consensus.crypto.verify_certificate);
+     both commit this very (height, block hash) and verify against the validator set in
+     force at their height, following the replay's governance from genesis
+     (consensus.crypto.verify_certificate; once the replay stopped, against the last set
+     it knows);
   2. the replay: a fresh in-memory ledger settles the block as a syncing node would
      (`apply_block(verified=False)`: every signature checked again), and what the store
      derived from the block is compared with what the replay derives: the height's tx
@@ -17,7 +19,9 @@ Theory of operation.
   The replay stops at the first block it cannot settle (one problem says why); the later
   blocks still get check 1, and their results are checked for form only.
 - After the chain, if the replay reached the tip: the tip (app hash, changes hash,
-  totals), every balance (an account never written keeps its genesis balance), every
+  totals), the governance state record (participants, frozen accounts, validator sets:
+  absent while it is genesis's), every balance (an account never written keeps its
+  genesis balance; an admitted participant's account starts at 0), every
   consumed reference and every account entry (the statement index: each one equal to the
   replay's, none missing, none extra) are compared with the replay's. The durable pool,
   the dropped fates and the consensus state must decode and agree with the chain.
@@ -40,6 +44,7 @@ from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
+from consensus.config import ValidatorSet
 from consensus.crypto import verify_certificate
 from consensus.errors import WireError
 from consensus.messages import CommitCertificate
@@ -49,7 +54,7 @@ from node.config import ConfigError, load_config
 from node.effects import BlockEffects
 from node.errors import BlockError, GenesisError, NodeError, TxRefused
 from node.genesis import Genesis, load_genesis
-from node.ledger import Ledger, MemoryReferences, decode_tx_result
+from node.ledger import Ledger, MemoryReferences, decode_tx_result, genesis_governance
 from node.mempool import decode_dropped
 from node.merkle import merkle_root
 from node.store import (
@@ -70,6 +75,7 @@ from node.store import (
     FORMAT_VERSION,
     KEY_CHAIN_ID,
     KEY_FORMAT,
+    KEY_GOVERNANCE,
     KEY_TIP,
     Store,
     StoreCorrupted,
@@ -204,10 +210,10 @@ class _Check:
     def __init__(self, store: Store, genesis: Genesis) -> None:
         self.store = store
         self.chain_id = genesis.chain_id
-        self.validators = genesis.validator_set()
         self.references = MemoryReferences()
         self.ledger = Ledger(genesis, self.references)
         self.genesis_balances = dict(self.ledger.balances)
+        self.genesis_governance = genesis_governance(genesis).encode()
         self.replaying = True  # until a block cannot be settled
         self.all_decoded = True  # every block read and decoded: the tx count is exact
         self.previous_hash: bytes | None = ZERO_HASH  # of block h-1; None if unknown
@@ -242,7 +248,7 @@ class _Check:
         return CheckReport(
             blocks=tip.height,
             transactions=self.transactions,
-            accounts=len(self.genesis_balances),
+            accounts=len(self.ledger.balances),
             references=self.stored_references,
             problems=tuple(self.problems),
             problem_count=self.problem_count,
@@ -454,14 +460,23 @@ class _Check:
                 f"{certificate.value_id.hex()}, not height {height}{expected}",
             )
             return False
-        if not verify_certificate(self.chain_id, certificate, self.validators):
+        if not verify_certificate(self.chain_id, certificate, self.validators_at(height)):
             self.report(
                 place,
-                f"{what} does not verify against the genesis validator set: "
+                f"{what} does not verify against the validator set of height {height}: "
                 "a signature, a voter or the voting power is wrong",
             )
             return False
         return True
+
+    def validators_at(self, height: int) -> ValidatorSet:
+        """The set in force at `height` as the replay knows it: exact while it replays;
+        once it stopped, the last set it knew (a later change cannot be followed)."""
+        ledger = self.ledger
+        try:
+            return ledger.validators_at(height)
+        except NodeError:
+            return ledger.validators_at(ledger.height + 2)
 
     def check_block_hash_index(self, subject: str, height: int, block_hash: bytes) -> None:
         place = _Place(subject, DB_BLOCK_HASHES, block_hash.hex())
@@ -607,6 +622,20 @@ class _Check:
         ):
             if stored != replayed:
                 self.report(place, f"{field} differs: stored {stored}, replay {replayed}")
+        self.check_governance()
+
+    def check_governance(self) -> None:
+        """The stored governance record against the replay's (absent: genesis's)."""
+        place = _Place("governance", DB_META, KEY_GOVERNANCE.decode())
+        stored = self.read(place, partial(self.store.load_record, DB_META, KEY_GOVERNANCE))
+        replayed = self.ledger.governance.encode()
+        if (self.genesis_governance if stored is None else stored) != replayed:
+            what = "absent (so genesis's)" if stored is None else "stored"
+            self.report(
+                place,
+                f"the governance state {what} is not the replay's: a participant, key, "
+                "suspension, frozen account or validator set differs",
+            )
 
     def check_balances(self) -> None:
         """Every stored balance against the replay's; an account the store lacks must
@@ -623,14 +652,14 @@ class _Check:
                 self.report(place, f"a record of {len(value)} bytes")
             elif account not in replayed:
                 balance = int.from_bytes(value, "big")
-                self.report(place, f"stored {balance}, but genesis has no such account")
+                self.report(place, f"stored {balance}, but the replay has no such account")
             elif self.replaying and int.from_bytes(value, "big") != replayed[account]:
                 balance = int.from_bytes(value, "big")
                 self.report(place, f"stored {balance}, replay {replayed[account]}")
         if not self.replaying:
             return
         for account, balance in replayed.items():
-            genesis_balance = self.genesis_balances[account]
+            genesis_balance = self.genesis_balances.get(account, 0)  # 0: admitted since
             if account not in stored_accounts and balance != genesis_balance:
                 self.report(
                     _Place(f"balance {account}", DB_BALANCES, account),

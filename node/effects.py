@@ -47,6 +47,9 @@ class BlockEffects:
     account_entries: tuple[AccountEntry, ...]
     issued_total: int  # cumulative issued after this block
     redeemed_total: int  # cumulative redeemed after this block
+    # The whole governance state record (node/governance.py GovernanceState.encode) when
+    # this block changed it; None when it is the previous block's.
+    governance: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -34,6 +34,17 @@ class RefusalCode(enum.IntEnum):
     MEMPOOL_FULL = 14  # the node holds as many pending transactions as it may; retry later
     CATCHING_UP = 15  # the node is behind the network and cannot judge it yet; retry later
     MISADDRESSED = 16  # a sealed remittance not sealed to exactly the banks it must reach
+    # Governance (issue 13, node/governance.py).
+    GOV_NOT_APPROVED = 17  # fewer distinct valid officer approvals than the threshold
+    GOV_NEW_KEY_UNSIGNED = 18  # a key rotation the new key did not sign
+    GOV_TOO_FEW_VALIDATORS = 19  # a set of fewer than 4 validators without allow_below_four
+    PARTICIPANT_SUSPENDED = 20  # the sender, or the owner of a credited account, is suspended
+    ACCOUNT_FROZEN = 21  # a debit of a frozen account (credits are allowed)
+    GOV_PARTICIPANT_EXISTS = 22  # admit: the id is already a participant, account or officer
+    GOV_KEY_IN_USE = 23  # admit or rotate: the key is (or was) a participant's or officer's
+    GOV_UNKNOWN_PARTICIPANT = 24  # the action names no participant
+    GOV_NOT_ELIGIBLE = 25  # suspend the issuer; a bank or suspended participant as validator
+    GOV_NO_CHANGE = 26  # suspend a suspended participant, freeze a frozen account, ...
 
 
 class TxRefused(NodeError):

@@ -29,9 +29,10 @@ from aiohttp import web
 
 from node.api_context import ApiContext
 from node.block import decode_block
+from node.governance import describe_action
 from node.ledger import TxResult, decode_tx_result
 from node.store import StoreError
-from node.tx import Issue, Payout, Redeem, Transfer, Tx, decode_tx
+from node.tx import Govern, Issue, Payout, Redeem, Transfer, Tx, decode_tx
 
 __all__ = ["EventReader", "start_height", "stream_events"]
 
@@ -102,6 +103,8 @@ def event_tx(tx: Tx, result: TxResult, reader: EventReader) -> dict[str, Any]:
             entry |= {"amount": tx.amount, "to_account": tx.to_account}
         case Redeem():
             entry |= {"amount": tx.amount, "from_account": tx.from_account}
+        case Govern():
+            entry |= describe_action(tx.action)
         case _:
             assert_never(tx)
     return entry

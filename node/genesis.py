@@ -13,7 +13,9 @@ edit by hand, are TOML in node/config.py.)
          "public_key": "<64 hex>", "voting_power": 1,
          "peer_address": "10.0.0.1:7000", "api_address": "10.0.0.1:8000"}, ...],
       "accounts": [{"id": "bank-a.payroll", "owner": "bank-a"}, ...],
-      "issuance": [{"account": "bank-a", "amount": 100000000}]
+      "issuance": [{"account": "bank-a", "amount": 100000000}],
+      "officers": [{"id": "officer-1", "public_key": "<64 hex>"}, ...],
+      "officer_threshold": 2
     }
 
 Rules: every id (the chain's, the participants', the accounts') is 1..64 characters of
@@ -24,6 +26,12 @@ participants with role "validator", each with voting power >= 1 (banks have none
 participant owns a main account whose id is the participant id (implicit; it may also be
 listed); a bank may own more accounts; amounts are integer tyiyn. Public keys must be
 canonical Ed25519 points of large order (libsodium crypto_core_ed25519_is_valid_point).
+
+Officers (issue 13): the central bank's officers, whose keys approve governance actions
+(node/governance.py), `officer_threshold` of them per action (four-eyes control: for
+example 2 of 3). Officer keys are not node keys: their ids are distinct from every
+participant id and their keys from every participant key and from each other. Both
+fields are required: 1..OFFICERS_MAX officers, 1 <= threshold <= officers.
 """
 
 from __future__ import annotations
@@ -44,16 +52,23 @@ from consensus.config import Validator, ValidatorSet
 from consensus.errors import ConfigError
 from consensus.messages import ValidatorId
 from node.errors import GenesisError, RefusalCode, TxRefused
+from node.governance import NAME_CHARS_MAX, OFFICERS_MAX, VOTING_POWER_MAX
 from node.ids import ID_RULE, is_id
 from node.tx import AMOUNT_MAX, remittance_recipients
 
-__all__ = ["Account", "Genesis", "Participant", "Role", "load_genesis", "parse_genesis"]
+__all__ = [
+    "Account",
+    "Genesis",
+    "Officer",
+    "Participant",
+    "Role",
+    "load_genesis",
+    "parse_genesis",
+]
 
-NAME_CHARS_MAX = 200
 PARTICIPANTS_MAX = 1000
 ACCOUNTS_MAX = 2_000_000
 GENESIS_SIZE_MAX = 256 * 1024 * 1024
-VOTING_POWER_MAX = 1000
 ROLES = ("issuer", "validator", "bank")
 Role = str  # one of ROLES
 TAG_GENESIS = b"somnet/genesis/v1"
@@ -71,6 +86,14 @@ class Participant:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Officer:
+    """A central bank officer: approves governance actions with this key."""
+
+    officer_id: str
+    public_key: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Account:
     account_id: str
     owner: str  # participant id
@@ -82,6 +105,8 @@ class Genesis:
     participants: tuple[Participant, ...]  # sorted by id
     accounts: tuple[Account, ...]  # sorted by id; includes every main account
     issuance: tuple[tuple[str, int], ...]  # (account id, amount), in file order
+    officers: tuple[Officer, ...]  # sorted by id
+    officer_threshold: int  # distinct officer approvals a governance action needs
 
     @property
     def issuer(self) -> Participant:
@@ -137,6 +162,8 @@ class Genesis:
                 [_participant_fields(p) for p in self.participants],
                 [[a.account_id, a.owner] for a in self.accounts],
                 [list(item) for item in self.issuance],
+                [[o.officer_id, o.public_key] for o in self.officers],
+                self.officer_threshold,
             ],
             use_bin_type=True,
         )
@@ -199,13 +226,21 @@ def parse_genesis(text: str) -> Genesis:
         )
     except (json.JSONDecodeError, RecursionError) as exc:
         raise GenesisError(f"not valid JSON: {exc}") from exc
-    obj = _object(doc, "genesis", {"chain_id", "participants", "accounts", "issuance"})
+    fields = {"chain_id", "participants", "accounts", "issuance", "officers", "officer_threshold"}
+    obj = _object(doc, "genesis", fields)
     chain_id = _id(obj.get("chain_id"), "chain_id")
     participants = _participants(obj.get("participants"))
     accounts = _accounts(obj.get("accounts", []), participants)
     issuance = _issuance(obj.get("issuance", []), accounts)
+    officers = _officers(obj.get("officers"), participants)
+    threshold = _int(obj.get("officer_threshold"), "officer_threshold", 1, len(officers))
     genesis = Genesis(
-        chain_id=chain_id, participants=participants, accounts=accounts, issuance=issuance
+        chain_id=chain_id,
+        participants=participants,
+        accounts=accounts,
+        issuance=issuance,
+        officers=officers,
+        officer_threshold=threshold,
     )
     try:
         genesis.validator_set()
@@ -338,3 +373,24 @@ def _issuance(x: object, accounts: tuple[Account, ...]) -> tuple[tuple[str, int]
             raise GenesisError(f"issuance: total exceeds {AMOUNT_MAX} tyiyn")
         issuance.append((account_id, amount))
     return tuple(issuance)
+
+
+def _officers(x: object, participants: tuple[Participant, ...]) -> tuple[Officer, ...]:
+    if not isinstance(x, list) or not 1 <= len(x) <= OFFICERS_MAX:
+        raise GenesisError(f"officers: expected a list of 1..{OFFICERS_MAX}")
+    participant_ids = {p.participant_id for p in participants}
+    keys = {p.public_key for p in participants}
+    officers: dict[str, Officer] = {}
+    for i, item in enumerate(x):
+        obj = _object(item, f"officers[{i}]", {"id", "public_key"})
+        officer_id = _id(obj.get("id"), f"officers[{i}].id")
+        what = f"officer {officer_id!r}"
+        if officer_id in officers or officer_id in participant_ids:
+            raise GenesisError(f"officers: {officer_id!r} is already an officer or participant id")
+        key = _public_key(obj.get("public_key"), f"{what}.public_key")
+        if key in keys:
+            # Officer keys are not node keys: one stolen node key must not approve anything.
+            raise GenesisError(f"{what}.public_key: reuses an officer's or participant's key")
+        keys.add(key)
+        officers[officer_id] = Officer(officer_id=officer_id, public_key=key)
+    return tuple(officers[o] for o in sorted(officers))

@@ -86,13 +86,14 @@ from node.block import (
 )
 from node.errors import BlockError, NodeError, RefusalCode, TxRefused
 from node.genesis import Genesis
+from node.governance import describe_action
 from node.ids import ID_CHARS_MAX
 from node.ledger import decode_tx_result
 from node.mempool import decode_dropped
 from node.merkle import PROOF_PATH_MAX, InclusionProof, inclusion_proof, root_from_proof
 from node.merkle import verify_inclusion as merkle_verify_inclusion
 from node.store import Store, StoreCorrupted
-from node.tx import TX_SIZE_MAX, Issue, Payout, Redeem, Transfer, Tx, decode_tx
+from node.tx import TX_SIZE_MAX, Govern, Issue, Payout, Redeem, Transfer, Tx, decode_tx
 
 __all__ = [
     "PROOF_SIZE_MAX",
@@ -545,5 +546,7 @@ def tx_summary(tx: Tx) -> dict[str, Any]:
         case Payout():
             legs = [{"to": to, "amount": amount} for to, amount in tx.legs]
             return summary | {"kind": "payout", "from": tx.from_account, "legs": legs}
+        case Govern():
+            return summary | {"kind": "govern"} | describe_action(tx.action)
         case _:
             assert_never(tx)

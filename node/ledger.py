@@ -32,11 +32,34 @@ Theory of operation.
   stored balances at start (`open_ledger`: a balance edited at rest, checksum fixed up or
   not, is refused), and a bank can check its own balance against an app hash
   (`account_proof`, `verify_account_state`).
+- Governance (issue 13, node/governance.py): a `Govern` transaction, signed by the
+  issuer and approved by `officer_threshold` distinct genesis officers, admits, suspends
+  or reinstates a participant, freezes or unfreezes an account, rotates a key or changes
+  the validator set. Its rules are business rules (a refused one is recorded with its
+  code); its effects apply at once, within the block, except two: a rotated key signs
+  from the next height (signatures of a block are checked before it settles), and a
+  validator set decided in block H is in force from H+2 (`validators_at`). The state
+  (`GovernanceState`: participants with keys, roles, suspension and addresses, frozen
+  accounts, the validator-set schedule) is committed in the state root by its hash,
+  stored as one record with the block, and re-checked at open like the balances.
+- A suspended participant neither sends (its transactions, pending ones included, are
+  refused PARTICIPANT_SUSPENDED at block time) nor receives (a credit to an account it
+  owns is refused PARTICIPANT_SUSPENDED, and no money leaves its accounts either: the
+  issuer's redeem too). A frozen account's debits are refused ACCOUNT_FROZEN; credits are
+  allowed, so money sent to it is never lost or bounced.
+- Key rotation and pending transactions: a transaction signed by a key that a rotation
+  retired, and checked before it (in a pool), may still be proposed for EXPIRY_HEIGHTS_MAX
+  heights. So for ROTATION_WINDOW_HEIGHTS after a rotation a block may carry a
+  transaction of that signer that verifies with a retired key; it is refused
+  BAD_SIGNATURE in the block (the block stays valid, as honest proposers may hold one).
+  Outside the window, and for every other signer, a signature that does not verify with
+  the current key makes the block invalid.
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import hashlib
 import struct
 from collections.abc import Iterable, Mapping, Sequence
@@ -48,6 +71,7 @@ import msgpack
 from nacl.bindings import crypto_sign_open
 from nacl.exceptions import CryptoError
 
+from consensus.config import Validator, ValidatorSet
 from consensus.crypto import verify_certificate
 from consensus.errors import WireError
 from consensus.messages import CommitCertificate, ValidatorId
@@ -63,12 +87,29 @@ from node.block import (
 from node.effects import AccountEntry, BlockEffects
 from node.errors import BlockError, NodeError, RefusalCode, TxRefused
 from node.genesis import Genesis
+from node.governance import (
+    VALIDATORS_MIN,
+    Admit,
+    Freeze,
+    GovernanceState,
+    ParticipantState,
+    Reinstate,
+    RotateKey,
+    SetValidators,
+    Suspend,
+    Unfreeze,
+    approval_message,
+    count_approvals,
+    decode_governance_state,
+    new_key_signed,
+)
 from node.merkle import merkle_root
 from node.state_tree import AccountProof, AccountTree, verify_account_proof
 from node.store import Store, StoreCorrupted
 from node.tx import (
     AMOUNT_MAX,
     SIGNATURE_SIZE,
+    Govern,
     Issue,
     Payout,
     Redeem,
@@ -99,7 +140,12 @@ EXPIRY_HEIGHTS_MAX = 10_000
 TIME_DRIFT_MS_MAX = 30_000  # how far ahead of our clock a proposer's time_ms may be
 TAG_APP_HASH = b"somnet/app-hash/v1"
 TAG_GENESIS_APP_HASH = b"somnet/genesis-app-hash/v1"
-TAG_STATE_ROOT = b"somnet/state-root/v1"
+TAG_STATE_ROOT = b"somnet/state-root/v2"  # v2: the governance state joined (issue 13)
+# A transaction checked before its signer's key rotated expires within EXPIRY_HEIGHTS_MAX
+# heights of the rotation: until then a retired key's signature is a refusal, not a fault.
+ROTATION_WINDOW_HEIGHTS = EXPIRY_HEIGHTS_MAX + 2
+SCHEDULE_HEIGHTS_BACK = 1  # validators_at answers from height - 1 (sync, certificates)
+SCHEDULE_HEIGHTS_AHEAD = 2  # ...to height + 2: a change decided at H is in force at H+2
 APPLIED = 0  # TxResult code of an applied transaction
 _RESULT = struct.Struct(">BQI")
 _NOTHING_CHECKED: Mapping[bytes, Tx] = MappingProxyType({})
@@ -139,10 +185,17 @@ def genesis_app_hash(genesis: Genesis) -> bytes:
 
 
 def state_root_of(
-    *, accounts_root: bytes, reference_count: int, issued_total: int, redeemed_total: int
+    *,
+    accounts_root: bytes,
+    reference_count: int,
+    issued_total: int,
+    redeemed_total: int,
+    governance_hash: bytes,
 ) -> bytes:
-    """The commitment to the whole ledger state after a block."""
+    """The commitment to the whole ledger state after a block. `governance_hash`:
+    sha256 of the governance state record (node/governance.py GovernanceState)."""
     assert len(accounts_root) == 32
+    assert len(governance_hash) == 32
     assert 0 <= reference_count < 2**64
     assert 0 <= redeemed_total <= issued_total < 2**128
     return hashlib.sha256(
@@ -151,6 +204,7 @@ def state_root_of(
         + reference_count.to_bytes(8, "big")
         + issued_total.to_bytes(16, "big")
         + redeemed_total.to_bytes(16, "big")
+        + governance_hash
     ).digest()
 
 
@@ -175,6 +229,7 @@ class StateProof:
     reference_count: int
     issued_total: int
     redeemed_total: int
+    governance_hash: bytes  # sha256 of the governance state record
     previous_app_hash: bytes  # the app hash in block `height`'s header
     changes_hash: bytes
     app_hash: bytes  # after block `height`; block `height + 1`'s header carries it
@@ -190,6 +245,7 @@ def verify_account_state(proof: StateProof, app_hash: bytes) -> bool:
             reference_count=proof.reference_count,
             issued_total=proof.issued_total,
             redeemed_total=proof.redeemed_total,
+            governance_hash=proof.governance_hash,
         )
         recomputed = app_hash_of(
             previous_app_hash=proof.previous_app_hash,
@@ -200,6 +256,40 @@ def verify_account_state(proof: StateProof, app_hash: bytes) -> bool:
     except (AssertionError, TypeError, OverflowError):
         return False
     return recomputed == app_hash and verify_account_proof(proof.account, proof.accounts_root)
+
+
+def genesis_governance(genesis: Genesis) -> GovernanceState:
+    """The governance state at genesis: its participants, nothing frozen, its validators
+    from height 1."""
+    return GovernanceState(
+        participants=tuple(
+            ParticipantState(
+                participant_id=p.participant_id,
+                name=p.name,
+                role=p.role,
+                public_key=p.public_key,
+                peer_address=p.peer_address,
+                api_address=p.api_address,
+                suspended=False,
+                key_height=0,
+                retired_keys=(),
+            )
+            for p in genesis.participants
+        ),
+        frozen=(),
+        schedule=((1, genesis.validator_set()),),
+    )
+
+
+def _in_force(schedule: tuple[tuple[int, ValidatorSet], ...], height: int) -> ValidatorSet:
+    """The set of `schedule` in force at `height`: its last entry from `height` or before."""
+    in_force: ValidatorSet | None = None
+    for from_height, validators in schedule:
+        if from_height > height:
+            break
+        in_force = validators
+    assert in_force is not None  # the first entry is from height 1 (genesis), or kept
+    return in_force
 
 
 class References(Protocol):
@@ -266,17 +356,18 @@ class Ledger:
             references: where consumed references live; a fresh dict by default."""
         self.genesis = genesis
         self.chain_id = genesis.chain_id
-        self.validator_set = genesis.validator_set()
-        self.validator_set_hash = self.validator_set.hash()
         self.issuer_id = genesis.issuer.participant_id
-        self._public_keys = {p.participant_id: p.public_key for p in genesis.participants}
+        self.officers = {o.officer_id: o.public_key for o in genesis.officers}
+        self.officer_threshold = genesis.officer_threshold
         self._owners = {a.account_id: a.owner for a in genesis.accounts}
         self.balances: dict[str, int] = dict.fromkeys(self._owners, 0)
+        self.height = 0
+        self._governance_changed = False
+        self._set_governance(genesis_governance(genesis))
         for account_id, amount in genesis.issuance:
             self.balances[account_id] += amount
         self.issued_total = sum(amount for _, amount in genesis.issuance)
         self.redeemed_total = 0
-        self.height = 0
         self.block_hash = ZERO_HASH  # hash of the last settled block
         self.time_ms = 0  # time of the last settled block
         self.app_hash = genesis_app_hash(genesis)
@@ -306,6 +397,7 @@ class Ledger:
         reference_count: int,
         issued_total: int,
         redeemed_total: int,
+        governance: bytes | None = None,
     ) -> Ledger:
         """Rebuild the ledger from what the store loaded at open, and check it: the state
         root recomputed from these balances, references and totals must give `app_hash`.
@@ -317,6 +409,8 @@ class Ledger:
             balances: every balance the store holds (accounts it lacks keep genesis values).
             references: the consumed (signer, UETR) references, as stored.
             reference_count: how many references the store holds.
+            governance: the stored governance state record; None if no block changed
+                the genesis one.
         Raises:
             StoreCorrupted: the stored state is not the state the app hash commits to.
             NodeError: the stored state does not fit the genesis (another network's store).
@@ -327,13 +421,19 @@ class Ledger:
         header = decode_block_header(last_block_bytes)
         if header.chain_id != genesis.chain_id:
             raise NodeError(f"store holds chain {header.chain_id!r}, not {genesis.chain_id!r}")
+        ledger.height = header.height
+        if governance is not None:
+            try:
+                state = decode_governance_state(governance)
+            except ValueError as exc:
+                raise StoreCorrupted(f"the stored governance state does not decode: {exc}") from exc
+            ledger._set_governance(state)
         unknown = set(balances) - set(ledger.balances)
         if unknown:
             raise NodeError(f"store holds an account not in genesis: {min(unknown)!r}")
         ledger.balances.update(balances)
         ledger.issued_total = issued_total
         ledger.redeemed_total = redeemed_total
-        ledger.height = header.height
         ledger.block_hash = header.hash()
         ledger.time_ms = header.time_ms
         ledger.reference_count = reference_count
@@ -344,7 +444,8 @@ class Ledger:
         if ledger.app_hash != app_hash:
             raise StoreCorrupted(
                 f"the stored state at height {header.height} is not the one its app hash "
-                "commits to: a balance, total or consumed reference was altered; run "
+                "commits to: a balance, total, consumed reference, participant, frozen "
+                "account or validator set was altered; run "
                 "`somnet check` to find it"
             )
         ledger.check_conservation()
@@ -356,6 +457,7 @@ class Ledger:
             reference_count=self.reference_count,
             issued_total=self.issued_total,
             redeemed_total=self.redeemed_total,
+            governance_hash=self.governance_hash,
         )
 
     def _app_hash_after(self, height: int, changes_hash: bytes) -> bytes:
@@ -376,6 +478,7 @@ class Ledger:
             reference_count=self.reference_count,
             issued_total=self.issued_total,
             redeemed_total=self.redeemed_total,
+            governance_hash=self.governance_hash,
             previous_app_hash=self.previous_app_hash,
             changes_hash=self.changes_hash,
             app_hash=self.app_hash,
@@ -391,19 +494,215 @@ class Ledger:
     def owner_of(self, account_id: str) -> str | None:
         return self._owners.get(account_id)
 
+    # -----------------------------------------------------------------------------------
+    # Governance state.
+
+    def _set_governance(self, state: GovernanceState) -> None:
+        """Install a new governance state and what is derived from it. Each derived
+        mapping is replaced, never changed in place: `decode_and_verify` may read them
+        from a worker thread."""
+        self.governance = state
+        self.governance_hash = hashlib.sha256(state.encode()).digest()
+        participants = {p.participant_id: p for p in state.participants}
+        self.participants: Mapping[str, ParticipantState] = MappingProxyType(participants)
+        self._public_keys: Mapping[str, bytes] = MappingProxyType(
+            {pid: p.public_key for pid, p in participants.items()}
+        )
+        self._rotated_at: Mapping[str, int] = MappingProxyType(
+            {pid: p.key_height for pid, p in participants.items() if p.key_height > 0}
+        )
+        self._suspended = frozenset(pid for pid, p in participants.items() if p.suspended)
+        self.frozen = frozenset(state.frozen)
+        used = set(self.officers.values())
+        for p in state.participants:
+            used.add(p.public_key)
+            used.update(p.retired_keys)
+        self._used_keys = frozenset(used)
+        added = [pid for pid in participants if pid not in self._owners]
+        for pid in added:  # an admitted participant's main account
+            self._owners[pid] = pid
+            self.balances[pid] = 0
+        if added and hasattr(self, "account_tree"):
+            self.account_tree = AccountTree(self.balances)
+        self._refresh_validator_set()
+
+    def _refresh_validator_set(self) -> None:
+        """The set of the next height: the one its block's header names."""
+        self.validator_set = _in_force(self.governance.schedule, self.height + 1)
+        self.validator_set_hash = self.validator_set.hash()
+
+    def validators_at(self, height: int) -> ValidatorSet:
+        """The validator set in force at `height`, for heights from the last settled
+        height - 1 to + 2 (a change decided in block H is in force from H+2, so the set of
+        H+2 is known once H settled).
+
+        Raises:
+            NodeError: a height outside that range (not kept, or not decided yet).
+        """
+        low = max(1, self.height - SCHEDULE_HEIGHTS_BACK)
+        if not low <= height <= self.height + SCHEDULE_HEIGHTS_AHEAD:
+            raise NodeError(
+                f"the validator set of height {height} is not known at height {self.height}"
+            )
+        return _in_force(self.governance.schedule, height)
+
+    def participant(self, participant_id: str) -> ParticipantState | None:
+        return self.participants.get(participant_id)
+
+    def public_key_of(self, participant_id: str) -> bytes | None:
+        """The key that signs the participant's transactions at the next height."""
+        return self._public_keys.get(participant_id)
+
+    def _govern_refusal(self, tx: Govern) -> RefusalCode | None:
+        """The rule of a governance transaction against the state now (see
+        node/governance.py for the actions)."""
+        if tx.signer != self.issuer_id:
+            return RefusalCode.NOT_AUTHORIZED
+        action = tx.action
+        message = approval_message(self.chain_id, tx.uetr, tx.expiry_height, action)
+        if count_approvals(message, tx.approvals, self.officers) < self.officer_threshold:
+            return RefusalCode.GOV_NOT_APPROVED
+        participants = self.participants
+        if type(action) is Admit:
+            pid = action.participant_id
+            if pid in participants or pid in self._owners or pid in self.officers:
+                return RefusalCode.GOV_PARTICIPANT_EXISTS
+            if action.public_key in self._used_keys:
+                return RefusalCode.GOV_KEY_IN_USE
+            return None
+        if type(action) is Suspend or type(action) is Reinstate:
+            target = participants.get(action.participant_id)
+            if target is None:
+                return RefusalCode.GOV_UNKNOWN_PARTICIPANT
+            if target.participant_id == self.issuer_id:
+                return RefusalCode.GOV_NOT_ELIGIBLE
+            if target.suspended == (type(action) is Suspend):
+                return RefusalCode.GOV_NO_CHANGE
+            return None
+        if type(action) is Freeze or type(action) is Unfreeze:
+            if action.account not in self._owners:
+                return RefusalCode.UNKNOWN_ACCOUNT
+            if (action.account in self.frozen) == (type(action) is Freeze):
+                return RefusalCode.GOV_NO_CHANGE
+            return None
+        if type(action) is RotateKey:
+            if action.participant_id not in participants:
+                return RefusalCode.GOV_UNKNOWN_PARTICIPANT
+            if not new_key_signed(action, message):
+                return RefusalCode.GOV_NEW_KEY_UNSIGNED
+            if action.new_public_key in self._used_keys:
+                return RefusalCode.GOV_KEY_IN_USE
+            return None
+        assert type(action) is SetValidators
+        for pid, _ in action.validators:
+            target = participants.get(pid)
+            if target is None:
+                return RefusalCode.GOV_UNKNOWN_PARTICIPANT
+            if target.role == "bank" or target.suspended:
+                return RefusalCode.GOV_NOT_ELIGIBLE
+        if len(action.validators) < VALIDATORS_MIN and not action.allow_below_four:
+            return RefusalCode.GOV_TOO_FEW_VALIDATORS
+        return None
+
+    def _govern(self, tx: Govern, height: int) -> None:
+        """Apply a governance action that `_govern_refusal` accepted, in block `height`."""
+        action = tx.action
+        state = self.governance
+        participants = {p.participant_id: p for p in state.participants}
+        frozen = set(state.frozen)
+        schedule = dict(state.schedule)
+        in_force_from = height + SCHEDULE_HEIGHTS_AHEAD
+        if type(action) is Admit:
+            participants[action.participant_id] = ParticipantState(
+                participant_id=action.participant_id,
+                name=action.name,
+                role=action.role,
+                public_key=action.public_key,
+                peer_address=action.peer_address,
+                api_address=action.api_address,
+                suspended=False,
+                key_height=0,
+                retired_keys=(),
+            )
+        elif type(action) is Suspend or type(action) is Reinstate:
+            target = participants[action.participant_id]
+            participants[target.participant_id] = dataclasses.replace(
+                target, suspended=type(action) is Suspend
+            )
+        elif type(action) is Freeze:
+            frozen.add(action.account)
+        elif type(action) is Unfreeze:
+            frozen.discard(action.account)
+        elif type(action) is RotateKey:
+            target = participants[action.participant_id]
+            participants[target.participant_id] = dataclasses.replace(
+                target,
+                public_key=action.new_public_key,
+                key_height=height + 1,
+                retired_keys=(*target.retired_keys, target.public_key),
+            )
+            # A validator's consensus key changes with the set of H+2, like any change.
+            validators = _in_force(tuple(sorted(schedule.items())), in_force_from)
+            if validators.get(ValidatorId(target.participant_id)) is not None:
+                schedule[in_force_from] = ValidatorSet(
+                    tuple(
+                        dataclasses.replace(v, public_key=action.new_public_key)
+                        if v.validator_id == target.participant_id
+                        else v
+                        for v in validators.validators
+                    )
+                )
+        else:
+            assert type(action) is SetValidators
+            schedule[in_force_from] = ValidatorSet(
+                tuple(
+                    Validator(
+                        validator_id=ValidatorId(pid),
+                        public_key=participants[pid].public_key,
+                        voting_power=power,
+                    )
+                    for pid, power in action.validators
+                )
+            )
+        self._set_governance(
+            GovernanceState(
+                participants=tuple(participants[pid] for pid in sorted(participants)),
+                frozen=tuple(sorted(frozen)),
+                schedule=tuple(sorted(schedule.items())),
+            )
+        )
+        self._governance_changed = True
+
+    def _prune_schedule(self, height: int) -> None:
+        """Forget the validator sets no height from `height` - SCHEDULE_HEIGHTS_BACK on
+        needs: every entry but the last one in force by then, and the later ones."""
+        schedule = self.governance.schedule
+        oldest = max(1, height - SCHEDULE_HEIGHTS_BACK)
+        keep_from = 0
+        for index, (from_height, _) in enumerate(schedule):
+            if from_height <= oldest:
+                keep_from = index
+        if keep_from:
+            self._set_governance(
+                dataclasses.replace(self.governance, schedule=schedule[keep_from:])
+            )
+            self._governance_changed = True
+
     def lookup_reference(self, tx: Tx) -> bytes | None:
         """The hash of the transaction that consumed tx's (signer, UETR), if any."""
         return self.references.lookup([tx.uetr + tx.signer.encode()])[0]
 
     def check_admission(self, tx: Tx) -> None:
-        """Every rule the next block applies to `tx` that no other transaction can change:
-        expiry (the block validity rule), accounts, owner and issuer. The mempool applies
-        it, so a transaction refused here can never settle later. Balances and supply are
-        left to the block, where the result is recorded.
+        """Every rule the next block applies to `tx` except balances and supply: expiry
+        (the block validity rule), accounts, owner, issuer, suspension, frozen accounts,
+        and a governance action's approvals and rules. The mempool applies it. Balances
+        and supply are left to the block, where the result is recorded; so are the rules
+        a governance transaction can change later (suspension, freezes, participants),
+        which the block applies again.
 
         Raises:
-            TxRefused: EXPIRED, EXPIRY_TOO_FAR, UNKNOWN_ACCOUNT, NOT_AUTHORIZED or
-                MISADDRESSED.
+            TxRefused: EXPIRED, EXPIRY_TOO_FAR, UNKNOWN_ACCOUNT, NOT_AUTHORIZED,
+                MISADDRESSED, PARTICIPANT_SUSPENDED, ACCOUNT_FROZEN, or a GOV_ code.
         """
         next_height = self.height + 1
         if tx.expiry_height < next_height:
@@ -416,31 +715,54 @@ class Ledger:
             )
         code = self._static_refusal(tx)
         if code is not None:
-            raise TxRefused(code, f"{tx.signer!r} may not send this transaction")
+            raise TxRefused(code, f"{tx.signer!r} may not send this transaction ({code.name})")
 
     def _static_refusal(self, tx: Tx) -> RefusalCode | None:
-        """The refusal that depends only on genesis (accounts, owners, the issuer)."""
+        """The refusal that depends on no balance: accounts, owners, the issuer, the
+        governance state, a governance action's approvals and rules."""
         balances = self.balances
+        owners = self._owners
+        suspended = self._suspended
         if type(tx) is Transfer:
-            owner = self._owners.get(tx.from_account)
+            owner = owners.get(tx.from_account)
             if owner is None or tx.to_account not in balances:
                 return RefusalCode.UNKNOWN_ACCOUNT
             if owner != tx.signer:
                 return RefusalCode.NOT_AUTHORIZED
+            if suspended and (owner in suspended or owners[tx.to_account] in suspended):
+                return RefusalCode.PARTICIPANT_SUSPENDED
+            if tx.from_account in self.frozen:
+                return RefusalCode.ACCOUNT_FROZEN
             return self._misaddressed(tx)
         if type(tx) is Payout:
-            owner = self._owners.get(tx.from_account)
+            owner = owners.get(tx.from_account)
             if owner is None or any(to not in balances for to, _ in tx.legs):
                 return RefusalCode.UNKNOWN_ACCOUNT
             if owner != tx.signer:
                 return RefusalCode.NOT_AUTHORIZED
+            if suspended and (
+                owner in suspended or any(owners[to] in suspended for to, _ in tx.legs)
+            ):
+                return RefusalCode.PARTICIPANT_SUSPENDED
+            if tx.from_account in self.frozen:
+                return RefusalCode.ACCOUNT_FROZEN
             return self._misaddressed(tx)
+        if type(tx) is Govern:
+            return self._govern_refusal(tx)
         if tx.signer != self.issuer_id:
             return RefusalCode.NOT_AUTHORIZED
         if type(tx) is Issue:
-            return None if tx.to_account in balances else RefusalCode.UNKNOWN_ACCOUNT
+            owner = owners.get(tx.to_account)
+            if owner is None:
+                return RefusalCode.UNKNOWN_ACCOUNT
+            return RefusalCode.PARTICIPANT_SUSPENDED if owner in suspended else None
         assert type(tx) is Redeem
-        return None if tx.from_account in balances else RefusalCode.UNKNOWN_ACCOUNT
+        owner = owners.get(tx.from_account)
+        if owner is None:
+            return RefusalCode.UNKNOWN_ACCOUNT
+        if owner in suspended:
+            return RefusalCode.PARTICIPANT_SUSPENDED
+        return RefusalCode.ACCOUNT_FROZEN if tx.from_account in self.frozen else None
 
     def _misaddressed(self, tx: Transfer | Payout) -> RefusalCode | None:
         """MISADDRESSED unless a sealed remittance goes to exactly the sending bank, the
@@ -456,7 +778,9 @@ class Ledger:
     # Signatures: checked once, before a transaction enters the mempool or a block.
 
     def check_signature(self, tx: Tx) -> None:
-        """Raises TxRefused NOT_AUTHORIZED (unknown signer) or BAD_SIGNATURE."""
+        """Check with the signer's key at the next height (a rotation settled in the last
+        block is in force). Raises TxRefused NOT_AUTHORIZED (unknown signer) or
+        BAD_SIGNATURE."""
         public_key = self._public_keys.get(tx.signer)
         if public_key is None:
             raise TxRefused(RefusalCode.NOT_AUTHORIZED, f"signer {tx.signer!r} is unknown")
@@ -567,26 +891,53 @@ class Ledger:
         """Each transaction decoded once per node: one this node already decoded and
         verified (same wire bytes) is reused as is; any other is decoded and verified.
 
-        Reads nothing that settling changes (the chain id and the genesis keys), so it may
-        run in a worker thread while the loop goes on (libsodium releases the GIL).
+        Reads the participants' keys, which settling replaces (never changes in place),
+        so it may run in a worker thread while the loop goes on (libsodium releases the
+        GIL), for the block after the last settled one. A signer whose key rotated within
+        ROTATION_WINDOW_HEIGHTS is checked in full even when pooled, and a signature by one
+        of its retired keys passes here (the block refuses it BAD_SIGNATURE).
         Raises BlockError naming the first transaction that fails."""
         decoded: list[Tx] = []
         append = decoded.append
         checked = signatures_checked.get if signatures_checked else None
         sha256 = hashlib.sha256
+        rotated = self._recently_rotated(self.height + 1)
         for index, tx_bytes in enumerate(txs):
             if checked is not None:
                 tx = checked(sha256(tx_bytes[SIGNATURE_SIZE:]).digest())
-                if tx is not None and tx.raw == tx_bytes:
+                if tx is not None and tx.raw == tx_bytes and tx.signer not in rotated:
                     append(tx)
                     continue
             try:
                 tx = decode_tx(tx_bytes, self.chain_id)
-                self.check_signature(tx)
+                if tx.signer in rotated:
+                    self._check_signature_rotated(tx)
+                else:
+                    self.check_signature(tx)
             except TxRefused as exc:
                 raise BlockError(f"transaction {index}: {exc}") from exc
             append(tx)
         return tuple(decoded)
+
+    def _recently_rotated(self, height: int) -> frozenset[str]:
+        """Signers whose key rotated so recently that a transaction signed by a retired
+        key may still be proposed at `height` (see ROTATION_WINDOW_HEIGHTS)."""
+        rotated = self._rotated_at
+        if not rotated:
+            return frozenset()
+        return frozenset(
+            pid for pid, key_height in rotated.items()
+            if height - key_height < ROTATION_WINDOW_HEIGHTS
+        )  # fmt: skip
+
+    def _check_signature_rotated(self, tx: Tx) -> None:
+        """The signature verifies with the signer's current key or a retired one.
+        Raises TxRefused BAD_SIGNATURE otherwise."""
+        if _verifies(tx, self._public_keys[tx.signer]):
+            return
+        if any(_verifies(tx, key) for key in self.participants[tx.signer].retired_keys):
+            return
+        raise TxRefused(RefusalCode.BAD_SIGNATURE, f"not signed by {tx.signer!r}")
 
     def _check_header(self, block: Block, *, tx_root_checked: bool = False) -> None:
         """Raises BlockError unless the header follows the last settled block.
@@ -618,7 +969,7 @@ class Ledger:
             return
         if certificate.height != self.height or certificate.value_id != self.block_hash:
             raise BlockError(f"block certificate: does not commit block {self.height}")
-        if not verify_certificate(self.chain_id, certificate, self.validator_set):
+        if not verify_certificate(self.chain_id, certificate, self.validators_at(self.height)):
             raise BlockError("block certificate: signatures or voting power do not verify")
 
     def apply_block(
@@ -711,12 +1062,16 @@ class Ledger:
         changes_hash = hashlib.sha256(_pack(changes)).digest()
         self.account_tree.update(balances)
         self.reference_count += len(added)
+        self._prune_schedule(height)
         self.previous_app_hash = self.app_hash
         self.changes_hash = changes_hash
         self.app_hash = self._app_hash_after(height, changes_hash)
         self.height = height
         self.block_hash = block_hash
         self.time_ms = block.header.time_ms
+        self._refresh_validator_set()
+        governance = self.governance.encode() if self._governance_changed else None
+        self._governance_changed = False
         return BlockEffects(
             height=height,
             block_hash=block_hash,
@@ -730,6 +1085,7 @@ class Ledger:
             account_entries=tuple(entries),
             issued_total=self.issued_total,
             redeemed_total=self.redeemed_total,
+            governance=governance,
         )
 
     def _check_block_conservation(
@@ -768,6 +1124,12 @@ class Ledger:
         owners = self._owners
         pack_result = _RESULT.pack
         add_entry = entries.append
+        # Governance state a transfer reads; empty (so one falsy test) on most networks.
+        # A govern transaction may change it: read again after each non-transfer.
+        suspended, frozen = self._suspended, self.frozen
+        rotated = self._recently_rotated(height)
+        keys = self._public_keys  # as this block's signatures were checked: a rotation
+        # settled within the block is in force from the next one
         for index, tx in enumerate(txs):
             code: int
             if type(tx) is Transfer:  # one unpacking instead of an attribute load each
@@ -778,6 +1140,12 @@ class Ledger:
                     code = RefusalCode.UNKNOWN_ACCOUNT
                 elif owner != signer:
                     code = RefusalCode.NOT_AUTHORIZED
+                elif rotated and signer in rotated and not _verifies(tx, keys[signer]):
+                    code = RefusalCode.BAD_SIGNATURE  # a retired key's (see the module doc)
+                elif suspended and (owner in suspended or owners[to_account] in suspended):
+                    code = RefusalCode.PARTICIPANT_SUSPENDED
+                elif frozen and from_account in frozen:
+                    code = RefusalCode.ACCOUNT_FROZEN
                 elif envelope is not None and self._misaddressed(tx) is not None:
                     code = RefusalCode.MISADDRESSED
                 elif (from_balance := balances[from_account]) < amount:
@@ -796,8 +1164,12 @@ class Ledger:
                     code = APPLIED
             else:
                 tx_hash, signer, uetr = tx.tx_hash, tx.signer, tx.uetr
-                refusal = self._execute(tx, index, before, after, entries)
+                if rotated and signer in rotated and not _verifies(tx, keys[signer]):
+                    refusal: RefusalCode | None = RefusalCode.BAD_SIGNATURE
+                else:
+                    refusal = self._execute(tx, index, height, before, after, entries)
                 code = APPLIED if refusal is None else refusal
+                suspended, frozen = self._suspended, self.frozen
             if code:  # APPLIED is 0: one test per transaction, a count only on refusal
                 self.block_refusals[code] += 1
             added.append((uetr + signer.encode(), tx_hash))
@@ -807,6 +1179,7 @@ class Ledger:
         self,
         tx: Tx,
         index: int,
+        height: int,
         before: dict[str, int],
         after: dict[str, int],
         entries: list[AccountEntry],
@@ -818,6 +1191,9 @@ class Ledger:
         refusal = self._static_refusal(tx)
         if refusal is not None:
             return refusal
+        if type(tx) is Govern:
+            self._govern(tx, height)  # moves no money
+            return None
         balances = self.balances
         changes: list[tuple[str, int]] = []  # (account, amount added), all or nothing
         if type(tx) is Payout:
@@ -848,6 +1224,14 @@ class Ledger:
         return None
 
 
+def _verifies(tx: Tx, public_key: bytes) -> bool:
+    try:
+        crypto_sign_open(signed_message(tx), public_key)
+    except (CryptoError, ValueError):
+        return False
+    return True
+
+
 def open_ledger(genesis: Genesis, store: Store) -> Ledger:
     """The ledger after the store's last block: the node's (and the bench's) restore path."""
     tip = store.tip
@@ -861,4 +1245,5 @@ def open_ledger(genesis: Genesis, store: Store) -> Ledger:
         reference_count=store.reference_count(),
         issued_total=tip.issued_total,
         redeemed_total=tip.redeemed_total,
+        governance=store.load_governance(),
     )

@@ -27,6 +27,9 @@ Theory of operation.
   (length-prefixed) then height (8 bytes) and tx index (4 bytes), big-endian, so each
   account's entries are contiguous in (height, index) order and a new block's entries go
   to the end of each account's range. Value: tx hash, signed amount, balance after.
+- Governance state (issue 13): one sealed record in `meta` under "governance", the
+  whole state, rewritten in the write transaction of each block that changes it (rare:
+  governance actions, and pruning of validator sets no longer needed).
 - The map size is a hard bound. A write that does not fit raises `StoreFull` and writes
   nothing.
 
@@ -122,6 +125,9 @@ KEY_CHAIN_ID = b"chain_id"
 KEY_FORMAT = b"format"
 KEY_TIP = b"tip"
 KEY_DURABLE = b"durable"
+# The governance state record (node/governance.py), rewritten whole by a block that
+# changes it; absent while the state is genesis's.
+KEY_GOVERNANCE = b"governance"
 
 TIP_SIZE = 8 + HASH_SIZE + HASH_SIZE + HASH_SIZE + 16 + 16
 CHAIN_SIZE = HASH_SIZE + HASH_SIZE
@@ -604,6 +610,9 @@ class Store:
             self._put_block(txn, effects, previous_hash)
             self._put_ledger_state(txn, effects)
             self._put_pool_changes(txn, pool)
+            if effects.governance is not None:
+                record = seal(DB_META, KEY_GOVERNANCE, effects.governance)
+                txn.put(KEY_GOVERNANCE, record, db=self._dbs[DB_META])
             txn.put(KEY_TIP, seal(DB_META, KEY_TIP, _encode_tip(new_tip)), db=self._dbs[DB_META])
         self._tip = new_tip
 
@@ -799,6 +808,12 @@ class Store:
                 f"point at this transaction's result (entry {position.hex()}); the node must stop"
             )
         return found[1]
+
+    def load_governance(self) -> bytes | None:
+        """The governance state record the last block that changed it wrote; None while
+        the state is genesis's."""
+        with self._read() as txn:
+            return self._get(txn, DB_META, KEY_GOVERNANCE)
 
     def load_balance(self, account: str) -> int | None:
         """The stored balance, or None if the account was never written (genesis value)."""

@@ -20,7 +20,8 @@ are a canonical msgpack array (never a map):
 Kinds: transfer v1 `[..., from, to, amount, ""]`, transfer v2 `[..., from, to, amount,
 remittance hash]`, payout v1 `[..., from, [[to, amount], ...], ""]`, payout v2 `[...,
 from, legs, remittance hash]`, issue `[..., to, amount, reserve reference]`, redeem
-`[..., from, amount, reserve reference]`.
+`[..., from, amount, reserve reference]`, govern `[..., action, approvals]` (issue 13:
+node/governance.py gives the action and approval encodings; signed by the issuer).
 
 Remittance privacy (issue 8). Every node stores and gossips every transaction, so the
 remittance text of a payment never travels in clear: it is sealed to the banks that may
@@ -91,6 +92,7 @@ from nacl.signing import SigningKey
 from nacl.utils import random as random_bytes
 
 from node.errors import RefusalCode, TxRefused
+from node.governance import Action, decode_action, decode_approvals, encode_action
 from node.ids import ID_CHARS_MAX, ID_RULE, is_id
 
 __all__ = [
@@ -101,6 +103,7 @@ __all__ = [
     "TX_SIZE_MAX",
     "UETR_SIZE",
     "Envelope",
+    "Govern",
     "Issue",
     "Payout",
     "Redeem",
@@ -111,6 +114,7 @@ __all__ = [
     "reference_key",
     "remittance_recipients",
     "seal_remittance",
+    "sign_govern",
     "sign_issue",
     "sign_payout",
     "sign_redeem",
@@ -135,6 +139,7 @@ TAG_ISSUE = b"somnet/tx/issue/v1"
 TAG_REDEEM = b"somnet/tx/redeem/v1"
 TAG_PAYOUT = b"somnet/tx/payout/v1"
 TAG_PAYOUT_V2 = b"somnet/tx/payout/v2"
+TAG_GOVERN = b"somnet/tx/govern/v1"
 TAG_ENVELOPE = b"somnet/remittance/envelope/v1"
 TAG_COMMITMENT = b"somnet/remittance/commitment/v1"
 COMMON_FIELDS = 5  # tag, chain id, signer, uetr, expiry height
@@ -228,7 +233,20 @@ class Payout(NamedTuple):
     envelope: Envelope | None  # the sealed remittance (v2); None: no remittance (v1)
 
 
-Tx = Transfer | Issue | Redeem | Payout
+class Govern(NamedTuple):
+    """A governance action approved by the central bank's officers (node/governance.py);
+    signed by the issuer."""
+
+    raw: bytes
+    tx_hash: bytes
+    signer: str
+    uetr: bytes
+    expiry_height: int
+    action: Action
+    approvals: tuple[tuple[str, bytes], ...]  # (officer id, signature), ids ascending
+
+
+Tx = Transfer | Issue | Redeem | Payout | Govern
 
 
 def reference_key(signer: str, uetr: bytes) -> bytes:
@@ -463,6 +481,24 @@ def sign_payout(
     return _sign_with_remittance(key, chain_id, tags, fields, remittance, recipients)
 
 
+def sign_govern(
+    key: SigningKey,
+    chain_id: str,
+    *,
+    signer: str,
+    uetr: bytes,
+    expiry_height: int,
+    action: Action,
+    approvals: Iterable[tuple[str, bytes]],
+) -> bytes:
+    """Return the wire bytes of a govern transaction: `key` is the issuer's node key,
+    `approvals` the officers' (node.governance.approve with the same uetr and expiry),
+    in any order. Raises TxRefused if a field is invalid."""
+    ordered = [[officer_id, signature] for officer_id, signature in sorted(approvals)]
+    fields: list[object] = [TAG_GOVERN, chain_id, signer, uetr, expiry_height]
+    return _sign(key, chain_id, [*fields, encode_action(action), ordered])
+
+
 # ---------------------------------------------------------------------------------------
 # Decoding.
 
@@ -596,6 +632,8 @@ def _decode_checked(f: list[Any], data: bytes, rest: bytes, chain_id: str) -> Tx
         return _decode_redeem(f, data, tx_hash)
     if tag == TAG_PAYOUT or tag == TAG_PAYOUT_V2:
         return _decode_payout(f, data, tx_hash, rest)
+    if tag == TAG_GOVERN:
+        return _decode_govern(f, data, tx_hash)
     raise _malformed("unknown transaction tag")
 
 
@@ -747,4 +785,17 @@ def _decode_payout(f: list[Any], data: bytes, tx_hash: bytes, rest: bytes) -> Pa
         legs=tuple(legs),
         total=total,
         envelope=_remittance(f[0], last, rest),
+    )
+
+
+def _decode_govern(f: list[Any], data: bytes, tx_hash: bytes) -> Govern:
+    action, approvals = _fields(f, "govern", 2)
+    return Govern(
+        raw=data,
+        tx_hash=tx_hash,
+        signer=f[2],
+        uetr=f[3],
+        expiry_height=f[4],
+        action=decode_action(action),
+        approvals=decode_approvals(approvals),
     )

@@ -28,6 +28,8 @@ ISSUER = "nbkr"
 VALIDATORS = ("nbkr", "val-b", "val-c", "val-d")
 BANKS = ("bank-e", "bank-f")
 EXTRA_ACCOUNTS = {"bank-e.payroll": "bank-e", "bank-f.savings": "bank-f"}
+OFFICERS = ("officer-1", "officer-2", "officer-3")
+OFFICER_THRESHOLD = 2
 
 
 def seed_of(name: str) -> bytes:
@@ -65,6 +67,8 @@ def genesis_doc(issuance: Sequence[tuple[str, int]] = ()) -> dict[str, Any]:
         "participants": participants,
         "accounts": [{"id": a, "owner": o} for a, o in EXTRA_ACCOUNTS.items()],
         "issuance": [{"account": a, "amount": n} for a, n in issuance],
+        "officers": [{"id": o, "public_key": public_hex(o)} for o in OFFICERS],
+        "officer_threshold": OFFICER_THRESHOLD,
     }
 
 
