@@ -20,8 +20,9 @@ from consensus.wire import encode_certificate
 from node.block import Block
 from node.effects import BlockEffects
 from node.genesis import Genesis, parse_genesis
+from node.governance import Action, Admit, RotateKey, approve, rotate_key
 from node.ledger import Ledger
-from node.tx import sign_issue, sign_payout, sign_redeem, sign_transfer
+from node.tx import sign_govern, sign_issue, sign_payout, sign_redeem, sign_transfer
 
 CHAIN_ID = "som-test-1"
 ISSUER = "nbkr"
@@ -156,8 +157,80 @@ def payout(
     )
 
 
+def govern(
+    action: Action,
+    *,
+    approvers: Sequence[str] = OFFICERS[:OFFICER_THRESHOLD],
+    signer: str = ISSUER,
+    uetr: bytes | None = None,
+    expiry_height: int = 100,
+) -> bytes:
+    """A govern transaction signed by `signer` (the issuer's node key by default) and
+    approved by `approvers`, each with the key named after it (an officer's, or not)."""
+    uetr = uetr or new_uetr()
+    approvals = [
+        approve(
+            action,
+            chain_id=CHAIN_ID,
+            uetr=uetr,
+            expiry_height=expiry_height,
+            officer_id=officer,
+            officer_key=key_of(officer),
+        )
+        for officer in approvers
+    ]
+    return sign_govern(
+        key_of(signer),
+        CHAIN_ID,
+        signer=signer,
+        uetr=uetr,
+        expiry_height=expiry_height,
+        action=action,
+        approvals=approvals,
+    )
+
+
+def admit_action(name: str, role: str = "bank") -> Admit:
+    """Admitting `name` with the key `key_of(name)`."""
+    return Admit(
+        participant_id=name,
+        name=f"{name} bank",
+        role=role,
+        public_key=bytes(key_of(name).verify_key),
+        peer_address="127.0.0.1:7999",
+        api_address="127.0.0.1:8999",
+    )
+
+
+def rotate(
+    participant_id: str,
+    new_key_name: str,
+    *,
+    new_key_signs: bool = True,
+    approvers: Sequence[str] = OFFICERS[:OFFICER_THRESHOLD],
+) -> bytes:
+    """A govern transaction rotating the participant's key to `key_of(new_key_name)`,
+    signed by the new key unless `new_key_signs` is False (then by another key)."""
+    uetr = new_uetr()
+    action = rotate_key(
+        participant_id,
+        key_of(new_key_name if new_key_signs else "not-" + new_key_name),
+        chain_id=CHAIN_ID,
+        uetr=uetr,
+        expiry_height=100,
+    )
+    if not new_key_signs:
+        action = RotateKey(
+            participant_id=participant_id,
+            new_public_key=bytes(key_of(new_key_name).verify_key),
+            new_key_signature=action.new_key_signature,
+        )
+    return govern(action, approvers=approvers, uetr=uetr)
+
+
 def certify(block: Block, voters: Sequence[str] = VALIDATORS[:3]) -> CommitCertificate:
-    """A real commit certificate: precommits of `voters` (3 of 4 is a quorum)."""
+    """A real commit certificate: precommits of `voters` (3 of 4 is a quorum), each
+    signed with the key named after it."""
     value_id = block.header.hash()
     height = Height(block.header.height)
     votes = tuple(
@@ -177,15 +250,23 @@ class Chain:
         self.certificate: CommitCertificate | None = None
         self.blocks: list[tuple[Block, CommitCertificate]] = []
 
+    def voters(self) -> list[str]:
+        """Who certifies the next block: VALIDATORS[:3] under the genesis set; after a
+        governance change, every validator of the set in force."""
+        ids = [str(v.validator_id) for v in self.ledger.validator_set.validators]
+        return list(VALIDATORS[:3]) if ids == list(VALIDATORS) else ids
+
     def next_block(self, txs: Sequence[bytes], time_ms: int = 1_000) -> Block:
+        voters = self.voters()
+        proposer = ISSUER if ISSUER in voters else voters[0]
         return self.ledger.make_block(
-            txs, time_ms=time_ms, proposer=ISSUER, prev_certificate=self.certificate
+            txs, time_ms=time_ms, proposer=proposer, prev_certificate=self.certificate
         )
 
     def settle(self, txs: Sequence[bytes], time_ms: int = 1_000) -> BlockEffects:
         block = self.next_block(txs, time_ms)
         self.ledger.validate_block(block)
-        certificate = certify(block)
+        certificate = certify(block, self.voters())
         effects = self.ledger.apply_block(block, encode_certificate(certificate))
         self.certificate = certificate
         self.blocks.append((block, certificate))

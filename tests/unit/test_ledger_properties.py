@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from node.errors import BlockError, RefusalCode, TxRefused
+from node.governance import Freeze, Reinstate, SetValidators, Suspend
 from node.ledger import EXPIRY_HEIGHTS_MAX, Ledger, decode_tx_result
 from node.mempool import Mempool
 from node.tx import (
@@ -26,12 +27,17 @@ from node.tx import (
 from tests.unit.ledger_support import (
     CHAIN_ID,
     ISSUER,
+    OFFICERS,
+    VALIDATORS,
     Chain,
+    admit_action,
+    govern,
     issue,
     key_of,
     make_genesis,
     payout,
     redeem,
+    rotate,
     transfer,
 )
 from tests.unit.test_ledger import codes_of
@@ -267,6 +273,8 @@ def test_every_refusal_code_is_reachable() -> None:
     uetr = bytes(16)
     first = transfer("bank-e", "bank-e", "bank-f", 1, uetr=uetr)
     expired = transfer("bank-e", "bank-e", "bank-f", 1, expiry_height=1)
+    three = tuple((v, 1) for v in VALIDATORS[:3])
+    bank_f_pays = transfer("bank-f", "bank-f", "bank-e", 1)
     produced = {
         refusal_of(lambda: decode_tx(b"\x00" * 70, CHAIN_ID)),
         refusal_of(lambda: decode_tx(transfer("bank-e", "bank-e", "bank-f", 1), "other")),
@@ -290,6 +298,17 @@ def test_every_refusal_code_is_reachable() -> None:
         settled_code([issue("nbkr", "bank-e", AMOUNT_MAX)]),
         refusal_of(lambda: pool_holding(first).add(transfer("bank-e", "bank-e", "bank-f", 3))),
         refusal_of(lambda: Mempool(ledger, txs_max=1).add(first, catching_up=True)),
+        # Governance (tests/unit/test_governance.py has each rule in full).
+        settled_code([govern(Suspend(participant_id="bank-f"), approvers=OFFICERS[:1])]),
+        settled_code([rotate("bank-e", "bank-e-2", new_key_signs=False)]),
+        settled_code([govern(SetValidators(validators=three, allow_below_four=False))]),
+        settled_code([govern(Suspend(participant_id="bank-f")), bank_f_pays]),
+        settled_code([govern(Freeze(account="bank-e")), transfer("bank-e", "bank-e", "bank-f", 1)]),
+        settled_code([govern(admit_action("bank-e"))]),
+        settled_code([rotate("bank-e", "bank-f")]),
+        settled_code([govern(Suspend(participant_id="nobody"))]),
+        settled_code([govern(Suspend(participant_id="nbkr"))]),
+        settled_code([govern(Reinstate(participant_id="bank-e"))]),
     }
     assert produced == set(RefusalCode)
 
