@@ -587,3 +587,66 @@ def test_the_approval_message_binds_chain_uetr_and_expiry() -> None:
     assert base != approval_message(CHAIN_ID, uetr, 100, Admit(
         participant_id="bank-e", name="x", role="bank", public_key=bytes(32),
         peer_address="h:1", api_address="h:2"))  # fmt: skip
+
+
+# -- somnet check, genesis and somnet init ----------------------------------------------
+
+
+def test_somnet_check_replays_governance_and_finds_an_edit(tmp_path: Path) -> None:
+    from node.check import check_store
+
+    path, _ = settled_store(tmp_path)
+    with Store.open_readonly(path, chain_id=CHAIN_ID) as store:
+        report = check_store(store, make_genesis(START))
+    assert report.ok, report.problems
+    write_meta_record(path, KEY_GOVERNANCE, decode_governance_state_without_freezes(path))
+    with Store.open_readonly(path, chain_id=CHAIN_ID) as store:
+        report = check_store(store, make_genesis(START))
+    assert not report.ok
+    assert any(p.subject == "governance" for p in report.problems)
+
+
+def decode_governance_state_without_freezes(path: Path) -> bytes:
+    with Store.open(path, chain_id=CHAIN_ID) as store:
+        state = decode_governance_state(store.load_governance() or b"")
+    return dataclasses.replace(state, frozen=()).encode()
+
+
+def test_genesis_requires_officers_apart_from_node_keys() -> None:
+    import json
+
+    from node.errors import GenesisError
+    from node.genesis import parse_genesis
+    from tests.unit.ledger_support import genesis_doc, public_hex
+
+    genesis = make_genesis()
+    assert [o.officer_id for o in genesis.officers] == list(OFFICERS)
+    assert genesis.officer_threshold == 2
+    for edit, message in (
+        (lambda d: d.pop("officers"), "officers: expected a list"),
+        (lambda d: d.update(officer_threshold=4), "officer_threshold"),
+        (lambda d: d.update(officer_threshold=0), "officer_threshold"),
+        (lambda d: d["officers"][0].update(public_key=public_hex("bank-e")), "reuses"),
+        (lambda d: d["officers"][1].update(public_key=public_hex(OFFICERS[0])), "reuses"),
+        (lambda d: d["officers"][0].update(id="bank-e"), "already"),
+    ):
+        doc = genesis_doc()
+        edit(doc)
+        with pytest.raises(GenesisError, match=message):
+            parse_genesis(json.dumps(doc))
+
+
+def test_somnet_init_writes_officer_keys_0600(tmp_path: Path) -> None:
+    from cli.devnet import init_network
+    from node.genesis import load_genesis
+    from node.keys import load_key_file
+
+    init_network(tmp_path / "net", validators=4, banks=1, chain_id="som-x", host="127.0.0.1",
+                 base_port=30000, officers=4, officer_threshold=3)  # fmt: skip
+    genesis = load_genesis(tmp_path / "net" / "genesis.json")
+    assert genesis.officer_threshold == 3
+    for officer in genesis.officers:
+        path = tmp_path / "net" / "officers" / f"{officer.officer_id}.json"
+        assert path.stat().st_mode & 0o777 == 0o600
+        assert bytes(load_key_file(path).verify_key) == officer.public_key
+    assert len(genesis.officers) == 4
