@@ -420,6 +420,7 @@ async def get_account_proof(request: web.Request) -> web.Response:
             "reference_count": proof.reference_count,
             "issued_total": proof.issued_total,
             "redeemed_total": proof.redeemed_total,
+            "governance_hash": proof.governance_hash.hex(),
             "previous_app_hash": proof.previous_app_hash.hex(),
             "changes_hash": proof.changes_hash.hex(),
             "app_hash": proof.app_hash.hex(),

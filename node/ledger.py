@@ -438,6 +438,7 @@ class Ledger:
         ledger.time_ms = header.time_ms
         ledger.reference_count = reference_count
         ledger.account_tree = AccountTree(ledger.balances)
+        ledger._refresh_validator_set()
         ledger.previous_app_hash = header.app_hash
         ledger.changes_hash = changes_hash
         ledger.app_hash = ledger._app_hash_after(header.height, changes_hash)
