@@ -378,7 +378,7 @@ class Simulation:
     def _new_node(self, index: int, signer: Signer, actor: ByzantineActor | None) -> _Node:
         durable = DurableState.initial(FIRST_HEIGHT)
         storage = SimStorage(durable=encode_durable_state(durable))
-        replica = Replica(self.config, self.validators, signer, durable)
+        replica = Replica(self.config, signer, durable)
         return _Node(
             index=index,
             validator_id=signer.validator_id,
@@ -449,7 +449,14 @@ class Simulation:
         """Run until every honest node reached the target or the liveness bound passed."""
         assert self.events == 0, "a Simulation runs once"
         for node in self.nodes:
-            self._push(0, _Local(node.index, node.epoch, HeightStarted(height=FIRST_HEIGHT)))
+            self._push(
+                0,
+                _Local(
+                    node.index,
+                    node.epoch,
+                    HeightStarted(height=FIRST_HEIGHT, validators=self.validators),
+                ),
+            )
             if node.actor is not None:
                 self._push(
                     self.byzantine_rng.randint(*BYZANTINE_TICK_MS), _ByzantineTick(node.index)
@@ -668,7 +675,7 @@ class Simulation:
         if decide.height < self.params.heights:
             # Past the target a node stays at its last height and only serves block sync,
             # so the run does not spend its time on heights nobody checks.
-            started = HeightStarted(height=Height(decide.height + 1))
+            started = HeightStarted(height=Height(decide.height + 1), validators=self.validators)
             self._push(self.now_ms + SETTLE_DELAY_MS, _Local(node.index, node.epoch, started))
         if self.observer is not None and node.honest:
             self.observer(
@@ -695,8 +702,8 @@ class Simulation:
             return
         self.trace.update(b"restart|%d|" % node.index)
         durable = decode_durable_state(node.storage.durable)
-        node.replica = Replica(self.config, self.validators, node.signer, durable)
-        started = HeightStarted(height=node.storage.next_height)
+        node.replica = Replica(self.config, node.signer, durable)
+        started = HeightStarted(height=node.storage.next_height, validators=self.validators)
         self._push(self.now_ms + RESTART_DELAY_MS, _Local(node.index, node.epoch, started))
 
     def _on_sync_tick(self, node: _Node) -> None:

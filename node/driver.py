@@ -496,7 +496,11 @@ class Driver:
         due = idle_ms >= self.limits.empty_block_interval_ms
         if force or due or len(self.mempool) > 0:
             self._height_running = True
-            self._step(HeightStarted(height=Height(self.ledger.height + 1)))
+            self._start_height(Height(self.ledger.height + 1))
+
+    def _start_height(self, height: Height) -> None:
+        """Tell the replica that `height` starts, with the validator set in force there."""
+        self._step(HeightStarted(height=height, validators=self.ledger.validators_at(height)))
 
     def caught_up(self) -> bool:
         """Whether this node may judge new transactions: it has heard a validator's height
@@ -545,8 +549,12 @@ class Driver:
             certificate = decode_certificate(status.certificate)
         except WireError:
             return False
-        return certificate.height == status.height and crypto.verify_certificate(
-            self.ledger.chain_id, certificate, self.ledger.validator_set
+        return (
+            status.height >= 1
+            and certificate.height == status.height
+            and crypto.verify_certificate(
+                self.ledger.chain_id, certificate, self.ledger.validators_at(certificate.height)
+            )
         )
 
     def _on_consensus(self, peer_id: str, data: bytes) -> None:
@@ -570,7 +578,7 @@ class Driver:
             self._step(VoteReceived(vote=message))
 
     def _signed_by_a_validator(self, message: Message) -> bool:
-        chain_id, validators = self.ledger.chain_id, self.ledger.validator_set
+        chain_id, validators = self.ledger.chain_id, self.ledger.validators_at(message.height)
         if isinstance(message, Proposal):
             return crypto.verify_proposal(chain_id, message, validators)
         return crypto.verify_vote(chain_id, message, validators)
@@ -671,7 +679,7 @@ class Driver:
                 certificate.height == block.header.height
                 and certificate.value_id == value_id
                 and crypto.verify_certificate(
-                    self.ledger.chain_id, certificate, self.ledger.validator_set
+                    self.ledger.chain_id, certificate, self.ledger.validators_at(certificate.height)
                 )
             )
             if not certified:
@@ -691,7 +699,7 @@ class Driver:
             return True
         if not self._height_running:
             self._height_running = True
-            self._step(HeightStarted(height=Height(height_before + 1)))
+            self._start_height(Height(height_before + 1))
         if self.ledger.height == height_before:  # the replica may have decided it already
             self._step(CommitReceived(value=value, certificate=certificate))
         return self.ledger.height > height_before

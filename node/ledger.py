@@ -48,9 +48,10 @@ import msgpack
 from nacl.bindings import crypto_sign_open
 from nacl.exceptions import CryptoError
 
+from consensus.config import ValidatorSet
 from consensus.crypto import verify_certificate
 from consensus.errors import WireError
-from consensus.messages import CommitCertificate, ValidatorId
+from consensus.messages import CommitCertificate, Height, ValidatorId
 from consensus.wire import decode_certificate
 from node.block import (
     ZERO_HASH,
@@ -292,6 +293,16 @@ class Ledger:
         self._decoded: tuple[bytes, tuple[Tx, ...]] | None = None
         self._changes_since_full_check = 0  # balance changes since the last full sum
         self.check_conservation()
+
+    def validators_at(self, height: Height) -> ValidatorSet:
+        """The validator set in force at `height`, for consensus at that height and for
+        the certificates of its block.
+
+        The one place the node asks; today it is genesis's set at every height.
+        Governance (issue 13) extends it: a change decided in block h applies from h+2,
+        so the set of every height up to ledger.height + 2 is known."""
+        assert height >= 1
+        return self.validator_set
 
     @classmethod
     def restore(

@@ -124,7 +124,6 @@ def make_node(tmp_path: Path, node_id: str, limits: DriverLimits = LIMITS) -> No
         me = ValidatorId(node_id)
         replica = Replica(
             ReplicaConfig(chain_id=CHAIN_ID),
-            genesis.validator_set(),
             Signer(CHAIN_ID, me, seed_of(node_id)),
             DurableState.initial(Height(1)),
         )
