@@ -318,11 +318,12 @@ class Replica:
         for message, checked_key in buffered:
             if message.height != self.height:
                 continue
+            if not self.member:
+                self.dropped["not_a_member"] += 1
+                continue
             reason = self._member_error(message, checked_key)
             if reason is not None:
                 self.dropped[reason] += 1
-            elif not self.member:
-                self.dropped["not_a_member"] += 1
             elif not self._already_held(message):
                 self._process(message, now_ms, out)
             else:
