@@ -8,12 +8,21 @@ found a violation, 2 on bad arguments.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
 
 from consensus.errors import ConfigError
-from consensus.sim import BYZANTINE_BEHAVIOURS, FAULT_KINDS, SimParams, SimResult, run_simulation
+from consensus.sim import (
+    BYZANTINE_BEHAVIOURS,
+    FAULT_KINDS,
+    SimParams,
+    SimResult,
+    rotation_at,
+    rotation_changes,
+    run_simulation,
+)
 
 __all__ = ["params_from_args", "register", "replay_command"]
 
@@ -54,6 +63,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="store_true",
         help="allow more than f Byzantine validators (a negative control: they fork)",
     )
+    parser.add_argument(
+        "--change-validators-at",
+        type=int,
+        default=None,
+        metavar="H",
+        help="change the validator set: one extra node joins by a change decided at H (in"
+        " force at H+2) and the first validator leaves by one decided at H+1",
+    )
     parser.add_argument("--json", action="store_true", help="end with one JSON summary line")
     parser.set_defaults(handler=run)
 
@@ -84,6 +101,14 @@ def params_from_args(args: argparse.Namespace) -> SimParams:
         behaviours=_kinds(args.behaviours, BYZANTINE_BEHAVIOURS, "Byzantine behaviours"),
         allow_unsafe=args.allow_unsafe,
     )
+    if args.change_validators_at is not None:
+        if args.change_validators_at < 1:
+            raise ConfigError("--change-validators-at must be >= 1")
+        params = dataclasses.replace(
+            params,
+            spares=1,
+            validator_changes=rotation_changes(args.validators, args.change_validators_at),
+        )
     try:
         params.validate()
     except ConfigError as exc:
@@ -118,6 +143,12 @@ def replay_command(params: SimParams, seed: int) -> str:
         parts.append(f"--behaviours {_kinds_text(params.behaviours, BYZANTINE_BEHAVIOURS)}")
     if params.allow_unsafe:
         parts.append("--allow-unsafe")
+    at = rotation_at(params)
+    if at is not None:
+        parts.append(f"--change-validators-at {at}")
+    elif params.validator_changes or params.spares:
+        # Only the rotation has a flag; other schedules replay with `pytest --seed N`.
+        parts.append("(with a validator-change schedule the command line cannot express)")
     return " ".join(parts)
 
 

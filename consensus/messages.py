@@ -18,7 +18,11 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import NewType
+from typing import TYPE_CHECKING, NewType
+
+if TYPE_CHECKING:
+    # consensus.config imports the ids defined here; the set is only an annotation here.
+    from consensus.config import ValidatorSet
 
 __all__ = [
     "NIL_ROUND",
@@ -196,9 +200,16 @@ class DurableState:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HeightStarted:
-    """The application has settled height-1 (or is fresh) and is ready for `height`."""
+    """The application has settled height-1 (or is fresh) and is ready for `height`.
+
+    `validators` is the set in force at `height`, as the application's state says (a
+    change decided in block h takes effect at h+2, so the set of `height` is known once
+    height-2 is settled). The core judges every message and certificate of `height`
+    against it; a replica not in it follows the height without proposing or voting.
+    """
 
     height: Height
+    validators: ValidatorSet
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -30,6 +30,11 @@ Rules of this implementation (the paper leaves them to the implementer):
 - Memory is bounded: per (round, type) one vote per validator and relevant value (see
   consensus.quorum), votes only for rounds up to ROUNDS_AHEAD_MAX past the current one,
   a bounded buffer for the next height.
+- The validator set is per height: `HeightStarted` brings the set of its height, and
+  every message, vote count and certificate of that height is judged against it. A
+  replica outside a height's set follows it without proposing or voting, and learns its
+  decision only through `CommitReceived` (block sync). Messages of the next height are
+  kept before their set is known and judged against it when the height starts.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from collections.abc import Callable
 from typing import assert_never
 
 from consensus import crypto
-from consensus.config import ReplicaConfig, ValidatorSet
+from consensus.config import VALIDATORS_MAX, ReplicaConfig, ValidatorSet
 from consensus.crypto import Signer
 from consensus.messages import (
     NIL_ROUND,
@@ -87,7 +92,13 @@ RULE_PASSES_MAX = 64
 "for the first time" and step guards), and a round skip happens at most once per
 round, so a handful of passes suffice; the bound turns a livelock bug into a crash."""
 
+STRANGER_SHARE_DIVISOR = 2
+"""Messages of the next height from senders outside the current set (a validator that
+joins there, or a forged name) may fill at most 1/this of the next-height buffer, so that
+members of the current set, whose signatures are checked on arrival, always find room."""
+
 assert ROUNDS_AHEAD_MAX >= 1
+assert STRANGER_SHARE_DIVISOR >= 2
 assert RULE_PASSES_MAX > 8  # more than the rules of one round plus a skip and a decision
 
 
@@ -102,12 +113,13 @@ class Replica:
     Attributes:
         dropped: peer or stale input that was ignored, counted by reason.
         durable: the last durable state this replica asked to persist.
+        validators: the set of the current height (from its `HeightStarted`).
+        member: whether this replica is in that set, and so proposes and votes.
     """
 
     def __init__(
         self,
         config: ReplicaConfig,
-        validators: ValidatorSet,
         signer: Signer,
         durable: DurableState,
         on_position_changed: PositionObserver | None = None,
@@ -118,9 +130,7 @@ class Replica:
             are not reported); it must not call back into the replica. None in the
             simulator, which stays quiet and deterministic."""
         assert signer.chain_id == config.chain_id  # a signer of another network is a bug
-        assert validators.get(signer.validator_id) is not None
         self.config = config
-        self.validators = validators
         self.signer = signer
         self.me: ValidatorId = signer.validator_id
         self.durable = durable
@@ -138,16 +148,17 @@ class Replica:
         self.locked_round: Round = NIL_ROUND
         self.valid_value: Value | None = None
         self.valid_round: Round = NIL_ROUND
-        # Messages of the next height (or, before the start, of the first height).
-        # A dict used as an insertion-ordered set, so duplicates are free.
-        self.future: dict[Message, None] = {}
+        # Messages of the next height (or, before the start, of the first height), in
+        # arrival order, each with the public key its signature was checked against on
+        # arrival (None: its sender was not in the current set, so it was not checked).
+        self.future: dict[Message, bytes | None] = {}
         self.step_started_ms = 0  # when the current (height, round, step) began
-        self._reset_height_state()
-
-    def _reset_height_state(self) -> None:
-        """Forget everything that belongs to one height (called at each new height)."""
+        # The set of the current height and what depends on it exist from the first
+        # HeightStarted on; nothing reads them before (every handler checks `started`).
+        self._validators: ValidatorSet | None = None
+        self._votes: HeightVotes | None = None
+        self.member = False
         self.proposals: dict[Round, Proposal] = {}  # the first proposal per round
-        self.votes = HeightVotes(self.validators)
         # valid(v) answers keyed by value id: the payload that was checked and the answer.
         self.validity: dict[bytes, tuple[bytes, bool]] = {}
         self.checking: dict[bytes, Value] = {}  # CheckValue sent, answer pending
@@ -155,8 +166,35 @@ class Replica:
         self.awaiting_build: Round | None = None  # BuildValue sent for this round
         self.evidence_reported: set[tuple[ValidatorId, Round, VoteType]] = set()
         self._reset_round_flags()
+
+    @property
+    def validators(self) -> ValidatorSet:
+        """The validator set of the current height."""
+        assert self._validators is not None, "no height started yet"
+        return self._validators
+
+    @property
+    def votes(self) -> HeightVotes:
+        """The votes of the current height, counted with its set."""
+        assert self._votes is not None, "no height started yet"
+        return self._votes
+
+    def _reset_height_state(self, validators: ValidatorSet) -> None:
+        """Forget everything that belongs to one height and take the set of the new one
+        (called at each new height)."""
+        self._validators = validators
+        self.member = validators.get(self.me) is not None
+        self.proposals = {}
+        self._votes = HeightVotes(validators)
+        self.validity = {}
+        self.checking = {}
+        self.own = {}
+        self.awaiting_build = None
+        self.evidence_reported = set()
+        self._reset_round_flags()
         assert not self.proposals
         assert self.votes.vote_count() == 0
+        assert self.member == (self.validators.power_of(self.me) >= 1)
 
     def _reset_round_flags(self) -> None:
         # The paper's "for the first time" guards of L34, L36 and L47, per round.
@@ -187,7 +225,7 @@ class Replica:
         was_started = self.started
         match event:
             case HeightStarted():
-                self._on_height_started(event.height, now_ms, out)
+                self._on_height_started(event, now_ms, out)
             case ProposalReceived():
                 self._on_message(event.proposal, now_ms, out)
             case VoteReceived():
@@ -230,17 +268,27 @@ class Replica:
     # -----------------------------------------------------------------------------------
     # Heights (L10 StartRound(0) on a new height; restart from the durable state).
 
-    def _on_height_started(self, height: Height, now_ms: int, out: list[Action]) -> None:
+    def _on_height_started(self, event: HeightStarted, now_ms: int, out: list[Action]) -> None:
         # Heights only move forward. The shell may jump several heights at once (block
         # sync settled them), so any later height is accepted, not only height + 1.
+        height = event.height
         if height < 0 or (self.started and height <= self.height):
             self.dropped["stale_height_started"] += 1
             return
         self.started = True
         self.height = height
         self.decided = False
-        self._reset_height_state()
+        self._reset_height_state(event.validators)
         self.round = Round(0)
+        self.round_step = Step.PROPOSE
+        self.locked_value, self.locked_round = None, NIL_ROUND
+        self.valid_value, self.valid_round = None, NIL_ROUND
+        if not self.member:
+            # A follower at this height: no rounds, no timers, nothing signed. Its
+            # decision comes by block sync (CommitReceived), checked against this set.
+            self._replay_future(now_ms, out)
+            assert not self.own
+            return
         first_round = Round(0)
         if self.durable.signed_height == height:
             # A restart inside this height: the lock and valid value come back, and the
@@ -256,9 +304,6 @@ class Replica:
             for value in (self.locked_value, self.valid_value):
                 if value is not None:  # L36 only locks or keeps a value it found valid
                     self.validity[value.value_id] = (value.payload, True)
-        else:
-            self.locked_value, self.locked_round = None, NIL_ROUND
-            self.valid_value, self.valid_round = None, NIL_ROUND
         out.append(self._timer(now_ms + self.config.rebroadcast_ms, Timer.REBROADCAST))
         self._start_round(first_round, now_ms, out)
         self._replay_future(now_ms, out)
@@ -266,12 +311,23 @@ class Replica:
         assert self.started
 
     def _replay_future(self, now_ms: int, out: list[Action]) -> None:
-        """Process buffered messages of the new height; keep those of the one after."""
-        buffered = list(self.future)
-        self.future = {m: None for m in buffered if m.height == self.height + 1}
-        for message in buffered:
-            if message.height == self.height:
+        """Judge buffered messages of the new height against its set and process those
+        that pass; keep those of the height after."""
+        buffered = list(self.future.items())
+        self.future = {m: key for m, key in buffered if m.height == self.height + 1}
+        for message, checked_key in buffered:
+            if message.height != self.height:
+                continue
+            if not self.member:
+                self.dropped["not_a_member"] += 1
+                continue
+            reason = self._member_error(message, checked_key)
+            if reason is not None:
+                self.dropped[reason] += 1
+            elif not self._already_held(message):
                 self._process(message, now_ms, out)
+            else:
+                self.dropped["duplicate"] += 1
         assert all(m.height == self.height + 1 for m in self.future)
 
     # -----------------------------------------------------------------------------------
@@ -395,13 +451,6 @@ class Replica:
 
     def _on_message(self, message: Message, now_ms: int, out: list[Action]) -> None:
         reason = self._shape_error(message)
-        if reason is None and self._already_held(message):
-            # The same bytes passed every check before; rebroadcasts and forwarded proofs
-            # of lock repeat messages often, and a signature check is the costly part.
-            reason = "duplicate"
-        reason = reason or self._sender_error(message)
-        if reason is None and self._is_unknown_own_message(message):
-            reason = "own_message_not_signed_here"
         if reason is not None:
             self.dropped[reason] += 1
             return
@@ -412,14 +461,27 @@ class Replica:
             else:
                 self._buffer(message)
             return
-        if message.height == self.height:
-            self._process(message, now_ms, out)
-        elif message.height == self.height + 1:
-            self._buffer(message)
-        elif message.height < self.height:
-            self.dropped["height_past"] += 1
-        else:
-            self.dropped["height_future"] += 1
+        if message.height == self.height + 1:
+            self._buffer(message)  # judged against its own set when that height starts
+            return
+        if message.height != self.height:
+            self.dropped["height_past" if message.height < self.height else "height_future"] += 1
+            return
+        if not self.member:
+            # A follower has no use for the votes of a height it does not vote in (its
+            # decision comes by block sync), so it spends no signature check on them.
+            self.dropped["not_a_member"] += 1
+            return
+        if self._already_held(message):
+            # The same bytes passed every check before; rebroadcasts and forwarded proofs
+            # of lock repeat messages often, and a signature check is the costly part.
+            self.dropped["duplicate"] += 1
+            return
+        reason = self._member_error(message, None)
+        if reason is not None:
+            self.dropped[reason] += 1
+            return
+        self._process(message, now_ms, out)
 
     def _shape_error(self, message: Message) -> str | None:
         """Structural checks that need no key: types, sizes and ranges."""
@@ -456,24 +518,34 @@ class Replica:
             return self.proposals.get(message.round) == message
         return self.votes.holds(message)
 
-    def _sender_error(self, message: Message) -> str | None:
-        """Membership, the round's proposer, and the signature (the costly check, last)."""
-        chain_id = self.config.chain_id
+    def _member_error(self, message: Message, checked_key: bytes | None) -> str | None:
+        """Checks against the current height's set: membership, the round's proposer,
+        the signature (the costly check, skipped if `checked_key` is the sender's key
+        in this set: the signature was checked with it on arrival), and our own key
+        used by someone else."""
+        assert self.started
+        assert message.height == self.height
+        validators = self.validators
+        sender = _sender(message)
+        member = validators.get(sender)
+        if member is None:
+            return "unknown_validator"
+        if isinstance(message, Proposal):
+            if validators.proposer(message.height, message.round) != sender:
+                return "wrong_proposer"
+        if checked_key != member.public_key and not self._signature_ok(message, validators):
+            return "bad_signature"
+        if self._is_unknown_own_message(message):
+            return "own_message_not_signed_here"
+        return None
+
+    def _signature_ok(self, message: Message, validators: ValidatorSet) -> bool:
         # The chain id is inside the signed bytes, so a message of another network fails
         # here as a bad signature; there is no separate field to compare.
+        assert validators.get(_sender(message)) is not None
         if isinstance(message, Proposal):
-            if self.validators.get(message.proposer) is None:
-                return "unknown_validator"
-            if self.validators.proposer(message.height, message.round) != message.proposer:
-                return "wrong_proposer"
-            if not crypto.verify_proposal(chain_id, message, self.validators):
-                return "bad_signature"
-            return None
-        if self.validators.get(message.voter) is None:
-            return "unknown_validator"
-        if not crypto.verify_vote(chain_id, message, self.validators):
-            return "bad_signature"
-        return None
+            return crypto.verify_proposal(self.config.chain_id, message, validators)
+        return crypto.verify_vote(self.config.chain_id, message, validators)
 
     def _is_unknown_own_message(self, message: Message) -> bool:
         """A message signed with our key at a position after our signing guard: we did
@@ -489,29 +561,50 @@ class Replica:
         return self._after_guard(message.height, message.round, step)
 
     def _buffer(self, message: Message) -> None:
-        """Keep a validly signed message of the next height, within per-sender and total
-        bounds, so that a Byzantine validator cannot crowd out the honest ones."""
+        """Keep a message of the next height within per-sender and total bounds, so that
+        a Byzantine validator cannot crowd out the honest ones.
+
+        The next height's set may differ from the current one, so the message is judged
+        against it only when that height starts (`_replay_future`). A sender in the
+        current set is checked now with its current key (a bad signature goes at once,
+        and the check is not repeated if the key is unchanged); any other sender may be
+        a validator that joins at the next height, or a forged name, so its messages
+        share a smaller part of the buffer (STRANGER_SHARE_DIVISOR). A validator whose
+        key changes at the next height may see a message dropped here; it re-sends it
+        (REBROADCAST), and the copy is judged at its height."""
         if message in self.future:
             self.dropped["duplicate"] += 1
             return
-        sender = message.proposer if isinstance(message, Proposal) else message.voter
+        sender = _sender(message)
+        member = None if self._validators is None else self._validators.get(sender)
+        checked_key: bytes | None = None
+        if member is not None:
+            if not self._signature_ok(message, self.validators):
+                self.dropped["bad_signature"] += 1
+                return
+            checked_key = member.public_key
+        total_max = self.config.future_messages_max
+        if checked_key is not None:
+            pool_max = total_max
+            per_sender_max = max(1, total_max // len(self.validators.validators))
+        else:
+            pool_max = max(1, total_max // STRANGER_SHARE_DIVISOR)
+            per_sender_max = max(1, total_max // VALIDATORS_MAX)
         # The buffer is small (bounded by config), so a linear count per insert is
         # cheaper than keeping a second index in step with it.
-        per_sender_max = max(1, self.config.future_messages_max // len(self.validators.validators))
-        from_sender = sum(
-            1 for m in self.future if (m.proposer if isinstance(m, Proposal) else m.voter) == sender
-        )
-        if len(self.future) >= self.config.future_messages_max or from_sender >= per_sender_max:
+        pool = [m for m, key in self.future.items() if (key is None) == (checked_key is None)]
+        from_sender = sum(1 for m in pool if _sender(m) == sender)
+        if len(self.future) >= total_max or len(pool) >= pool_max or from_sender >= per_sender_max:
             self.dropped["buffer_full"] += 1
             return
-        self.future[message] = None
-        assert len(self.future) <= self.config.future_messages_max
+        self.future[message] = checked_key
+        assert len(self.future) <= total_max
 
     def _process(self, message: Message, now_ms: int, out: list[Action]) -> None:
         """A validly signed message of the current height."""
         assert message.height == self.height
         assert self.started
-        sender = message.proposer if isinstance(message, Proposal) else message.voter
+        sender = _sender(message)
         # Even a message too far ahead to keep tells us its sender's round (L55).
         self.votes.note_round(sender, message.round)
         if message.round > self.round + ROUNDS_AHEAD_MAX:
@@ -616,7 +709,8 @@ class Replica:
         return ArmTimer(deadline_ms=deadline_ms, height=self.height, round=self.round, timer=timer)
 
     def _on_timeout(self, event: TimeoutFired, now_ms: int, out: list[Action]) -> None:
-        if not self.started or event.height != self.height:
+        # A follower arms no timer at its height, so whatever fires there is stale too.
+        if not self.started or event.height != self.height or not self.member:
             self.dropped["stale_timer"] += 1
             return
         if event.timer is Timer.REBROADCAST:
@@ -721,7 +815,7 @@ class Replica:
         """Apply the paper's upon-rules until none fires. Each rule returns True if it
         changed the state, which may enable another rule (a lock enables a precommit,
         a round skip enables a prevote, and so on)."""
-        if not self.started or self.decided:
+        if not self.started or self.decided or not self.member:
             return
         for _ in range(RULE_PASSES_MAX):
             fired = (
@@ -889,3 +983,8 @@ class Replica:
         deadline = now_ms + self.config.timeout_ms(self.config.timeout_precommit_ms, self.round)
         out.append(self._timer(deadline, Timer.PRECOMMIT))
         return True
+
+
+def _sender(message: Message) -> ValidatorId:
+    """Who signed `message`: the proposer of a proposal, the voter of a vote."""
+    return message.proposer if isinstance(message, Proposal) else message.voter

@@ -17,6 +17,13 @@ action it returns, in order:
 - Block sync: a node that hears a message of a lower height from a peer sends that peer
   CommitReceived for the peer's height from its decided log.
 
+Validator-set changes (`SimParams.validator_changes`): a change decided in block h is in
+force from height h+2, as the application of a real node applies it (CometBFT's rule);
+each HeightStarted carries the set of its height. The run has `spares` extra honest
+nodes outside the genesis set that may join later; a node outside the set of its current
+height follows it and learns the decision by pulling it from a peer on every sync tick
+(block sync), since it sends no message that would tell its peers it is behind.
+
 The checkers in `consensus.sim_check` see every honest action as it runs. After the fault
 phase (`FaultPlan.heal_ms`) every honest node must decide the target heights within
 `SimParams.liveness_ms_max`, or the run reports a liveness violation.
@@ -35,7 +42,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from consensus.config import ReplicaConfig, Validator, ValidatorSet
+from consensus.config import VOTING_POWER_TOTAL_MAX, ReplicaConfig, Validator, ValidatorSet
 from consensus.crypto import Signer
 from consensus.errors import ConfigError, WireError
 from consensus.messages import (
@@ -86,6 +93,9 @@ __all__ = [
     "SimProgress",
     "SimResult",
     "Simulation",
+    "ValidatorChange",
+    "rotation_at",
+    "rotation_changes",
     "run_simulation",
     "scenario_fingerprint",
 ]
@@ -101,6 +111,20 @@ SYNC_TICK_MS = 500  # period of the proactive block sync
 BYZANTINE_TICK_MS = (50, 150)
 VIOLATIONS_MAX = 10
 SCENARIO_PROBE_DRAWS = 32  # first draws of each stream that a scenario fingerprint covers
+
+
+CHANGE_DELAY_HEIGHTS = 2
+"""A validator-set change decided in block h is in force from height h + this."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ValidatorChange:
+    """The whole new validator set decided in block `decided_at` (in force from
+    `decided_at + CHANGE_DELAY_HEIGHTS`), as (node index, voting power) pairs; node
+    indices at or past `SimParams.validators` are the spare nodes."""
+
+    decided_at: int
+    members: tuple[tuple[int, int], ...]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -122,6 +146,17 @@ class SimParams:
     """Bound, after the fault phase ends, for every honest node to reach the target."""
     events_max: int = 2_000_000
     chain_id: str = "somnet-sim"
+    spares: int = 0
+    """Honest nodes outside the genesis set (v{validators}, ...): they follow until a
+    change makes them validators."""
+    validator_changes: tuple[ValidatorChange, ...] = ()
+    """Validator-set changes, by ascending `decided_at`. Byzantine nodes are drawn from the
+    genesis validators; every set in force must keep their worst-case power below 1/3
+    unless `allow_unsafe`."""
+
+    @property
+    def nodes(self) -> int:
+        return self.validators + self.spares
 
     @property
     def fault_tolerance(self) -> int:
@@ -148,6 +183,58 @@ class SimParams:
             raise ConfigError(f"unknown Byzantine behaviours {unknown}")
         if self.fault_phase_ms_max < 100 or self.liveness_ms_max < 1000:
             raise ConfigError("fault_phase_ms_max must be >= 100 and liveness_ms_max >= 1000")
+        self._validate_changes()
+
+    def _validate_changes(self) -> None:
+        if not 0 <= self.spares <= VALIDATORS_MAX - self.validators:
+            raise ConfigError(f"spares must be 0..{VALIDATORS_MAX - self.validators}")
+        decided = [c.decided_at for c in self.validator_changes]
+        if decided != sorted(set(decided)) or not all(1 <= h for h in decided):
+            raise ConfigError(
+                "validator changes must be decided at distinct heights >= 1, in order"
+            )
+        for change in self.validator_changes:
+            indices = [i for i, _ in change.members]
+            if not indices or len(set(indices)) != len(indices):
+                raise ConfigError(f"change at {change.decided_at}: members must be distinct")
+            if not all(0 <= i < self.nodes for i in indices):
+                raise ConfigError(f"change at {change.decided_at}: a member is not a node")
+            powers = [p for _, p in change.members]
+            if not all(1 <= p for p in powers) or sum(powers) > VOTING_POWER_TOTAL_MAX:
+                raise ConfigError(f"change at {change.decided_at}: bad voting power")
+            # Byzantine nodes are among the genesis validators; assume the strongest.
+            genesis_powers = sorted(
+                (p for i, p in change.members if i < self.validators), reverse=True
+            )
+            byzantine_power = sum(genesis_powers[: self.byzantine])
+            if 3 * byzantine_power >= sum(powers) and not self.allow_unsafe:
+                raise ConfigError(
+                    f"change at {change.decided_at}: {self.byzantine} Byzantine may hold 1/3"
+                    " of the new set's power; this only makes sense as a negative control"
+                    " (allow_unsafe)"
+                )
+
+
+def rotation_changes(validators: int, at: int) -> tuple[ValidatorChange, ...]:
+    """`somnet sim --change-validators-at AT`: the one spare node joins by a change
+    decided at AT, and the first genesis validator leaves by one decided at AT + 1."""
+    assert validators >= 1
+    assert at >= 1
+    joined = tuple((i, 1) for i in range(validators + 1))
+    return (
+        ValidatorChange(decided_at=at, members=joined),
+        ValidatorChange(decided_at=at + 1, members=joined[1:]),
+    )
+
+
+def rotation_at(params: SimParams) -> int | None:
+    """AT if `params` are those of `--change-validators-at AT`, else None."""
+    if params.spares != 1 or not params.validator_changes:
+        return None
+    at = params.validator_changes[0].decided_at
+    if params.validator_changes != rotation_changes(params.validators, at):
+        return None
+    return at
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -300,24 +387,29 @@ class Simulation:
         self.config = ReplicaConfig.for_tests(params.chain_id)
         self.config.validate()
         plan_rng, self.net_rng, self.app_rng, self.byzantine_rng = _streams(seed)
-        n = params.validators
+        n = params.nodes
         signers = [
             Signer(params.chain_id, ValidatorId(f"v{i:02d}"), _key_seed(seed, i)) for i in range(n)
         ]
-        self.validators = ValidatorSet(
-            tuple(
-                Validator(validator_id=s.validator_id, public_key=s.public_key, voting_power=1)
-                for s in signers
-            )
+        self.signers = signers
+        genesis = tuple((i, 1) for i in range(params.validators))
+        # The set in force from each height on: genesis's from the first, then each change.
+        self.sets: tuple[tuple[Height, ValidatorSet], ...] = (
+            (FIRST_HEIGHT, self._validator_set(genesis)),
+            *(
+                (Height(c.decided_at + CHANGE_DELAY_HEIGHTS), self._validator_set(c.members))
+                for c in params.validator_changes
+            ),
         )
-        byzantine = tuple(sorted(plan_rng.sample(range(n), params.byzantine)))
+        # Byzantine nodes come from the genesis validators (the draw predates spares).
+        byzantine = tuple(sorted(plan_rng.sample(range(params.validators), params.byzantine)))
         honest = tuple(i for i in range(n) if i not in byzantine)
         self.plan: FaultPlan = draw_fault_plan(
             plan_rng, params.faults, n, honest, params.fault_phase_ms_max
         )
         self.checker = SafetyChecker(
             params.chain_id,
-            self.validators,
+            self.validators_at,
             frozenset(signers[i].validator_id for i in honest),
         )
         coalition = self._coalition(plan_rng, byzantine, honest, signers)
@@ -336,6 +428,27 @@ class Simulation:
         self.counts = {"sent": 0, "delivered": 0, "dropped": 0, "rejected": 0, "evidence": 0}
         assert len(self.nodes) == n
         assert len(honest) + len(byzantine) == n
+
+    def _validator_set(self, members: tuple[tuple[int, int], ...]) -> ValidatorSet:
+        chosen = sorted(
+            ((self.signers[i], power) for i, power in members), key=lambda m: m[0].validator_id
+        )
+        return ValidatorSet(
+            tuple(
+                Validator(validator_id=s.validator_id, public_key=s.public_key, voting_power=p)
+                for s, p in chosen
+            )
+        )
+
+    def validators_at(self, height: Height) -> ValidatorSet:
+        """The validator set in force at `height`: the last change in force by then."""
+        assert height >= FIRST_HEIGHT
+        found = [validators for start, validators in self.sets if start <= height]
+        assert found  # the genesis set is in force from the first height
+        return found[-1]
+
+    def _started(self, height: Height) -> HeightStarted:
+        return HeightStarted(height=height, validators=self.validators_at(height))
 
     def _coalition(
         self,
@@ -378,7 +491,7 @@ class Simulation:
     def _new_node(self, index: int, signer: Signer, actor: ByzantineActor | None) -> _Node:
         durable = DurableState.initial(FIRST_HEIGHT)
         storage = SimStorage(durable=encode_durable_state(durable))
-        replica = Replica(self.config, self.validators, signer, durable)
+        replica = Replica(self.config, signer, durable)
         return _Node(
             index=index,
             validator_id=signer.validator_id,
@@ -419,11 +532,11 @@ class Simulation:
         assert len(coalition) <= 1  # all Byzantine nodes share one coalition, or none
         _, net_rng, app_rng, byzantine_rng = _streams(self.seed)  # fresh: ours stay unused
         lines = (
-            f"params {_canonical(self.params)}",
+            f"params {_canonical_params(self.params)}",
             f"config {_canonical(self.config)}",
             f"delays app={APP_DELAY_MS} settle={SETTLE_DELAY_MS} restart={RESTART_DELAY_MS}"
             f" sync={SYNC_INTERVAL_MS},{SYNC_TICK_MS} byzantine_tick={BYZANTINE_TICK_MS}",
-            f"keys {[v.public_key.hex() for v in self.validators.validators]}",
+            f"keys {[s.public_key.hex() for s in self.signers]}",
             f"byzantine {byzantine} coalition {sorted(coalition)}",
             f"plan {_canonical(self.plan)}",
             f"network {self._network_probe(net_rng)}",
@@ -449,7 +562,14 @@ class Simulation:
         """Run until every honest node reached the target or the liveness bound passed."""
         assert self.events == 0, "a Simulation runs once"
         for node in self.nodes:
-            self._push(0, _Local(node.index, node.epoch, HeightStarted(height=FIRST_HEIGHT)))
+            self._push(
+                0,
+                _Local(
+                    node.index,
+                    node.epoch,
+                    self._started(FIRST_HEIGHT),
+                ),
+            )
             if node.actor is not None:
                 self._push(
                     self.byzantine_rng.randint(*BYZANTINE_TICK_MS), _ByzantineTick(node.index)
@@ -668,7 +788,7 @@ class Simulation:
         if decide.height < self.params.heights:
             # Past the target a node stays at its last height and only serves block sync,
             # so the run does not spend its time on heights nobody checks.
-            started = HeightStarted(height=Height(decide.height + 1))
+            started = self._started(Height(decide.height + 1))
             self._push(self.now_ms + SETTLE_DELAY_MS, _Local(node.index, node.epoch, started))
         if self.observer is not None and node.honest:
             self.observer(
@@ -695,8 +815,8 @@ class Simulation:
             return
         self.trace.update(b"restart|%d|" % node.index)
         durable = decode_durable_state(node.storage.durable)
-        node.replica = Replica(self.config, self.validators, node.signer, durable)
-        started = HeightStarted(height=node.storage.next_height)
+        node.replica = Replica(self.config, node.signer, durable)
+        started = self._started(node.storage.next_height)
         self._push(self.now_ms + RESTART_DELAY_MS, _Local(node.index, node.epoch, started))
 
     def _on_sync_tick(self, node: _Node) -> None:
@@ -706,7 +826,24 @@ class Simulation:
         if node.replica is not None:
             for peer, height in sorted(node.peer_heights.items()):
                 self._sync_peer(node, peer, height)
+            self._pull(node)
         self._push(self.now_ms + SYNC_TICK_MS, _SyncTick(node.index))
+
+    def _pull(self, node: _Node) -> None:
+        """A node outside the set of its next height signs nothing there, so no peer
+        learns that it is behind: it asks, and every running honest peer that decided
+        that height sends the commit (through the network, so faults apply)."""
+        height = node.storage.next_height
+        target = FIRST_HEIGHT + self.params.heights
+        if height >= target or self.validators_at(height).get(node.validator_id) is not None:
+            return
+        for peer in self.honest:
+            other = self.nodes[peer]
+            decided = other.storage.decided.get(height)
+            if peer != node.index and other.replica is not None and decided is not None:
+                value, certificate = decided
+                commit = CommitReceived(value=value, certificate=certificate)
+                self._transmit(peer, node.index, commit)
 
     def _on_byzantine_tick(self, node: _Node) -> None:
         assert node.actor is not None
@@ -759,6 +896,22 @@ def scenario_fingerprint(seed: int, params: SimParams) -> str:
     digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()
     assert len(digest) == 64
     return digest
+
+
+_NOT_ADDED_LATER = object()
+_PARAMS_ADDED_LATER = {"spares": 0, "validator_changes": ()}
+"""SimParams fields added after seeds were pinned, with their defaults: left out of the
+scenario at their default, so that every seed pinned before them draws the same scenario."""
+
+
+def _canonical_params(params: SimParams) -> object:
+    fields = [
+        _canonical(getattr(params, f.name))
+        for f in dataclasses.fields(params)
+        if _PARAMS_ADDED_LATER.get(f.name, _NOT_ADDED_LATER) != getattr(params, f.name)
+    ]
+    assert len(fields) <= len(dataclasses.fields(params))
+    return tuple(fields)
 
 
 def _canonical(value: object) -> object:

@@ -13,13 +13,17 @@ Properties (DESIGN.md, Testing):
   (height, round, kind) are a violation, even across crash and restart;
 - persist before broadcast: a signed message leaves only once the persisted signing guard
   covers its position;
-- every certificate is valid (`crypto.verify_certificate`) and names the decided value;
-- evidence is well formed and never names an honest validator.
+- every certificate is valid (`crypto.verify_certificate`) against the validator set of
+  its height and names the decided value;
+- an honest node signs nothing at a height whose validator set it is not in;
+- evidence is well formed (against the set of its height) and never names an honest
+  validator.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 
 from consensus.config import ValidatorSet
 from consensus.crypto import verify_certificate, verify_evidence
@@ -64,11 +68,16 @@ class SafetyChecker:
     """Accumulates violations as strings; the simulator stops at the first one."""
 
     def __init__(
-        self, chain_id: str, validators: ValidatorSet, honest: frozenset[ValidatorId]
+        self,
+        chain_id: str,
+        validators_at: Callable[[Height], ValidatorSet],
+        honest: frozenset[ValidatorId],
     ) -> None:
-        assert honest <= {v.validator_id for v in validators.validators}
+        """Args:
+        validators_at: the validator set in force at a height (the run's schedule)."""
+        assert honest
         self.chain_id = chain_id
-        self.validators = validators
+        self.validators_at = validators_at
         self.honest = honest
         self.violations: list[str] = []
         self.decisions: dict[Height, tuple[bytes, ValidatorId]] = {}
@@ -92,6 +101,8 @@ class SafetyChecker:
             return  # forwarding a peer's message (e.g. a proof-of-lock) signs nothing new
         if isinstance(message, Proposal):
             self.on_proposal_sent(message)
+        if self.validators_at(message.height).get(node) is None:
+            self.violations.append(f"membership: {where} signed, not in the height's set")
         if persisted is None or persisted.signed_step is None:
             guard: tuple[int, int, int] = (-1, -1, -1)
             if persisted is not None:
@@ -148,7 +159,7 @@ class SafetyChecker:
         encoded = encode_certificate(certificate)
         ok = self._certificates_checked.get(encoded)
         if ok is None:
-            ok = verify_certificate(self.chain_id, certificate, self.validators)
+            ok = verify_certificate(self.chain_id, certificate, self.validators_at(height))
             self._certificates_checked[encoded] = ok
         if not ok:
             self.violations.append(f"certificate: {where} decided with an invalid certificate")
@@ -157,7 +168,8 @@ class SafetyChecker:
         self.violations.append(f"one-decision: {node} h={height} decided twice")
 
     def on_evidence(self, node: ValidatorId, evidence: Evidence) -> None:
-        if not verify_evidence(self.chain_id, evidence, self.validators):
+        validators = self.validators_at(evidence.first.height)
+        if not verify_evidence(self.chain_id, evidence, validators):
             self.violations.append(f"evidence: {node} reported evidence that does not verify")
             return
         culprit = evidence.first.voter

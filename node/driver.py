@@ -57,6 +57,7 @@ from consensus.messages import (
     ValueBuilt,
     ValueChecked,
     VoteReceived,
+    VoteType,
 )
 from consensus.replica import Replica
 from consensus.wire import (
@@ -79,7 +80,7 @@ from node.clock import Clock
 from node.errors import BlockError
 from node.histogram import FixedHistogram
 from node.inbox import FairInbox
-from node.ledger import Ledger
+from node.ledger import SCHEDULE_HEIGHTS_AHEAD, Ledger
 from node.mempool import Mempool
 from node.protocol import (
     SYNC_BLOCKS_MAX,
@@ -496,7 +497,11 @@ class Driver:
         due = idle_ms >= self.limits.empty_block_interval_ms
         if force or due or len(self.mempool) > 0:
             self._height_running = True
-            self._step(HeightStarted(height=Height(self.ledger.height + 1)))
+            self._start_height(Height(self.ledger.height + 1))
+
+    def _start_height(self, height: Height) -> None:
+        """Tell the replica that `height` starts, with the validator set in force there."""
+        self._step(HeightStarted(height=height, validators=self.ledger.validators_at(height)))
 
     def caught_up(self) -> bool:
         """Whether this node may judge new transactions: it has heard a validator's height
@@ -541,13 +546,35 @@ class Driver:
         self._maybe_sync()
 
     def _certifies(self, status: Status) -> bool:
+        """Whether the status's certificate commits its height: checked against the set of
+        that height, or, for a height past the sets this node knows, vouched for by more
+        than a third of the power of the latest set it knows (at least one honest
+        validator it knows signed it: the light-client rule of trusting the overlap)."""
         try:
             certificate = decode_certificate(status.certificate)
         except WireError:
             return False
-        return certificate.height == status.height and crypto.verify_certificate(
-            self.ledger.chain_id, certificate, self.ledger.validator_set
-        )
+        if status.height < 1 or certificate.height != status.height:
+            return False
+        chain_id, known = self.ledger.chain_id, self.ledger.height + SCHEDULE_HEIGHTS_AHEAD
+        if certificate.height <= known:
+            validators = self.ledger.validators_at(certificate.height)
+            return crypto.verify_certificate(chain_id, certificate, validators)
+        latest = self.ledger.validators_at(known)
+        power = 0
+        for vote in certificate.precommits:
+            if latest.get(vote.voter) is None:
+                continue  # joined since: unknown here, neither for nor against
+            if vote.vote_type is not VoteType.PRECOMMIT or (
+                vote.height,
+                vote.round,
+                vote.value_id,
+            ) != (certificate.height, certificate.round, certificate.value_id):
+                return False
+            if not crypto.verify_vote(chain_id, vote, latest):
+                return False
+            power += latest.power_of(vote.voter)
+        return 3 * power > latest.total_power
 
     def _on_consensus(self, peer_id: str, data: bytes) -> None:
         if self.replica is None:
@@ -570,7 +597,7 @@ class Driver:
             self._step(VoteReceived(vote=message))
 
     def _signed_by_a_validator(self, message: Message) -> bool:
-        chain_id, validators = self.ledger.chain_id, self.ledger.validator_set
+        chain_id, validators = self.ledger.chain_id, self.ledger.validators_at(message.height)
         if isinstance(message, Proposal):
             return crypto.verify_proposal(chain_id, message, validators)
         return crypto.verify_vote(chain_id, message, validators)
@@ -671,7 +698,7 @@ class Driver:
                 certificate.height == block.header.height
                 and certificate.value_id == value_id
                 and crypto.verify_certificate(
-                    self.ledger.chain_id, certificate, self.ledger.validator_set
+                    self.ledger.chain_id, certificate, self.ledger.validators_at(certificate.height)
                 )
             )
             if not certified:
@@ -691,7 +718,7 @@ class Driver:
             return True
         if not self._height_running:
             self._height_running = True
-            self._step(HeightStarted(height=Height(height_before + 1)))
+            self._start_height(Height(height_before + 1))
         if self.ledger.height == height_before:  # the replica may have decided it already
             self._step(CommitReceived(value=value, certificate=certificate))
         return self.ledger.height > height_before

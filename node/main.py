@@ -141,9 +141,12 @@ def peer_addresses(loaded: Loaded) -> list[PeerAddress]:
 
 
 def build_replica(loaded: Loaded) -> Replica | None:
-    validators = loaded.genesis.validator_set()
+    """A replica if this node is in the validator set of its next height. The replica
+    itself takes the set per height (HeightStarted), and follows the heights it is not
+    in; giving one to every node that may join the set is the governance wiring's step."""
     me = ValidatorId(loaded.me.participant_id)
-    if validators.get(me) is None:
+    next_height = Height(loaded.ledger.height + 1)
+    if loaded.ledger.validators_at(next_height).get(me) is None:
         return None
     replica_config = loaded.config.replica_config(loaded.genesis.chain_id)
     replica_config.validate()  # load_config had the core check the same settings
@@ -154,9 +157,7 @@ def build_replica(loaded: Loaded) -> Replica | None:
         else DurableState.initial(Height(loaded.ledger.height + 1))
     )
     signer = Signer(loaded.genesis.chain_id, me, loaded.signer_seed)
-    return Replica(
-        replica_config, validators, signer, durable, on_position_changed=log_replica_position
-    )
+    return Replica(replica_config, signer, durable, on_position_changed=log_replica_position)
 
 
 def build_driver(

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from cli.main import main
+from cli.sim import replay_command
+from consensus.sim import SimParams, rotation_changes
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -82,3 +84,17 @@ def test_installed_entry_point_runs_as_a_process() -> None:
     last = json.loads(completed.stdout.strip().splitlines()[-1])
     assert set(last) >= {"seeds", "violations", "failed_seeds", "decided_heights", "wall_seconds"}
     assert completed.returncode == (0 if last["violations"] == 0 else 1)
+
+
+def test_change_validators_at_runs_and_replays(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["sim", "--validators", "4", "--byzantine", "1", "--heights", "6", "--seeds", "2"]
+    code, out, _ = run_cli([*argv, "--change-validators-at", "2", "--json"], capsys)
+    assert code == 0, out
+    assert json.loads(out.strip().splitlines()[-1])["decided_heights"] == 12
+    params = SimParams(
+        validators=4, heights=6, byzantine=1, spares=1, validator_changes=rotation_changes(4, 2)
+    )
+    assert replay_command(params, 3).endswith("--change-validators-at 2")
+    code, _, err = run_cli([*argv, "--change-validators-at", "0"], capsys)
+    assert code == 2
+    assert "--change-validators-at must be >= 1" in err

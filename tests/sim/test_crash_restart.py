@@ -49,7 +49,9 @@ def _checker() -> tuple[SafetyChecker, Signer]:
         (Validator(validator_id=signer.validator_id, public_key=signer.public_key, voting_power=1),)
     )
     ReplicaConfig.for_tests("somnet-sim").validate()
-    return SafetyChecker("somnet-sim", validators, frozenset({signer.validator_id})), signer
+    return SafetyChecker(
+        "somnet-sim", lambda _height: validators, frozenset({signer.validator_id})
+    ), signer
 
 
 def test_checker_flags_two_different_votes_and_an_unpersisted_one() -> None:

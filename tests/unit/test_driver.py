@@ -55,6 +55,7 @@ from tests.unit.ledger_support import (
     CHAIN_ID,
     VALIDATORS,
     Chain,
+    certify,
     make_genesis,
     seed_of,
     transfer,
@@ -124,7 +125,6 @@ def make_node(tmp_path: Path, node_id: str, limits: DriverLimits = LIMITS) -> No
         me = ValidatorId(node_id)
         replica = Replica(
             ReplicaConfig(chain_id=CHAIN_ID),
-            genesis.validator_set(),
             Signer(CHAIN_ID, me, seed_of(node_id)),
             DurableState.initial(Height(1)),
         )
@@ -362,6 +362,25 @@ async def test_an_uncertified_height_claim_changes_nothing_and_disconnects(tmp_p
     assert [peer for peer, _ in node.network.disconnected] == ["bank-f", "bank-f"]
     node.driver.handle(Wake())
     assert proposals(node) == []  # no height started for a claim
+
+
+async def test_a_claim_past_the_known_sets_needs_a_third_of_the_latest_known_power(
+    bank: Node,
+) -> None:
+    """At height 0 a node knows the validator sets up to height 2 (a change decided in H is
+    in force from H+2). A certified claim of height 5, whose set it cannot know, counts if
+    more than a third of the latest set it knows signed it (one honest validator did);
+    fewer signers are no certificate, and the peer is disconnected."""
+    blocks = certified_chain(5, {})
+    block = decode_block(blocks[4][0])
+    one_signer = encode_certificate(certify(block, VALIDATORS[:1]))  # 1 of 4: not > 1/3
+    hear(bank, "val-b", Status(height=5, certificate=one_signer))
+    assert ("val-b", "claimed height 5 without a certificate") in bank.network.disconnected
+    assert bank.driver.peer_heights == {}
+    two_signers = encode_certificate(certify(block, VALIDATORS[:2]))  # 2 of 4: > 1/3
+    hear(bank, "val-c", Status(height=5, certificate=two_signers))
+    assert bank.driver.peer_heights == {"val-c": 5}
+    assert bank.network.take(SyncRequest)  # it asks for the blocks, checked one by one
 
 
 async def test_a_failed_sync_forgets_the_claim(bank: Node) -> None:

@@ -69,11 +69,10 @@ def proposer_of(height: int, round_: int, validators: ValidatorSet = VALIDATORS)
 def replica_for(
     vid: ValidatorId,
     durable: DurableState | None = None,
-    validators: ValidatorSet = VALIDATORS,
     config: ReplicaConfig = CONFIG,
 ) -> Replica:
     state = durable if durable is not None else DurableState.initial(H)
-    return Replica(config, validators, SIGNERS[vid], state)
+    return Replica(config, SIGNERS[vid], state)
 
 
 def value(tag: bytes) -> Value:
@@ -145,7 +144,7 @@ class Cluster:
 
     def start(self, height: int) -> None:
         for vid in IDS:
-            self.queue.append((vid, HeightStarted(height=Height(height))))
+            self.queue.append((vid, HeightStarted(height=Height(height), validators=VALIDATORS)))
 
     def _execute(self, vid: ValidatorId, actions: list[Action]) -> None:
         self.all_actions[vid].append(actions)

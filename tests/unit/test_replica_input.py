@@ -65,7 +65,7 @@ OTHER_CHAIN = Signer("another-chain", V1, SEEDS[1])
 
 def started(vid: ValidatorId = V0, config: ReplicaConfig = CONFIG) -> Replica:
     replica = replica_for(vid, config=config)
-    replica.step(HeightStarted(height=H), 0)
+    replica.step(HeightStarted(height=H, validators=VALIDATORS), 0)
     return replica
 
 
@@ -192,7 +192,7 @@ def test_messages_of_the_next_height_are_buffered_and_replayed() -> None:
     early = [prevote(v, 2, 0, Y) for v in (V1, V2)] + [proposal(2, 0, Y)]
     assert feed(replica, [received(m) for m in early]) == []
     decide_height_1(replica)
-    out = replica.step(HeightStarted(height=Height(2)), 0)
+    out = replica.step(HeightStarted(height=Height(2), validators=VALIDATORS), 0)
     assert of_type(out, CheckValue) == [CheckValue(height=Height(2), value=Y)]
     assert replica.votes.tally(Round(0), VoteType.PREVOTE).power_for(Y.value_id) == 2
     assert replica.future == {}
@@ -219,7 +219,7 @@ def test_before_the_first_height_messages_wait_for_it() -> None:
     assert replica.step(received(proposal(1, 0, X)), 0) == []
     assert replica.step(received(prevote(V1, 5, 0, X)), 0) == []
     assert replica.dropped["height_not_started"] == 1
-    out = replica.step(HeightStarted(height=H), 0)
+    out = replica.step(HeightStarted(height=H, validators=VALIDATORS), 0)
     assert of_type(out, CheckValue) == [CheckValue(height=H, value=X)]
 
 
@@ -329,8 +329,8 @@ def test_commit_received_with_a_forged_certificate_is_dropped(
 def test_stale_events_are_ignored_and_counted() -> None:
     replica = started()
     events: list[Event] = [
-        HeightStarted(height=H),  # already running
-        HeightStarted(height=Height(0)),
+        HeightStarted(height=H, validators=VALIDATORS),  # already running
+        HeightStarted(height=Height(0), validators=VALIDATORS),
         ValueChecked(height=H, value_id=X.value_id, valid=True),  # never asked
         TimeoutFired(height=Height(7), round=Round(0), timer=Timer.PROPOSE),
         TimeoutFired(height=Height(7), round=Round(0), timer=Timer.REBROADCAST),

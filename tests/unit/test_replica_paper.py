@@ -37,6 +37,7 @@ from consensus.replica import Replica
 from tests.unit.test_replica_harness import (
     CONFIG,
     IDS,
+    VALIDATORS,
     H,
     broadcasts,
     feed,
@@ -59,7 +60,7 @@ Y = value(b"block y")
 
 def started(vid: ValidatorId = V0) -> Replica:
     replica = replica_for(vid)
-    replica.step(HeightStarted(height=H), 0)
+    replica.step(HeightStarted(height=H, validators=VALIDATORS), 0)
     return replica
 
 
@@ -103,7 +104,7 @@ def lock(replica: Replica, v: Value, round_: int) -> list[Action]:
 
 def test_l18_proposer_without_valid_value_asks_for_a_value_then_proposes_it() -> None:
     replica = replica_for(V1)
-    out = replica.step(HeightStarted(height=H), 0)
+    out = replica.step(HeightStarted(height=H, validators=VALIDATORS), 0)
     assert of_type(out, BuildValue) == [BuildValue(height=H, round=Round(0))]
     assert broadcasts(out) == []
     out = replica.step(ValueBuilt(height=H, round=Round(0), value=X), 5)
@@ -116,7 +117,7 @@ def test_l18_proposer_without_valid_value_asks_for_a_value_then_proposes_it() ->
 
 
 def test_l21_non_proposer_arms_the_propose_timeout_and_the_rebroadcast_timer() -> None:
-    out = replica_for(V0).step(HeightStarted(height=H), 1000)
+    out = replica_for(V0).step(HeightStarted(height=H, validators=VALIDATORS), 1000)
     assert [t.deadline_ms for t in timers(out, Timer.PROPOSE)] == [1000 + CONFIG.timeout_propose_ms]
     assert [t.deadline_ms for t in timers(out, Timer.REBROADCAST)] == [1000 + CONFIG.rebroadcast_ms]
     assert broadcasts(out) == []
@@ -136,7 +137,7 @@ def test_l15_proposer_reproposes_its_valid_value_with_its_valid_round() -> None:
 
 def test_stale_value_built_is_ignored() -> None:
     replica = replica_for(V1)
-    replica.step(HeightStarted(height=H), 0)
+    replica.step(HeightStarted(height=H, validators=VALIDATORS), 0)
     out = replica.step(ValueBuilt(height=H, round=Round(1), value=X), 0)
     assert out == []
     assert replica.dropped["stale_value_built"] == 1
@@ -388,7 +389,7 @@ def test_timeouts_grow_linearly_with_the_round_and_are_capped(
 ) -> None:
     assert CONFIG.timeout_ms(CONFIG.timeout_propose_ms, Round(round_)) == expected_ms
     replica = replica_for(V0)
-    out = replica.step(HeightStarted(height=H), 0)
+    out = replica.step(HeightStarted(height=H, validators=VALIDATORS), 0)
     if round_ > 0:
         out = skip_to(replica, round_)  # L55 lands in the round and arms its timer (L21)
     assert [t.deadline_ms for t in timers(out, Timer.PROPOSE)] == [expected_ms]
@@ -443,7 +444,7 @@ def test_after_deciding_the_replica_waits_for_the_next_height() -> None:
     feed(replica, [received(precommit(v, 1, 0, X)) for v in (V1, V2, V3)])
     out = replica.step(received(proposal(2, 0, Y)), 0)  # next height: buffered
     assert out == []
-    out = replica.step(HeightStarted(height=Height(2)), 10)
+    out = replica.step(HeightStarted(height=Height(2), validators=VALIDATORS), 10)
     assert replica.height == 2
     assert replica.round == 0
     assert of_type(out, CheckValue) == [CheckValue(height=Height(2), value=Y)]
@@ -467,8 +468,8 @@ def test_l55_f_plus_one_power_in_a_later_round_skips_to_it(
 ) -> None:
     validators = validator_set(powers)
     subject = IDS[3]
-    replica = replica_for(subject, validators=validators)
-    replica.step(HeightStarted(height=H), 0)
+    replica = replica_for(subject)
+    replica.step(HeightStarted(height=H, validators=validators), 0)
     feed(replica, [received(prevote(v, 1, 5, None)) for v in senders])
     assert replica.round == expected_round
 

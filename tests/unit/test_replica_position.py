@@ -37,7 +37,6 @@ def observed_replica() -> tuple[Replica, list[Position]]:
     me = next(v for v in IDS if v != proposer_of(1, 0))  # no BuildValue to answer
     replica = Replica(
         CONFIG,
-        VALIDATORS,
         SIGNERS[me],
         DurableState.initial(H),
         on_position_changed=lambda h, r, s: seen.append((h, r, s)),
@@ -47,7 +46,7 @@ def observed_replica() -> tuple[Replica, list[Position]]:
 
 def test_each_change_of_height_round_or_step_is_told_once() -> None:
     replica, seen = observed_replica()
-    replica.step(HeightStarted(height=H), now_ms=0)
+    replica.step(HeightStarted(height=H, validators=VALIDATORS), now_ms=0)
     assert seen == [(H, Round(0), Step.PROPOSE)]
     # No proposal in time: prevote nil, which moves the step.
     replica.step(TimeoutFired(height=H, round=Round(0), timer=Timer.PROPOSE), now_ms=10_000)

@@ -31,6 +31,7 @@ from consensus.messages import (
 from consensus.replica import Replica
 from tests.unit.test_replica_harness import (
     IDS,
+    VALIDATORS,
     H,
     broadcasts,
     feed,
@@ -61,7 +62,9 @@ def guard(state: DurableState) -> tuple[int, int, int]:
 
 
 def lock_x_in_round_0(replica: Replica) -> list[Action]:
-    out = feed(replica, [HeightStarted(height=H), received(proposal(1, 0, X))])
+    out = feed(
+        replica, [HeightStarted(height=H, validators=VALIDATORS), received(proposal(1, 0, X))]
+    )
     out += feed(replica, [ValueChecked(height=H, value_id=X.value_id, valid=True)])
     out += feed(replica, [received(prevote(v, 1, 0, X)) for v in (V2, V3)])
     assert replica.locked_value == X
@@ -80,7 +83,7 @@ def test_restart_after_locking_keeps_the_lock_and_does_not_sign_round_0_again() 
     assert guard(durable) == (1, 0, Step.PRECOMMIT)
 
     after = replica_for(V0, durable=durable)
-    out = after.step(HeightStarted(height=H), 0)
+    out = after.step(HeightStarted(height=H, validators=VALIDATORS), 0)
     assert (after.round, after.locked_value, after.locked_round) == (0, X, 0)
     # The same round again, even with a different proposal-independent path: silence.
     out += feed(after, [received(proposal(1, 0, X))])
@@ -95,13 +98,15 @@ def test_restart_after_locking_keeps_the_lock_and_does_not_sign_round_0_again() 
 
 def test_restart_after_prevoting_may_still_precommit_in_that_round() -> None:
     before = replica_for(V0)
-    out = feed(before, [HeightStarted(height=H), received(proposal(1, 0, X))])
+    out = feed(
+        before, [HeightStarted(height=H, validators=VALIDATORS), received(proposal(1, 0, X))]
+    )
     out += feed(before, [ValueChecked(height=H, value_id=X.value_id, valid=True)])
     durable = last_persisted(out)
     assert guard(durable) == (1, 0, Step.PREVOTE)
 
     after = replica_for(V0, durable=durable)
-    out = feed(after, [HeightStarted(height=H), received(proposal(1, 0, X))])
+    out = feed(after, [HeightStarted(height=H, validators=VALIDATORS), received(proposal(1, 0, X))])
     out += feed(after, [ValueChecked(height=H, value_id=X.value_id, valid=True)])
     assert votes_out(out, VoteType.PREVOTE) == []  # already prevoted before the crash
     out = feed(after, [received(prevote(v, 1, 0, X)) for v in (V1, V2, V3)])
@@ -110,11 +115,11 @@ def test_restart_after_prevoting_may_still_precommit_in_that_round() -> None:
 
 def test_restarted_proposer_does_not_propose_twice_in_a_round() -> None:
     before = replica_for(V1)  # proposer of round 0
-    out = before.step(HeightStarted(height=H), 0)
+    out = before.step(HeightStarted(height=H, validators=VALIDATORS), 0)
     out += before.step(ValueBuilt(height=H, round=Round(0), value=X), 0)
     durable = last_persisted(out)
     after = replica_for(V1, durable=durable)
-    out = after.step(HeightStarted(height=H), 0)
+    out = after.step(HeightStarted(height=H, validators=VALIDATORS), 0)
     assert of_type(out, BuildValue) == []
     assert broadcasts(out) == []
     assert after.step(ValueBuilt(height=H, round=Round(0), value=Y), 0) == []
@@ -131,7 +136,7 @@ def test_durable_state_of_an_older_height_is_not_restored() -> None:
         valid_round=Round(4),
     )
     replica = replica_for(V0, durable=old)
-    replica.step(HeightStarted(height=H), 0)
+    replica.step(HeightStarted(height=H, validators=VALIDATORS), 0)
     assert (replica.round, replica.locked_value, replica.valid_round) == (0, None, NIL_ROUND)
     out = replica.step(received(proposal(1, 0, Y)), 0)
     out += replica.step(ValueChecked(height=H, value_id=Y.value_id, valid=True), 0)
@@ -206,7 +211,7 @@ def test_persist_precedes_every_new_signature_and_nothing_is_signed_twice(
 ) -> None:
     durable = DurableState.initial(H)
     replica = replica_for(subject, durable=durable)
-    replica.step(HeightStarted(height=H), 0)
+    replica.step(HeightStarted(height=H, validators=VALIDATORS), 0)
     signed: dict[tuple[int, int, Step], object] = {}
     now_ms = 0
     for event in events:
@@ -214,7 +219,7 @@ def test_persist_precedes_every_new_signature_and_nothing_is_signed_twice(
         if event == RESTART:
             # A crash loses everything not persisted; the new replica resumes at H.
             replica = replica_for(subject, durable=durable)
-            event = HeightStarted(height=H)
+            event = HeightStarted(height=H, validators=VALIDATORS)
         assert not isinstance(event, str)
         actions = replica.step(event, now_ms)
         _check_list(actions, signed, subject)
@@ -238,7 +243,7 @@ def test_restart_raises_a_valid_round_older_than_the_lock() -> None:
         valid_round=NIL_ROUND,
     )
     replica = replica_for(V0, durable=durable)
-    replica.step(HeightStarted(height=H), 0)
+    replica.step(HeightStarted(height=H, validators=VALIDATORS), 0)
     assert (replica.valid_value, replica.valid_round) == (X, 1)
     # In round 3 V0 proposes: it re-proposes X with validRound 1, asking nothing.
     out = feed(replica, [received(precommit(v, 1, 3, None)) for v in (V1, V2)])
