@@ -672,8 +672,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     for kind, verb in (("suspend", "suspend"), ("reinstate", "reinstate")):
         parser = commands.add_parser(kind, help=f"{verb} a participant")
         parser.add_argument("--id", required=True)
+    helps = {"freeze": "freeze an account: no debits (credits stay allowed)",
+             "unfreeze": "unfreeze an account: debits allowed again"}  # fmt: skip
     for kind in ("freeze", "unfreeze"):
-        parser = commands.add_parser(kind, help=f"{kind} an account (debits; credits stay allowed)")
+        parser = commands.add_parser(kind, help=helps[kind])
         parser.add_argument("--account", required=True)
     rotate = commands.add_parser("rotate-key", help="replace a participant's key")
     rotate.add_argument("--id", required=True)
