@@ -231,6 +231,10 @@ class ApiClient:
     async def validators(self) -> Json:
         return await self.call("GET", "/v1/validators")
 
+    async def governance(self) -> Json:
+        """Participants, validator sets per height, officers and frozen accounts."""
+        return await self.call("GET", "/v1/governance")
+
     async def evidence(self, *, from_height: int = 0) -> Json:
         return await self.call("GET", "/v1/evidence", query={"from_height": from_height})
 

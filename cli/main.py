@@ -13,6 +13,7 @@ from cli import (
     client,
     demo,
     devnet,
+    gov,
     health,
     load,
     money,
@@ -31,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # Each command module adds its subparser and sets `handler` through set_defaults.
     modules = (devnet, run, check, health, client, money, read, verify, load, sim, demo, bench,
-               anchor)  # fmt: skip
+               anchor, gov)  # fmt: skip
     for module in modules:
         module.register(subparsers)
     return parser

@@ -21,6 +21,9 @@ code: a transaction refusal carries its RefusalCode name as it is.
     GET  /v1/blocks/{height_or_hash}  header, transaction hashes, certificate signers;
                                     by decimal height or 64-hex block hash
     GET  /v1/validators             the validator set (genesis) with voting powers
+    GET  /v1/governance             participants (role, suspended, key), the validator
+                                    sets in force now and scheduled, frozen accounts,
+                                    the officers and their threshold (issue 13)
     GET  /v1/events                 ?from_height=H: server-sent events, one per finalized
                                     block (node/events.py)
     GET  /v1/status                 height, hashes, role, peers, caught_up
@@ -49,7 +52,9 @@ owns an account the transaction debits or credits); the central bank (issuer) an
 configured supervisors read everything. A transaction this node kept but dropped unsettled
 (expired, or another consumed its UETR) no longer has its parties at hand: its status is
 for the node's own participant and the readers of everything. Block headers, certificates,
-validators, evidence, anchors and node status are for every participant; a block's
+validators, evidence, anchors and node status are for every participant, and so are the
+governance participants and validator sets; frozen accounts are shown as accounts are (a
+bank sees only its own, the readers of everything see all); a block's
 transaction list shows a participant only the hashes of its own transactions (and its
 count of all). Submitting is open to every participant: a transaction is authorised by its
 own signature, never by the request's.
@@ -554,6 +559,53 @@ async def get_validators(request: web.Request) -> web.Response:
     )
 
 
+async def get_governance(request: web.Request) -> web.Response:
+    """The governance state after the last settled block (node/governance.py): who takes
+    part, under which key, which validator sets are in force from which height (the one in
+    force now and any change already decided), which accounts are frozen, and who approves
+    governance actions. A frozen account is read as an account is: a bank sees its own."""
+    context = request.app[CONTEXT]
+    caller = caller_of(request)
+    ledger = context.driver.ledger
+    state = ledger.governance
+    now = max(ledger.height, 1)
+    # The set in force now and every later one; older entries no longer matter.
+    first = 0
+    for index, (from_height, _) in enumerate(state.schedule):
+        if from_height <= now:
+            first = index
+    validators = [
+        {
+            "from_height": from_height,
+            "validators": [
+                {"id": v.validator_id, "voting_power": v.voting_power} for v in s.validators
+            ],
+        }
+        for from_height, s in state.schedule[first:]
+    ]
+    participants = [
+        {
+            "id": p.participant_id,
+            "name": p.name,
+            "role": p.role,
+            "suspended": p.suspended,
+            "public_key": p.public_key.hex(),
+        }
+        for p in state.participants
+    ]
+    frozen = [a for a in state.frozen if reads_account(context, caller, a)]
+    return web.json_response(
+        {
+            "height": ledger.height,
+            "officer_threshold": ledger.officer_threshold,
+            "officers": sorted(ledger.officers),
+            "participants": participants,
+            "validators": validators,
+            "frozen_accounts": frozen,
+        }
+    )
+
+
 async def get_events(request: web.Request) -> web.StreamResponse:
     """Server-sent events, one per finalized block (node/events.py); one wait slot."""
     context = request.app[CONTEXT]
@@ -733,6 +785,7 @@ def build_api(context: ApiContext, settings: ApiSettings | None = None) -> web.A
     app.router.add_get("/v1/accounts/{account}/transactions", get_account_transactions)
     app.router.add_get("/v1/blocks/{height_or_hash}", get_block)
     app.router.add_get("/v1/validators", get_validators)
+    app.router.add_get("/v1/governance", get_governance)
     app.router.add_get("/v1/events", get_events)
     app.router.add_get("/v1/status", get_status)
     app.router.add_get("/v1/evidence", get_evidence)

@@ -17,10 +17,21 @@ import pytest
 from cli.api_client import ApiClient, ApiError, EventStreamParser
 from node.api import ApiContext, ApiSettings, build_api
 from node.api_auth import AuthLimits
+from node.governance import Freeze, SetValidators, Suspend
 from node.protocol import Status, SyncBlocks
 from node.tx import decode_tx
 from tests.unit.api_support import SignedClient, node_api_context
-from tests.unit.ledger_support import CHAIN_ID, make_genesis, new_uetr, transfer
+from tests.unit.ledger_support import (
+    BANKS,
+    CHAIN_ID,
+    OFFICERS,
+    VALIDATORS,
+    govern,
+    make_genesis,
+    new_uetr,
+    public_hex,
+    transfer,
+)
 from tests.unit.test_driver import Node, certified_chain, hear, make_node, status_at
 
 DEADLINE_S = 10.0
@@ -200,6 +211,47 @@ async def test_the_validator_set_is_genesis_with_names_and_powers(bank: Bank) ->
     assert answer["validators"] == expected
     assert [v["id"] for v in expected] == ["nbkr", "val-b", "val-c", "val-d"]
     assert answer["total_voting_power"] == sum(v["voting_power"] for v in expected)
+
+
+# -- GET /v1/governance ------------------------------------------------------------------
+
+
+async def test_governance_shows_participants_schedule_and_only_the_callers_frozen_accounts(
+    bank: Bank,
+) -> None:
+    caught_up(bank)
+    powers = (("nbkr", 2), ("val-b", 1), ("val-c", 1), ("val-d", 1))
+    blocks = certified_chain(
+        3,
+        {
+            1: [govern(Freeze(account="bank-e.payroll")), govern(Freeze(account="bank-f"))],
+            2: [
+                govern(Suspend(participant_id="bank-f")),
+                govern(SetValidators(validators=powers, allow_below_four=False)),
+            ],
+        },
+    )
+    settle(bank, blocks, 3)
+    answer = await bank.client.api.governance()
+    assert answer["height"] == 3
+    assert (answer["officers"], answer["officer_threshold"]) == (list(OFFICERS), 2)
+    participants = {p["id"]: p for p in answer["participants"]}
+    assert sorted(participants) == sorted((*VALIDATORS, *BANKS))
+    expected = {"id": "bank-f", "name": "bank-f bank", "role": "bank", "suspended": True,
+                "public_key": public_hex("bank-f")}  # fmt: skip
+    assert participants["bank-f"] == expected
+    assert participants["nbkr"]["role"] == "issuer"
+    assert not participants["bank-e"]["suspended"]
+    # Decided in block 2, in force from 4: the set of now, then the scheduled one.
+    assert [entry["from_height"] for entry in answer["validators"]] == [1, 4]
+    assert answer["validators"][1]["validators"] == [
+        {"id": pid, "voting_power": power} for pid, power in powers
+    ]
+    assert answer["frozen_accounts"] == ["bank-e.payroll"]  # bank-f's is not bank-e's to see
+    async with bank.client.as_participant("nbkr") as central_bank:
+        assert (await central_bank.governance())["frozen_accounts"] == ["bank-e.payroll", "bank-f"]
+    async with bank.client.as_participant("bank-f") as other:
+        assert (await other.governance())["frozen_accounts"] == ["bank-f"]
 
 
 # -- GET /v1/events ----------------------------------------------------------------------
