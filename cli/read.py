@@ -1,6 +1,6 @@
-"""`somnet balance`, `somnet statement`, `somnet block` and `somnet events`: reading the
-ledger through a node's API, as the participant whose key signs (it sees its own
-accounts and transactions; the central bank and supervisors see everything).
+"""`somnet balance`, `statement`, `block`, `proof` and `events`: reading the ledger
+through a node's API, as the participant whose key signs (it sees its own accounts and
+transactions; the central bank and supervisors see everything).
 
 Tables are for people; --json prints the node's answer for scripts, one document (or,
 for `events`, one line per block).
@@ -155,6 +155,29 @@ def _print_statement(statement: Json) -> None:
         print(f"more: --from-height {statement['next_from_height']}")
 
 
+TX_HASH_PATTERN = re.compile(r"[0-9a-fA-F]{64}")
+
+
+@reports_failures("proof")
+def cmd_proof(args: argparse.Namespace) -> int:
+    """Fetch a final transaction's inclusion proof into a file for `somnet verify`."""
+    if not TX_HASH_PATTERN.fullmatch(args.tx_hash):
+        raise bad_input(f"transaction hash {args.tx_hash!r}: expected 64 hex digits")
+    client = client_of(args)
+    proof = blocking(client, lambda api: api.transaction_proof(args.tx_hash))
+    document = json.dumps(proof, indent=1) + "\n"
+    if args.out is None:
+        print(document, end="")
+        return 0
+    try:
+        with open(args.out, "x") as file:  # never overwrites another file
+            file.write(document)
+    except OSError as exc:
+        raise bad_input(f"--out {args.out}: {exc.strerror}") from exc
+    print(f"proof of {args.tx_hash} at height {proof['height']} written to {args.out}")
+    return 0
+
+
 @reports_failures("block")
 def cmd_block(args: argparse.Namespace) -> int:
     height_or_hash: int | str
@@ -273,6 +296,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_api_options(block)
     block.add_argument("block", metavar="HEIGHT_OR_HASH")
     block.set_defaults(handler=cmd_block)
+    proof = subparsers.add_parser(
+        "proof", help="a final transaction's inclusion proof, for somnet verify"
+    )
+    add_api_options(proof)
+    proof.add_argument("tx_hash", metavar="TX_HASH")
+    proof.add_argument("--out", default=None, metavar="FILE", help="write it here (new file)")
+    proof.set_defaults(handler=cmd_proof)
     events = subparsers.add_parser("events", help="follow finalized blocks until Ctrl-C")
     add_api_options(events, json_help="print one JSON line per block, for scripts")
     events.add_argument(

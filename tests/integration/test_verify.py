@@ -149,9 +149,15 @@ def test_a_proof_fetched_from_a_running_network_verifies_offline(
     network.wait_height(list(network.entries), 1)
     tx_hash = network.submit(bank, network.sign_transfer(bank, issuer, 150))
     assert network.wait_final(bank, tx_hash)["status"] == "final"
-    proof = network.call(bank, lambda api: api.transaction_proof(tx_hash))
+    # As a bank's operator does: `somnet proof` writes the file, `somnet verify` checks it.
     path = tmp_path / "proof.json"
-    path.write_text(json.dumps(proof))
+    home = str(network.entries[bank].home)
+    fetched = subprocess.run(
+        [sys.executable, "-m", "cli.main", "proof", "--home", home, tx_hash, "--out", str(path)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert fetched.returncode == 0, fetched.stderr
+    proof = json.loads(path.read_text())
     genesis = network.directory / "genesis.json"
     done = somnet_verify(path, genesis)
     assert done.returncode == 0, done.stderr
