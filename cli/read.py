@@ -121,9 +121,7 @@ def _print_statement(statement: Json) -> None:
         amount = format_som(int(entry["amount"]))
         debit = entry.get("direction") == "debit"
         balance_after = entry.get("balance_after")
-        status = str(entry.get("status"))
-        if entry.get("code"):
-            status += f" {entry['code']}"
+        remittance = entry.get("remittance") or entry.get("remittance_status", "")
         rows.append(
             [
                 str(entry.get("height")),
@@ -133,7 +131,8 @@ def _print_statement(statement: Json) -> None:
                 amount if debit else "",
                 "" if debit else amount,
                 "-" if balance_after is None else format_som(int(balance_after)),
-                status,
+                str(entry.get("uetr")),
+                str(remittance),
                 str(entry.get("tx_hash")),
             ]
         )
@@ -145,7 +144,8 @@ def _print_statement(statement: Json) -> None:
         "DEBIT",
         "CREDIT",
         "BALANCE",
-        "STATUS",
+        "UETR",
+        "REMITTANCE",  # the text where this node may open it, else "sealed"
         "TX HASH",
     ]
     print_table(headers, rows, right_aligned={"HEIGHT", "DEBIT", "CREDIT", "BALANCE"})
