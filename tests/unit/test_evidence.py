@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from consensus.crypto import Signer
-from consensus.messages import Evidence, Height, Round, ValidatorId, VoteType
+from consensus.messages import Evidence, ValidatorId
 from consensus.wire import decode_evidence, encode_evidence
 from node.effects import BlockEffects
 from node.errors import RefusalCode, TxRefused
@@ -17,40 +17,18 @@ from node.ledger import Ledger, decode_tx_result, open_ledger
 from node.store import Store
 from node.tx import EvidenceTx, decode_tx, sign_evidence
 from tests.unit.ledger_support import (
+    ACCUSED,
     CHAIN_ID,
+    REPORTER,
     VALIDATORS,
     Chain,
-    key_of,
+    equivocation,
+    evidence_tx,
     make_genesis,
     new_uetr,
     seed_of,
+    vote,
 )
-
-ACCUSED = "val-d"
-REPORTER = "val-b"
-
-
-def vote(value: bytes, *, voter: str = ACCUSED, height: int = 1, round_: int = 0) -> object:
-    signer = Signer(CHAIN_ID, ValidatorId(voter), seed_of(voter))
-    return signer.sign_vote(VoteType.PREVOTE, Height(height), Round(round_), value)
-
-
-def equivocation(*, height: int = 1, round_: int = 0, voter: str = ACCUSED) -> Evidence:
-    """Two validly signed prevotes of `voter` for different blocks."""
-    first = vote(b"\x01" * 32, voter=voter, height=height, round_=round_)
-    second = vote(b"\x02" * 32, voter=voter, height=height, round_=round_)
-    return Evidence(first=first, second=second)  # type: ignore[arg-type]
-
-
-def evidence_tx(evidence: Evidence, *, signer: str = REPORTER, expiry_height: int = 5) -> bytes:
-    return sign_evidence(
-        key_of(signer).sign,
-        CHAIN_ID,
-        signer=signer,
-        uetr=new_uetr(),
-        expiry_height=expiry_height,
-        evidence=evidence,
-    )
 
 
 def codes_of(effects: BlockEffects) -> list[RefusalCode | None]:
