@@ -80,6 +80,16 @@ class Signer:
             signature=self._key.sign(signed).signature,
         )
 
+    def sign_application(self, message: bytes) -> bytes:
+        """libsodium's signed message (signature || message) under this validator's key,
+        for what the application signs with it (a node's evidence transaction). Every
+        consensus signature covers a tagged encoding of its own (`vote_signed_bytes`),
+        so an application message never passes for a vote."""
+        assert message
+        signed = bytes(self._key.sign(message))
+        assert len(signed) == 64 + len(message)
+        return signed
+
 
 def verify_proposal(chain_id: str, proposal: Proposal, validators: ValidatorSet) -> bool:
     """Signed by a member of the set (not checked: whether it is the round's proposer)."""

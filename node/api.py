@@ -27,7 +27,7 @@ code: a transaction refusal carries its RefusalCode name as it is.
     GET  /v1/events                 ?from_height=H: server-sent events, one per finalized
                                     block (node/events.py)
     GET  /v1/status                 height, hashes, role, peers, caught_up
-    GET  /v1/evidence               ?from_height=H: stored proofs of equivocation
+    GET  /v1/evidence               ?from_height=H: proofs of equivocation, seen or on chain
     GET  /v1/anchors                anchoring summary (lag in blocks, last error) and the
                                     newest anchors; 404 NOT_ANCHORING on other nodes
     GET  /v1/anchors/{height}       one anchor: pending, included or finalized, with the
@@ -631,7 +631,8 @@ EVIDENCE_PAGE_MAX = 100
 
 async def get_evidence(request: web.Request) -> web.Response:
     """Proofs that a validator signed two conflicting votes: both signed votes, which
-    anyone holding the validator set can check (consensus.crypto.verify_evidence)."""
+    anyone holding the validator set can check (consensus.crypto.verify_evidence). Those
+    this node saw and those settled on chain; a settled one says where (`on_chain`)."""
     context = request.app[CONTEXT]
     try:
         from_height = int(request.query.get("from_height", "0"))
@@ -640,17 +641,21 @@ async def get_evidence(request: web.Request) -> web.Response:
     if not 0 <= from_height < 2**63:
         return error(400, "MALFORMED", "from_height must be in 0..2**63-1")
     items = []
-    for data in context.driver.store.load_evidence(from_height, EVIDENCE_PAGE_MAX):
+    store = context.driver.store
+    for data in store.load_evidence(from_height, EVIDENCE_PAGE_MAX):
         evidence = decode_evidence(data)
-        items.append(
-            {
-                "height": evidence.first.height,
-                "round": evidence.first.round,
-                "type": evidence.first.vote_type.name,
-                "validator": evidence.first.voter,
-                "evidence": data.hex(),
-            }
-        )
+        item: dict[str, object] = {
+            "height": evidence.first.height,
+            "round": evidence.first.round,
+            "type": evidence.first.vote_type.name,
+            "validator": evidence.first.voter,
+            "evidence": data.hex(),
+        }
+        on_chain = store.load_evidence_on_chain(evidence.first.height, evidence.first.voter)
+        if on_chain is not None:
+            block_height, tx_hash = on_chain
+            item["on_chain"] = {"height": block_height, "tx_hash": tx_hash.hex()}
+        items.append(item)
     return web.json_response({"evidence": items})
 
 

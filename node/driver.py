@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import hashlib
 import itertools
 import logging
 import random
@@ -77,7 +78,7 @@ from node.block import (
 )
 from node.budget import Budgets
 from node.clock import Clock
-from node.errors import BlockError
+from node.errors import BlockError, TxRefused
 from node.histogram import FixedHistogram
 from node.inbox import FairInbox
 from node.ledger import SCHEDULE_HEIGHTS_AHEAD, Ledger
@@ -89,10 +90,11 @@ from node.protocol import (
     Status,
     SyncBlocks,
     SyncRequest,
+    Txs,
     encode_payload,
 )
 from node.store import Store
-from node.tx import Tx
+from node.tx import UETR_SIZE, Tx, sign_evidence
 
 __all__ = ["Driver", "DriverLimits", "PeerPayload", "SendTo", "Settled", "log_replica_position"]
 
@@ -102,6 +104,8 @@ replica_log = logging.getLogger("consensus.replica")
 
 INBOX_PER_PEER_MAX = 1_000  # a peer's payloads waiting for the driver; more are dropped
 YIELD_EVERY = 100
+# An evidence transaction expires when the ledger no longer knows its votes' set anyway.
+EVIDENCE_EXPIRY_HEIGHTS = 3
 # What one peer may make the driver do per second; more disconnects it. Honest validators
 # send a few payloads per height and blocks of at most a frame; sync replies are bounded
 # by our own requests.
@@ -361,6 +365,39 @@ class Driver:
         if self.store.save_evidence(first.height, first.voter, encode_evidence(evidence)):
             self.counters["evidence"] += 1
             log.warning("h=%d evidence of equivocation by %s stored", first.height, first.voter)
+            self._submit_evidence(evidence)
+
+    def _submit_evidence(self, evidence: Evidence) -> None:
+        """Put the proof on chain, so the officers can act on it: an evidence transaction
+        signed with this validator's key, kept in the store's pool like an API submission
+        and gossiped to the validators, so the next proposer carries it (the ledger takes
+        evidence only while it knows the set of the votes' height: a few heights). Its
+        UETR derives from the evidence, so reporting it again is a DUPLICATE, not a second
+        transaction."""
+        replica = self.replica
+        assert replica is not None  # only a replica reports evidence
+        evidence_bytes = encode_evidence(evidence)
+        try:
+            tx_bytes = sign_evidence(
+                replica.signer.sign_application,
+                self.ledger.chain_id,
+                signer=self.node_id,
+                uetr=hashlib.sha256(evidence_bytes).digest()[:UETR_SIZE],
+                expiry_height=self.ledger.height + EVIDENCE_EXPIRY_HEIGHTS,
+                evidence=evidence,
+            )
+            tx = self.mempool.add(tx_bytes).tx
+        except TxRefused as exc:  # not a validator now, too old, already on chain, ...
+            self.counters["evidence_not_submitted"] += 1
+            log.warning("evidence by %s not submitted: %s", evidence.first.voter, exc)
+            return
+        if tx.tx_hash not in self.mempool.kept:
+            self.store.save_pool([(tx.tx_hash, tx.raw)])
+            self.mempool.kept.add(tx.tx_hash)
+        payload = encode_payload(Txs(txs=(tx.raw,)))
+        for peer in self.validator_peers:
+            self._send(peer, payload)
+        self.counters["evidence_submitted"] += 1
 
     def _persist(self, state: DurableState) -> None:
         # Synchronous on purpose: the signature that follows must not leave before this.

@@ -7,7 +7,7 @@ transaction, so a crash leaves either the previous block or this one, never half
 from dataclasses import dataclass
 from typing import NamedTuple
 
-__all__ = ["NO_POOL_CHANGES", "AccountEntry", "BlockEffects", "PoolChanges"]
+__all__ = ["NO_POOL_CHANGES", "AccountEntry", "BlockEffects", "PoolChanges", "SettledEvidence"]
 
 
 class AccountEntry(NamedTuple):
@@ -22,6 +22,15 @@ class AccountEntry(NamedTuple):
     tx_hash: bytes
     delta: int  # signed tyiyn: negative for a debit, positive for a credit, never 0
     balance_after: int  # the account's balance right after this transaction
+
+
+class SettledEvidence(NamedTuple):
+    """An applied evidence transaction: the API lists it with where it settled."""
+
+    height: int  # of the conflicting votes
+    voter: str  # the validator that signed both
+    evidence_bytes: bytes  # consensus.wire.encode_evidence
+    tx_hash: bytes  # the evidence transaction; the block is BlockEffects.height
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -50,6 +59,7 @@ class BlockEffects:
     # The whole governance state record (node/governance.py GovernanceState.encode) when
     # this block changed it; None when it is the previous block's.
     governance: bytes | None = None
+    evidence: tuple[SettledEvidence, ...] = ()  # applied evidence transactions, block order
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -45,6 +45,10 @@ class RefusalCode(enum.IntEnum):
     GOV_UNKNOWN_PARTICIPANT = 24  # the action names no participant
     GOV_NOT_ELIGIBLE = 25  # suspend the issuer; a bank or suspended participant as validator
     GOV_NO_CHANGE = 26  # suspend a suspended participant, freeze a frozen account, ...
+    EVIDENCE_INVALID = 27  # a vote of the evidence is not a valid vote of its height's set
+    EVIDENCE_NO_CONFLICT = 28  # the votes are not one validator's for one slot, two values
+    EVIDENCE_DUPLICATE = 29  # this equivocation (validator, height, round, type) is on chain
+    EVIDENCE_TOO_OLD = 30  # the ledger no longer knows the validator set of its height
 
 
 class TxRefused(NodeError):

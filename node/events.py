@@ -32,7 +32,7 @@ from node.block import decode_block
 from node.governance import describe_action
 from node.ledger import TxResult, decode_tx_result
 from node.store import StoreError
-from node.tx import Govern, Issue, Payout, Redeem, Transfer, Tx, decode_tx
+from node.tx import EvidenceTx, Govern, Issue, Payout, Redeem, Transfer, Tx, decode_tx
 
 __all__ = ["EventReader", "start_height", "stream_events"]
 
@@ -105,6 +105,9 @@ def event_tx(tx: Tx, result: TxResult, reader: EventReader) -> dict[str, Any]:
             entry |= {"amount": tx.amount, "from_account": tx.from_account}
         case Govern():
             entry |= describe_action(tx.action)
+        case EvidenceTx():
+            vote = tx.evidence.first
+            entry |= {"kind": "evidence", "validator": vote.voter, "evidence_height": vote.height}
         case _:
             assert_never(tx)
     return entry

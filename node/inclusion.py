@@ -93,7 +93,7 @@ from node.mempool import decode_dropped
 from node.merkle import PROOF_PATH_MAX, InclusionProof, inclusion_proof, root_from_proof
 from node.merkle import verify_inclusion as merkle_verify_inclusion
 from node.store import Store, StoreCorrupted
-from node.tx import TX_SIZE_MAX, Govern, Issue, Payout, Redeem, Transfer, Tx, decode_tx
+from node.tx import TX_SIZE_MAX, EvidenceTx, Govern, Issue, Payout, Redeem, Transfer, Tx, decode_tx
 
 __all__ = [
     "PROOF_SIZE_MAX",
@@ -548,5 +548,8 @@ def tx_summary(tx: Tx) -> dict[str, Any]:
             return summary | {"kind": "payout", "from": tx.from_account, "legs": legs}
         case Govern():
             return summary | {"kind": "govern"} | describe_action(tx.action)
+        case EvidenceTx():
+            vote = tx.evidence.first
+            return summary | {"kind": "evidence", "validator": vote.voter, "height": vote.height}
         case _:
             assert_never(tx)

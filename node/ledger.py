@@ -47,6 +47,15 @@ Theory of operation.
   owns is refused PARTICIPANT_SUSPENDED, and no money leaves its accounts either: the
   issuer's redeem too). A frozen account's debits are refused ACCOUNT_FROZEN; credits are
   allowed, so money sent to it is never lost or bounced.
+- Evidence (issue 13): an `EvidenceTx` puts a proof of equivocation (two conflicting
+  votes of one validator) on chain. Its signer must be a validator of the next height.
+  Business rules, so a refused one is recorded: both votes must verify against the set of
+  their height (`validators_at`, which answers only for recent heights: older evidence
+  is refused EVIDENCE_TOO_OLD; EVIDENCE_INVALID otherwise), name one (validator, height,
+  round, type) and two values (EVIDENCE_NO_CONFLICT), and that slot's equivocation must
+  not be on chain yet (EVIDENCE_DUPLICATE). The slot is remembered as a consumed
+  reference under `evidence_key` (no valid id holds a NUL byte, so it never meets a
+  (signer, UETR) key): the duplicate rule is part of the state root like every replay.
 - Key rotation and pending transactions: a transaction signed by a key that a rotation
   retired, and checked before it (in a pool), may still be proposed for EXPIRY_HEIGHTS_MAX
   heights. So for ROTATION_WINDOW_HEIGHTS after a rotation a block may carry a
@@ -72,9 +81,9 @@ from nacl.bindings import crypto_sign_open
 from nacl.exceptions import CryptoError
 
 from consensus.config import Validator, ValidatorSet
-from consensus.crypto import verify_certificate
+from consensus.crypto import verify_certificate, verify_vote
 from consensus.errors import WireError
-from consensus.messages import CommitCertificate, ValidatorId
+from consensus.messages import CommitCertificate, Evidence, ValidatorId
 from consensus.wire import decode_certificate
 from node.block import (
     ZERO_HASH,
@@ -84,7 +93,7 @@ from node.block import (
     decode_block_header,
     encode_block,
 )
-from node.effects import AccountEntry, BlockEffects
+from node.effects import AccountEntry, BlockEffects, SettledEvidence
 from node.errors import BlockError, NodeError, RefusalCode, TxRefused
 from node.genesis import Genesis
 from node.governance import (
@@ -109,6 +118,7 @@ from node.store import Store, StoreCorrupted
 from node.tx import (
     AMOUNT_MAX,
     SIGNATURE_SIZE,
+    EvidenceTx,
     Govern,
     Issue,
     Payout,
@@ -130,6 +140,7 @@ __all__ = [
     "TxResult",
     "app_hash_of",
     "decode_tx_result",
+    "evidence_key",
     "genesis_app_hash",
     "open_ledger",
     "state_root_of",
@@ -140,6 +151,8 @@ EXPIRY_HEIGHTS_MAX = 10_000
 TIME_DRIFT_MS_MAX = 30_000  # how far ahead of our clock a proposer's time_ms may be
 TAG_APP_HASH = b"somnet/app-hash/v1"
 TAG_GENESIS_APP_HASH = b"somnet/genesis-app-hash/v1"
+TAG_EVIDENCE_KEY = b"somnet/evidence-key/v1"
+EVIDENCE_KEY_SUFFIX = b"\x00evidence"  # no id holds a NUL: never a (signer, UETR) key
 TAG_STATE_ROOT = b"somnet/state-root/v2"  # v2: the governance state joined (issue 13)
 # A transaction checked before its signer's key rotated expires within EXPIRY_HEIGHTS_MAX
 # heights of the rotation: until then a retired key's signature is a refusal, not a fault.
@@ -178,6 +191,14 @@ def decode_tx_result(data: bytes) -> TxResult:
     except ValueError as exc:
         raise NodeError(f"corrupt tx result: unknown code {code}") from exc
     return TxResult(code=refusal, height=height, index=index)
+
+
+def evidence_key(evidence: Evidence) -> bytes:
+    """The reference key that an equivocation's slot (validator, height, round, vote
+    type) consumes once it is on chain: the evidence of one slot settles once."""
+    vote = evidence.first
+    slot = _pack([vote.voter, vote.height, vote.round, int(vote.vote_type)])
+    return hashlib.sha256(TAG_EVIDENCE_KEY + slot).digest()[:16] + EVIDENCE_KEY_SUFFIX
 
 
 def genesis_app_hash(genesis: Genesis) -> bytes:
@@ -378,6 +399,10 @@ class Ledger:
         # Transactions a settled block carried but refused, by code (since this process
         # started): counted only on refusal, read when metrics are scraped.
         self.block_refusals: collections.Counter[int] = collections.Counter()
+        self.evidence_settled = 0  # evidence transactions applied since this process started
+        # The evidence keys this block consumed so far, and what it settled (`_settle`).
+        self._block_evidence: dict[bytes, bytes] = {}
+        self._settled_evidence: list[SettledEvidence] = []
         self.references: References = MemoryReferences() if references is None else references
         # The last block that passed validate_block: (its hash, its decoded transactions).
         self._decoded: tuple[bytes, tuple[Tx, ...]] | None = None
@@ -750,6 +775,8 @@ class Ledger:
             return self._misaddressed(tx)
         if type(tx) is Govern:
             return self._govern_refusal(tx)
+        if type(tx) is EvidenceTx:
+            return self._evidence_refusal(tx)
         if tx.signer != self.issuer_id:
             return RefusalCode.NOT_AUTHORIZED
         if type(tx) is Issue:
@@ -764,6 +791,30 @@ class Ledger:
         if owner in suspended:
             return RefusalCode.PARTICIPANT_SUSPENDED
         return RefusalCode.ACCOUNT_FROZEN if tx.from_account in self.frozen else None
+
+    def _evidence_refusal(self, tx: EvidenceTx) -> RefusalCode | None:
+        """The rules of an evidence transaction (see the module doc), in the order a
+        submitter can fix them: who sends it, whether it proves anything, whether it is
+        new."""
+        if self.validator_set.get(ValidatorId(tx.signer)) is None:
+            return RefusalCode.NOT_AUTHORIZED
+        first, second = tx.evidence.first, tx.evidence.second
+        slot = (first.voter, first.vote_type, first.height, first.round)
+        if slot != (second.voter, second.vote_type, second.height, second.round):
+            return RefusalCode.EVIDENCE_NO_CONFLICT
+        if first.value_id == second.value_id:
+            return RefusalCode.EVIDENCE_NO_CONFLICT
+        try:
+            validators = self.validators_at(first.height)
+        except NodeError:
+            return RefusalCode.EVIDENCE_TOO_OLD
+        for vote in (first, second):
+            if not verify_vote(self.chain_id, vote, validators):
+                return RefusalCode.EVIDENCE_INVALID
+        key = evidence_key(tx.evidence)
+        if key in self._block_evidence or self.references.lookup([key])[0] is not None:
+            return RefusalCode.EVIDENCE_DUPLICATE
+        return None
 
     def _misaddressed(self, tx: Transfer | Payout) -> RefusalCode | None:
         """MISADDRESSED unless a sealed remittance goes to exactly the sending bank, the
@@ -1052,7 +1103,13 @@ class Ledger:
         entries: list[AccountEntry] = []
         supply_before = self.issued_total - self.redeemed_total
         self._apply_txs(txs, height, before, after, results, added, entries)
-        assert len(results) == len(txs) == len(added)  # one result and one reference per tx
+        assert len(results) == len(txs)  # one result per tx
+        # One reference per tx, and one per applied evidence's slot.
+        added.extend(self._block_evidence.items())
+        assert len(added) == len(txs) + len(self._settled_evidence)
+        settled_evidence = tuple(self._settled_evidence)
+        self._block_evidence = {}
+        self._settled_evidence = []
         self.references.record(added)
         self._check_block_conservation(before, after, supply_before)
         # Account order makes the encoding canonical; the store writes in this order too.
@@ -1087,6 +1144,7 @@ class Ledger:
             issued_total=self.issued_total,
             redeemed_total=self.redeemed_total,
             governance=governance,
+            evidence=settled_evidence,
         )
 
     def _check_block_conservation(
@@ -1194,6 +1252,15 @@ class Ledger:
             return refusal
         if type(tx) is Govern:
             self._govern(tx, height)  # moves no money
+            return None
+        if type(tx) is EvidenceTx:
+            key = evidence_key(tx.evidence)
+            assert key not in self._block_evidence  # _evidence_refusal refused a repeat
+            self._block_evidence[key] = tx.tx_hash
+            vote = tx.evidence.first
+            settled = SettledEvidence(vote.height, vote.voter, tx.evidence_bytes, tx.tx_hash)
+            self._settled_evidence.append(settled)
+            self.evidence_settled += 1
             return None
         balances = self.balances
         changes: list[tuple[str, int]] = []  # (account, amount added), all or nothing

@@ -123,6 +123,11 @@ class NodeCollector(Collector):
             "Blocks this node is behind the highest peer height (0: caught up).",
             max(0, highest - height),
         )
+        yield CounterMetricFamily(
+            "somnet_evidence_on_chain",
+            "Evidence transactions (proofs of equivocation) settled applied since start.",
+            value=driver.ledger.evidence_settled,
+        )
 
     def _peers(self) -> Iterable[Metric]:
         sources = self.sources

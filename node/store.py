@@ -52,6 +52,7 @@ from typing import Any
 from zlib import crc32
 
 import lmdb
+import msgpack
 
 from node.block import ZERO_HASH, decode_block_header
 from node.checksum import CHECKSUM_SIZE, KEY_PREFIXES, ChecksumMismatch, crc_start, seal, unseal
@@ -84,7 +85,7 @@ HEIGHT_MAX = 2**63 - 1
 BALANCE_MAX = 2**63 - 1
 TOTAL_MAX = 2**128 - 1
 MARKER_SIZE_MAX = 4096
-MAX_DBS = 16
+MAX_DBS = 32  # named databases an environment may open (LMDB max_dbs)
 MAX_READERS = 126
 
 DB_META = b"meta"
@@ -100,6 +101,8 @@ DB_CONSENSUS = b"consensus"
 DB_POOL = b"pool"
 DB_DROPPED = b"dropped"
 DB_EVIDENCE = b"evidence"
+# (votes' height, validator) -> [block height, tx hash] of the evidence settled on chain
+DB_EVIDENCE_ON_CHAIN = b"evidence_on_chain"
 DB_ANCHORS = b"anchors"  # height -> this node's anchor record, kept before it is sent
 DB_ACCOUNT_ENTRIES = b"account_entries"  # (account, height, index) -> statement entry
 DB_NAMES = (
@@ -116,6 +119,7 @@ DB_NAMES = (
     DB_POOL,
     DB_DROPPED,
     DB_EVIDENCE,
+    DB_EVIDENCE_ON_CHAIN,
     DB_ANCHORS,
     DB_ACCOUNT_ENTRIES,
 )
@@ -610,6 +614,7 @@ class Store:
             self._put_block(txn, effects, previous_hash)
             self._put_ledger_state(txn, effects)
             self._put_pool_changes(txn, pool)
+            self._put_settled_evidence(txn, effects)
             if effects.governance is not None:
                 record = seal(DB_META, KEY_GOVERNANCE, effects.governance)
                 txn.put(KEY_GOVERNANCE, record, db=self._dbs[DB_META])
@@ -685,6 +690,30 @@ class Store:
                 tx_hash, seal(DB_DROPPED, tx_hash, fate), db=dropped_db, overwrite=False
             )
             assert added, "a dropped transaction's fate is stored twice"
+
+    def _put_settled_evidence(self, txn: lmdb.Transaction, effects: BlockEffects) -> None:
+        """Evidence the block settled: kept like the evidence this node saw (the first
+        proof per height and validator), with where it settled on chain."""
+        for settled in effects.evidence:
+            key = height_key(settled.height) + settled.voter.encode("ascii")
+            record = seal(DB_EVIDENCE, key, settled.evidence_bytes)
+            txn.put(key, record, db=self._dbs[DB_EVIDENCE], overwrite=False)
+            where = msgpack.packb([effects.height, settled.tx_hash], use_bin_type=True)
+            record = seal(DB_EVIDENCE_ON_CHAIN, key, where)
+            txn.put(key, record, db=self._dbs[DB_EVIDENCE_ON_CHAIN], overwrite=False)
+
+    def load_evidence_on_chain(self, height: int, voter: str) -> tuple[int, bytes] | None:
+        """(block height, tx hash) of the evidence of (height, validator) settled on
+        chain; None if none settled."""
+        key = height_key(height) + voter.encode("ascii")
+        with self._read() as txn:
+            record = txn.get(key, db=self._dbs[DB_EVIDENCE_ON_CHAIN])
+            if record is None:
+                return None
+            assert isinstance(record, bytes)
+            block_height, tx_hash = msgpack.unpackb(self._unseal(DB_EVIDENCE_ON_CHAIN, key, record))
+        assert type(block_height) is int and type(tx_hash) is bytes
+        return block_height, tx_hash
 
     def save_evidence(self, height: int, voter: str, evidence: bytes) -> bool:
         """Keep one proof of equivocation per (height, validator); False if one is kept."""

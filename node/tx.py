@@ -21,7 +21,10 @@ Kinds: transfer v1 `[..., from, to, amount, ""]`, transfer v2 `[..., from, to, a
 remittance hash]`, payout v1 `[..., from, [[to, amount], ...], ""]`, payout v2 `[...,
 from, legs, remittance hash]`, issue `[..., to, amount, reserve reference]`, redeem
 `[..., from, amount, reserve reference]`, govern `[..., action, approvals]` (issue 13:
-node/governance.py gives the action and approval encodings; signed by the issuer).
+node/governance.py gives the action and approval encodings; signed by the issuer),
+evidence `[..., [first vote, second vote]]` (issue 13: a proof of equivocation, the
+consensus.wire evidence encoding embedded as its array, so the limits of the signed array
+apply to it; signed by a validator's node key).
 
 Remittance privacy (issue 8). Every node stores and gossips every transaction, so the
 remittance text of a payment never travels in clear: it is sealed to the banks that may
@@ -77,7 +80,7 @@ the same bytes), so one content has exactly one hash. `decode_tx` raises nothing
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
 import msgpack
@@ -91,6 +94,9 @@ from nacl.public import PublicKey, SealedBox
 from nacl.signing import SigningKey
 from nacl.utils import random as random_bytes
 
+from consensus.errors import WireError
+from consensus.messages import Evidence
+from consensus.wire import decode_evidence, encode_evidence
 from node.errors import RefusalCode, TxRefused
 from node.governance import Action, decode_action, decode_approvals, encode_action
 from node.ids import ID_CHARS_MAX, ID_RULE, is_id
@@ -103,6 +109,7 @@ __all__ = [
     "TX_SIZE_MAX",
     "UETR_SIZE",
     "Envelope",
+    "EvidenceTx",
     "Govern",
     "Issue",
     "Payout",
@@ -114,6 +121,7 @@ __all__ = [
     "reference_key",
     "remittance_recipients",
     "seal_remittance",
+    "sign_evidence",
     "sign_govern",
     "sign_issue",
     "sign_payout",
@@ -140,6 +148,7 @@ TAG_REDEEM = b"somnet/tx/redeem/v1"
 TAG_PAYOUT = b"somnet/tx/payout/v1"
 TAG_PAYOUT_V2 = b"somnet/tx/payout/v2"
 TAG_GOVERN = b"somnet/tx/govern/v1"
+TAG_EVIDENCE = b"somnet/tx/evidence/v1"
 TAG_ENVELOPE = b"somnet/remittance/envelope/v1"
 TAG_COMMITMENT = b"somnet/remittance/commitment/v1"
 COMMON_FIELDS = 5  # tag, chain id, signer, uetr, expiry height
@@ -246,7 +255,20 @@ class Govern(NamedTuple):
     approvals: tuple[tuple[str, bytes], ...]  # (officer id, signature), ids ascending
 
 
-Tx = Transfer | Issue | Redeem | Payout | Govern
+class EvidenceTx(NamedTuple):
+    """A proof that a validator signed two conflicting votes, put on chain by a validator
+    that saw it (the ledger checks it against the set of the votes' height)."""
+
+    raw: bytes
+    tx_hash: bytes
+    signer: str
+    uetr: bytes
+    expiry_height: int
+    evidence: Evidence
+    evidence_bytes: bytes  # consensus.wire.encode_evidence(evidence), as the API shows it
+
+
+Tx = Transfer | Issue | Redeem | Payout | Govern | EvidenceTx
 
 
 def reference_key(signer: str, uetr: bytes) -> bytes:
@@ -499,6 +521,30 @@ def sign_govern(
     return _sign(key, chain_id, [*fields, encode_action(action), ordered])
 
 
+def sign_evidence(
+    sign: Callable[[bytes], bytes],
+    chain_id: str,
+    *,
+    signer: str,
+    uetr: bytes,
+    expiry_height: int,
+    evidence: Evidence,
+) -> bytes:
+    """Return the wire bytes of an evidence transaction. `sign` gives libsodium's signed
+    message under the validator's node key (`SigningKey.sign`, or the consensus
+    `Signer.sign_application`, the same key). Raises TxRefused if a field is invalid."""
+    embedded = msgpack.unpackb(encode_evidence(evidence), raw=False, use_list=True)
+    fields: list[object] = [TAG_EVIDENCE, chain_id, signer, uetr, expiry_height, embedded]
+    try:
+        signed = _pack(fields)
+    except (OverflowError, TypeError, ValueError) as exc:
+        raise _malformed(f"a field cannot be encoded: {exc}") from exc
+    raw = bytes(sign(signed))
+    tx = decode_tx(raw, chain_id)
+    assert tx.raw == raw
+    return raw
+
+
 # ---------------------------------------------------------------------------------------
 # Decoding.
 
@@ -634,6 +680,8 @@ def _decode_checked(f: list[Any], data: bytes, rest: bytes, chain_id: str) -> Tx
         return _decode_payout(f, data, tx_hash, rest)
     if tag == TAG_GOVERN:
         return _decode_govern(f, data, tx_hash)
+    if tag == TAG_EVIDENCE:
+        return _decode_evidence_tx(f, data, tx_hash)
     raise _malformed("unknown transaction tag")
 
 
@@ -798,4 +846,22 @@ def _decode_govern(f: list[Any], data: bytes, tx_hash: bytes) -> Govern:
         expiry_height=f[4],
         action=decode_action(action),
         approvals=decode_approvals(approvals),
+    )
+
+
+def _decode_evidence_tx(f: list[Any], data: bytes, tx_hash: bytes) -> EvidenceTx:
+    (embedded,) = _fields(f, "evidence", 1)
+    evidence_bytes = _pack(embedded)  # canonical: the whole array re-encoded to itself
+    try:
+        evidence = decode_evidence(evidence_bytes)
+    except WireError as exc:
+        raise _malformed(f"evidence: {exc}") from exc
+    return EvidenceTx(
+        raw=data,
+        tx_hash=tx_hash,
+        signer=f[2],
+        uetr=f[3],
+        expiry_height=f[4],
+        evidence=evidence,
+        evidence_bytes=evidence_bytes,
     )

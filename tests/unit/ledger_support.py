@@ -15,14 +15,22 @@ from typing import Any
 from nacl.signing import SigningKey
 
 from consensus.crypto import Signer
-from consensus.messages import CommitCertificate, Height, Round, ValidatorId, VoteType
+from consensus.messages import (
+    CommitCertificate,
+    Evidence,
+    Height,
+    Round,
+    ValidatorId,
+    Vote,
+    VoteType,
+)
 from consensus.wire import encode_certificate
 from node.block import Block
 from node.effects import BlockEffects
 from node.genesis import Genesis, parse_genesis
 from node.governance import Action, Admit, RotateKey, approve, rotate_key
 from node.ledger import Ledger
-from node.tx import sign_govern, sign_issue, sign_payout, sign_redeem, sign_transfer
+from node.tx import sign_evidence, sign_govern, sign_issue, sign_payout, sign_redeem, sign_transfer
 
 CHAIN_ID = "som-test-1"
 ISSUER = "nbkr"
@@ -226,6 +234,33 @@ def rotate(
             new_key_signature=action.new_key_signature,
         )
     return govern(action, approvers=approvers, uetr=uetr)
+
+
+ACCUSED = "val-d"  # the validator the evidence helpers show equivocating
+REPORTER = "val-b"  # the validator that reports it
+
+
+def vote(value: bytes, *, voter: str = ACCUSED, height: int = 1, round_: int = 0) -> Vote:
+    signer = Signer(CHAIN_ID, ValidatorId(voter), seed_of(voter))
+    return signer.sign_vote(VoteType.PREVOTE, Height(height), Round(round_), value)
+
+
+def equivocation(*, height: int = 1, round_: int = 0, voter: str = ACCUSED) -> Evidence:
+    """Two validly signed prevotes of `voter` for different blocks."""
+    first = vote(b"\x01" * 32, voter=voter, height=height, round_=round_)
+    second = vote(b"\x02" * 32, voter=voter, height=height, round_=round_)
+    return Evidence(first=first, second=second)
+
+
+def evidence_tx(evidence: Evidence, *, signer: str = REPORTER, expiry_height: int = 5) -> bytes:
+    return sign_evidence(
+        key_of(signer).sign,
+        CHAIN_ID,
+        signer=signer,
+        uetr=new_uetr(),
+        expiry_height=expiry_height,
+        evidence=evidence,
+    )
 
 
 def certify(block: Block, voters: Sequence[str] = VALIDATORS[:3]) -> CommitCertificate:

@@ -37,7 +37,7 @@ from node.driver import (
     Wake,
 )
 from node.errors import RefusalCode
-from node.ledger import Ledger, StoredReferences, open_ledger
+from node.ledger import Ledger, StoredReferences, decode_tx_result, open_ledger
 from node.mempool import Dropped, Mempool, decode_dropped
 from node.protocol import (
     Consensus,
@@ -45,11 +45,12 @@ from node.protocol import (
     Status,
     SyncBlocks,
     SyncRequest,
+    Txs,
     decode_payload,
     encode_payload,
 )
 from node.store import Store
-from node.tx import decode_tx
+from node.tx import EvidenceTx, decode_tx
 from tests.unit.ledger_support import (
     BANKS,
     CHAIN_ID,
@@ -460,3 +461,26 @@ async def test_equivocation_evidence_is_stored_with_both_votes(tmp_path: Path) -
     evidence = decode_evidence(stored)
     assert {evidence.first, evidence.second} == set(votes)
     assert node.driver.counters["evidence"] == 1
+
+
+async def test_a_validator_puts_the_evidence_it_saw_on_chain(tmp_path: Path) -> None:
+    """Issue 13: the evidence the core reports becomes an evidence transaction in this
+    validator's pool (kept in the store, gossiped to the validators), which settles."""
+    node = make_node(tmp_path, "nbkr")
+    signer = Signer(CHAIN_ID, ValidatorId("val-b"), seed_of("val-b"))
+    for value_id in (bytes(32), b"\x01" * 32):
+        vote = signer.sign_vote(VoteType.PREVOTE, Height(1), Round(0), value_id)
+        hear(node, "val-b", Consensus(message=encode_message(vote)))
+    [tx_bytes] = node.driver.mempool.take(10, 1 << 20, 0)
+    tx = decode_tx(tx_bytes, CHAIN_ID)
+    assert isinstance(tx, EvidenceTx)
+    assert (tx.signer, tx.evidence.first.voter) == ("nbkr", "val-b")
+    assert tx.tx_hash in node.driver.mempool.kept
+    assert node.store.load_pool() == [tx_bytes]
+    gossiped = node.network.take(Txs)
+    assert {peer for peer, _ in gossiped} == set(VALIDATORS) - {"nbkr"}
+    assert all(payload == Txs(txs=(tx_bytes,)) for _, payload in gossiped)
+    assert node.driver.counters["evidence_submitted"] == 1
+    chain = Chain(Ledger(make_genesis(START)))
+    effects = chain.settle([tx_bytes])
+    assert [decode_tx_result(result).code for _, result in effects.tx_results] == [None]

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from consensus.messages import Evidence
 from node.errors import BlockError, RefusalCode, TxRefused
 from node.governance import Freeze, Reinstate, SetValidators, Suspend
 from node.ledger import EXPIRY_HEIGHTS_MAX, Ledger, decode_tx_result
@@ -31,6 +32,8 @@ from tests.unit.ledger_support import (
     VALIDATORS,
     Chain,
     admit_action,
+    equivocation,
+    evidence_tx,
     govern,
     issue,
     key_of,
@@ -39,6 +42,7 @@ from tests.unit.ledger_support import (
     redeem,
     rotate,
     transfer,
+    vote,
 )
 from tests.unit.test_ledger import codes_of
 
@@ -309,6 +313,11 @@ def test_every_refusal_code_is_reachable() -> None:
         settled_code([govern(Suspend(participant_id="nobody"))]),
         settled_code([govern(Suspend(participant_id="nbkr"))]),
         settled_code([govern(Reinstate(participant_id="bank-e"))]),
+        # Evidence (tests/unit/test_evidence.py).
+        settled_code([evidence_tx(equivocation(voter="bank-e"))]),
+        settled_code([evidence_tx(equivocation()), evidence_tx(equivocation(), signer="val-c")]),
+        settled_code([evidence_tx(Evidence(first=vote(bytes(32)), second=vote(bytes(32))))]),
+        settled_code([evidence_tx(equivocation(height=10), expiry_height=20)]),
     }
     assert produced == set(RefusalCode)
 
