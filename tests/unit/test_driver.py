@@ -365,6 +365,21 @@ async def test_an_uncertified_height_claim_changes_nothing_and_disconnects(tmp_p
     assert proposals(node) == []  # no height started for a claim
 
 
+async def test_a_peer_behind_this_node_is_heard_without_judging_old_sets(bank: Node) -> None:
+    """fresh-clone run 3: a peer at height 1 told a node at height 3 its height; the node
+    asked for the validator set of height 1, which it no longer keeps, and crashed."""
+    blocks = certified_chain(3, {})
+    hear(bank, "val-b", status_at(blocks, 3))
+    hear(bank, "val-b", SyncBlocks(blocks=tuple(blocks)))
+    assert bank.driver.ledger.height == 3
+    # A validator that settles its own decisions raises its height, not certified_height
+    # (which counts what peers proved): as the lone validator of that run had.
+    bank.driver.certified_height = 0
+    hear(bank, "bank-f", status_at(blocks, 1))
+    assert bank.driver.peer_heights["bank-f"] == 1
+    assert bank.network.disconnected == []
+
+
 async def test_a_claim_past_the_known_sets_needs_a_third_of_the_latest_known_power(
     bank: Node,
 ) -> None:
