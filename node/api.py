@@ -755,13 +755,22 @@ def build_api(context: ApiContext, settings: ApiSettings | None = None) -> web.A
     settings = settings or ApiSettings()
     assert settings.body_bytes_max >= TX_SIZE_MAX * 2 + 1024
     guard = ApiGuard(settings.connections)
-    genesis = context.driver.ledger.genesis
-    keys = {p.participant_id: p.public_key for p in genesis.participants}
-    # node/main.py refuses a supervisor id that names a participant; never merge over one.
-    assert keys.keys().isdisjoint(settings.supervisor_keys)
-    keys |= settings.supervisor_keys
-    readers_of_all = [genesis.issuer.participant_id, *settings.supervisor_keys]
-    authenticator = Authenticator(keys, readers_of_all, settings.auth)
+    ledger = context.driver.ledger
+    supervisors = dict(settings.supervisor_keys)
+
+    def key_of(caller_id: str) -> bytes | None:
+        """The caller's key in the ledger now (governance admits and rotates while the
+        node runs), or a supervisor's. node/main.py refuses a supervisor id naming a
+        genesis participant; one admitted since authenticates neither way, so that the
+        supervisor key never signs as the participant."""
+        participant_key = ledger.public_key_of(caller_id)
+        supervisor_key = supervisors.get(caller_id)
+        if participant_key is not None and supervisor_key is not None:
+            return None
+        return participant_key if participant_key is not None else supervisor_key
+
+    readers_of_all = [ledger.genesis.issuer.participant_id, *supervisors]
+    authenticator = Authenticator(key_of, readers_of_all, settings.auth)
     # json_errors is outermost, so that what the guard raises (408, 413) leaves as JSON;
     # the guard's deadlines bound the body that the authenticator reads.
     middlewares = [json_errors, guard.middleware(), authenticator.middleware()]
