@@ -198,8 +198,12 @@ class Driver:
         rng: random.Random,
         disconnect: Disconnect,
         verify_executor: concurrent.futures.Executor,
+        consensus_peers: frozenset[str] | None = None,
     ) -> None:
         """Args:
+        validator_peers: where consensus messages and transactions go.
+        consensus_peers: whose consensus messages are taken (default: validator_peers);
+            anyone else sending one is disconnected. `set_peers` changes all three.
         verify_executor: where a proposed block's signatures are checked, so that a
             proposer's block of many unknown transactions never blocks the event loop."""
         self.node_id = node_id
@@ -210,6 +214,9 @@ class Driver:
         self._send = send
         self.validator_peers = validator_peers  # the peers that propose blocks
         self._all_peers = all_peers
+        self._consensus_peers = (
+            frozenset(validator_peers) if consensus_peers is None else consensus_peers
+        )
         self.limits = limits
         self._clock = clock
         self._rng = rng  # which peer to ask for blocks
@@ -269,12 +276,25 @@ class Driver:
         finally:
             status.cancel()
 
+    def set_peers(
+        self,
+        *,
+        validator_peers: tuple[str, ...],
+        all_peers: tuple[str, ...],
+        consensus_peers: frozenset[str],
+    ) -> None:
+        """The peers as the ledger has them now (governance admits participants and
+        changes the validator set while the node runs)."""
+        self.validator_peers = validator_peers
+        self._all_peers = all_peers
+        self._consensus_peers = consensus_peers
+
     def submit_from_peer(self, item: PeerPayload) -> None:
         """Enqueue a peer's payload in its own queue. A peer over its rate or byte budget,
         or sending what only validators may send, is disconnected; a full queue drops the
         payload (consensus re-sends, sync re-asks)."""
         peer_id = item.peer_id
-        if isinstance(item.payload, Consensus) and peer_id not in self.validator_peers:
+        if isinstance(item.payload, Consensus) and peer_id not in self._consensus_peers:
             self.misbehaved(peer_id, "consensus message from a participant that is no validator")
             return
         if not (
