@@ -7,11 +7,8 @@ One network serves the module. bank-1 is the bank frozen and suspended (and back
 key is rotated by the last test, so no test before it depends on that, and no test after
 it may sign with bank-2's old node key.
 
-Left for the node wiring step (issue 13): an admitted bank's node joining, validator-set
-changes taking effect in consensus, and a node started with a rotated key (node/main.py
-still requires its genesis key, and the API and peers still authenticate by genesis keys),
-so the rotated key's transfer is signed here and sent through the API, not from a
-restarted bank node.
+An admitted node joining, validator-set changes in consensus and a node restarted with
+its rotated key are tests/integration/test_governance_network.py's.
 """
 
 from __future__ import annotations
