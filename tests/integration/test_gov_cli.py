@@ -227,8 +227,15 @@ def test_after_a_rotation_the_new_key_signs_and_the_old_is_refused(
     submitted(network, action_file)
     participants = {p["id"]: p for p in governance(network, CB)["participants"]}
     assert participants[OTHER_BANK]["public_key"] == bytes(new_key.verify_key).hex()
-    # The bank's node key is the old one now: what it signs is refused.
-    refused(transfer(network, OTHER_BANK, BANK, "1.00"), "BAD_SIGNATURE")
+    # The bank's node key is the old one now: the API no longer takes its requests, and a
+    # transfer it signed is refused, whoever submits it.
+    refused(transfer(network, OTHER_BANK, BANK, "1.00"), "SIGNATURE_INVALID")
+    old_signed = network.sign_transfer(OTHER_BANK, BANK, 100, remittance="")
+    try:
+        code = network.call(CB, lambda api: api.submit(old_signed)).get("code")
+    except ApiError as exc:
+        code = exc.code
+    assert code == "BAD_SIGNATURE"
     before = network.balance(CB, BANK)
     tx = sign_transfer(
         new_key,
