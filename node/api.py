@@ -20,7 +20,7 @@ code: a transaction refusal carries its RefusalCode name as it is.
                                     remittances this node may open (node/statement.py)
     GET  /v1/blocks/{height_or_hash}  header, transaction hashes, certificate signers;
                                     by decimal height or 64-hex block hash
-    GET  /v1/validators             the validator set (genesis) with voting powers
+    GET  /v1/validators             the validator set in force, with voting powers
     GET  /v1/governance             participants (role, suspended, key), the validator
                                     sets in force now and scheduled, frozen accounts,
                                     the officers and their threshold (issue 13)
@@ -536,11 +536,11 @@ async def get_block(request: web.Request) -> web.Response:
 
 
 async def get_validators(request: web.Request) -> web.Response:
-    """The validator set of genesis (it does not change), with each one's name."""
+    """The validator set in force at the next height (governance changes it; GET
+    /v1/governance lists the schedule), with each one's name."""
     ledger = request.app[CONTEXT].driver.ledger
-    genesis = ledger.genesis
-    names = {p.participant_id: p.name for p in genesis.participants}
-    validator_set = genesis.validator_set()
+    names = {pid: p.name for pid, p in ledger.participants.items()}
+    validator_set = ledger.validators_at(ledger.height + 1)
     validators = [
         {
             "id": v.validator_id,

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from nacl.signing import SigningKey
 
-from cli.api_client import ApiError
+from cli.api_client import ApiClient, ApiError
 from cli.devnet import node_toml
 from cli.entry import NodeEntry
 from node.keys import load_key_file, write_key_file
@@ -161,6 +161,8 @@ def test_a_validator_joins_and_another_leaves_while_blocks_are_final(network: Ne
     assert network.stop(LEAVING_VALIDATOR) == 0
     del network.entries[LEAVING_VALIDATOR]
     finalizing(network, [*staying, BANK, NEW_BANK], left_at)
+    shown = network.call(NEW_BANK, ApiClient.validators)
+    assert sorted(v["id"] for v in shown["validators"]) == sorted(staying)
     paid = pay(network, BANK, BANK, NEW_BANK, 100, node_key(network, BANK))
     assert network.wait_final(BANK, paid)["status"] == "final"
 
