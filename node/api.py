@@ -20,7 +20,7 @@ code: a transaction refusal carries its RefusalCode name as it is.
                                     remittances this node may open (node/statement.py)
     GET  /v1/blocks/{height_or_hash}  header, transaction hashes, certificate signers;
                                     by decimal height or 64-hex block hash
-    GET  /v1/validators             the validator set (genesis) with voting powers
+    GET  /v1/validators             the validator set in force, with voting powers
     GET  /v1/governance             participants (role, suspended, key), the validator
                                     sets in force now and scheduled, frozen accounts,
                                     the officers and their threshold (issue 13)
@@ -536,11 +536,11 @@ async def get_block(request: web.Request) -> web.Response:
 
 
 async def get_validators(request: web.Request) -> web.Response:
-    """The validator set of genesis (it does not change), with each one's name."""
+    """The validator set in force at the next height (governance changes it; GET
+    /v1/governance lists the schedule), with each one's name."""
     ledger = request.app[CONTEXT].driver.ledger
-    genesis = ledger.genesis
-    names = {p.participant_id: p.name for p in genesis.participants}
-    validator_set = genesis.validator_set()
+    names = {pid: p.name for pid, p in ledger.participants.items()}
+    validator_set = ledger.validators_at(ledger.height + 1)
     validators = [
         {
             "id": v.validator_id,
@@ -760,13 +760,22 @@ def build_api(context: ApiContext, settings: ApiSettings | None = None) -> web.A
     settings = settings or ApiSettings()
     assert settings.body_bytes_max >= TX_SIZE_MAX * 2 + 1024
     guard = ApiGuard(settings.connections)
-    genesis = context.driver.ledger.genesis
-    keys = {p.participant_id: p.public_key for p in genesis.participants}
-    # node/main.py refuses a supervisor id that names a participant; never merge over one.
-    assert keys.keys().isdisjoint(settings.supervisor_keys)
-    keys |= settings.supervisor_keys
-    readers_of_all = [genesis.issuer.participant_id, *settings.supervisor_keys]
-    authenticator = Authenticator(keys, readers_of_all, settings.auth)
+    ledger = context.driver.ledger
+    supervisors = dict(settings.supervisor_keys)
+
+    def key_of(caller_id: str) -> bytes | None:
+        """The caller's key in the ledger now (governance admits and rotates while the
+        node runs), or a supervisor's. node/main.py refuses a supervisor id naming a
+        genesis participant; one admitted since authenticates neither way, so that the
+        supervisor key never signs as the participant."""
+        participant_key = ledger.public_key_of(caller_id)
+        supervisor_key = supervisors.get(caller_id)
+        if participant_key is not None and supervisor_key is not None:
+            return None
+        return participant_key if participant_key is not None else supervisor_key
+
+    readers_of_all = [ledger.genesis.issuer.participant_id, *supervisors]
+    authenticator = Authenticator(key_of, readers_of_all, settings.auth)
     # json_errors is outermost, so that what the guard raises (408, 413) leaves as JSON;
     # the guard's deadlines bound the body that the authenticator reads.
     middlewares = [json_errors, guard.middleware(), authenticator.middleware()]

@@ -1,7 +1,8 @@
 """Who calls the bank API: HTTP Message Signatures (RFC 9421) with participants' keys.
 
-Every request is signed by its caller with the Ed25519 key that genesis holds for the
-participant (a supervisor's key is configured on the node instead), so no shared secret or
+Every request is signed by its caller with the Ed25519 key that the ledger holds for the
+participant when the request arrives (genesis's, or the one governance admitted or rotated
+to since; a supervisor's key is configured on the node instead), so no shared secret or
 password exists anywhere, and any HTTP client in a bank's own language can make one:
 
     Content-Digest: sha-256=:<base64 of SHA-256 of the body, also of an empty one>:
@@ -14,7 +15,7 @@ sha-256 as above, or sha-512; every digest given must match), `created` is Unix 
 within `signature_age_s_max` of the node's clock (and at most 5 s ahead of it), and the
 nonce makes each signed request single-use: the node remembers every nonce it accepted
 until the signature it came with is too old to be accepted anyway. A request carries one
-signature (one label); a keyid is a genesis participant or a configured supervisor, never
+signature (one label); a keyid is a participant or a configured supervisor, never
 both (node/main.py refuses such a configuration).
 
 The path and query the signature is checked against are the request target exactly as
@@ -44,8 +45,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from http_message_signatures import (
     HTTPMessageSignaturesException,
     HTTPMessageVerifier,
+    HTTPSignatureKeyResolver,
     InvalidSignature,
-    MappingKeyResolver,
 )
 from http_message_signatures.algorithms import ED25519
 
@@ -132,7 +133,7 @@ class _Verifier(HTTPMessageVerifier):
     (which tests inject), not by the library's reading of the system clock: one clock
     decides both the future bound here and the age bound in Authenticator."""
 
-    def __init__(self, now_s: Callable[[], float], resolver: MappingKeyResolver) -> None:
+    def __init__(self, now_s: Callable[[], float], resolver: HTTPSignatureKeyResolver) -> None:
         super().__init__(signature_algorithm=ED25519, key_resolver=resolver)
         self._now_s = now_s
 
@@ -149,6 +150,21 @@ class _Verifier(HTTPMessageVerifier):
         expires_s = sig_input.params.get("expires")
         if expires_s is not None and (type(expires_s) is not int or expires_s < now_s):
             raise InvalidSignature('the signature\'s "expires" has passed')
+
+
+class _KeyResolver(HTTPSignatureKeyResolver):
+    """Each keyid's key as the ledger holds it when the request arrives: governance
+    admits participants and rotates their keys while the node runs."""
+
+    def __init__(self, key_of: Callable[[str], bytes | None]) -> None:
+        self._key_of = key_of
+
+    def resolve_public_key(self, key_id: object) -> Ed25519PublicKey | None:
+        key = self._key_of(key_id) if type(key_id) is str else None
+        return None if key is None else Ed25519PublicKey.from_public_bytes(key)
+
+    def resolve_private_key(self, key_id: str) -> Any:
+        raise HTTPMessageSignaturesException("the node signs no requests")
 
 
 @dataclass(slots=True)
@@ -181,31 +197,38 @@ class Authenticator:
 
     def __init__(
         self,
-        keys: Mapping[str, bytes],
+        keys: Mapping[str, bytes] | Callable[[str], bytes | None],
         readers_of_all: Iterable[str],
         limits: AuthLimits | None = None,
         now_s: Callable[[], float] = time.time,
     ) -> None:
         """Args:
-        keys: each participant's (and supervisor's) Ed25519 public key, by id.
+        keys: each participant's (and supervisor's) Ed25519 public key, by id: a fixed
+            mapping, or a function resolving an id per request (the ledger's current
+            key; None for an unknown id).
         readers_of_all: the ids that read everything (the issuer, supervisors).
         """
         self.limits = limits or AuthLimits()
         self._now_s = now_s
         self._readers_of_all = frozenset(readers_of_all)
-        resolver = MappingKeyResolver(
-            public_keys={pid: Ed25519PublicKey.from_public_bytes(k) for pid, k in keys.items()},
-            private_keys={},
-        )
-        self._verifier = _Verifier(now_s, resolver)
-        rate = float(self.limits.requests_per_s_max)
-        self._participants = {
-            pid: _Participant(rate_per_s=rate, tokens=rate, refilled_s=now_s()) for pid in keys
-        }
+        self._key_of = keys.get if isinstance(keys, Mapping) else keys
+        self._verifier = _Verifier(now_s, _KeyResolver(self._key_of))
+        # Created at a participant's first authenticated request: bounded by the number
+        # of ids with a key (participants and supervisors), never by what strangers send.
+        self._participants: dict[str, _Participant] = {}
+
+    def _participant(self, participant_id: str) -> _Participant:
+        participant = self._participants.get(participant_id)
+        if participant is None:
+            rate = float(self.limits.requests_per_s_max)
+            participant = _Participant(rate_per_s=rate, tokens=rate, refilled_s=self._now_s())
+            self._participants[participant_id] = participant
+        return participant
 
     def nonce_count(self, participant_id: str) -> int:
         """How many of the participant's nonces the node remembers now."""
-        return len(self._participants[participant_id].nonces)
+        participant = self._participants.get(participant_id)
+        return 0 if participant is None else len(participant.nonces)
 
     def authenticate(
         self, method: str, target: str, fields: list[tuple[str, str]], body: bytes
@@ -248,7 +271,7 @@ class Authenticator:
         if not isinstance(created_s, int) or created_s < now_s - age_s_max:
             text = f"created more than {age_s_max} s ago: sign each request when sending it"
             raise AuthError(401, "SIGNATURE_STALE", text)
-        participant = self._participants[participant_id]
+        participant = self._participant(participant_id)  # its key verified the signature
         participant.forget_nonces_before(now_s)
         if nonce in participant.nonces:
             raise AuthError(401, "SIGNATURE_REPLAYED", "this signed request was already used")
@@ -272,7 +295,7 @@ class Authenticator:
         Raises:
             AuthError: 429 TOO_MANY_WAITS, all of them are held; the middleware answers it.
         """
-        participant = self._participants[caller.participant_id]
+        participant = self._participant(caller.participant_id)
         if participant.waits >= self.limits.waits_max:
             raise AuthError(
                 429, "TOO_MANY_WAITS", f"{self.limits.waits_max} waits and streams already open"

@@ -67,7 +67,7 @@ class ApiContext:
 
 
 def reads_account(context: ApiContext, caller: Caller, account: str) -> bool:
-    owner = context.driver.ledger.genesis.owner_of(account)
+    owner = context.driver.ledger.owner_of(account)  # genesis's accounts and admitted ones
     return caller.reads_all or owner == caller.participant_id
 
 

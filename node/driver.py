@@ -202,8 +202,12 @@ class Driver:
         rng: random.Random,
         disconnect: Disconnect,
         verify_executor: concurrent.futures.Executor,
+        consensus_peers: frozenset[str] | None = None,
     ) -> None:
         """Args:
+        validator_peers: where consensus messages and transactions go.
+        consensus_peers: whose consensus messages are taken (default: validator_peers);
+            anyone else sending one is disconnected. `set_peers` changes all three.
         verify_executor: where a proposed block's signatures are checked, so that a
             proposer's block of many unknown transactions never blocks the event loop."""
         self.node_id = node_id
@@ -214,6 +218,9 @@ class Driver:
         self._send = send
         self.validator_peers = validator_peers  # the peers that propose blocks
         self._all_peers = all_peers
+        self._consensus_peers = (
+            frozenset(validator_peers) if consensus_peers is None else consensus_peers
+        )
         self.limits = limits
         self._clock = clock
         self._rng = rng  # which peer to ask for blocks
@@ -273,12 +280,25 @@ class Driver:
         finally:
             status.cancel()
 
+    def set_peers(
+        self,
+        *,
+        validator_peers: tuple[str, ...],
+        all_peers: tuple[str, ...],
+        consensus_peers: frozenset[str],
+    ) -> None:
+        """The peers as the ledger has them now (governance admits participants and
+        changes the validator set while the node runs)."""
+        self.validator_peers = validator_peers
+        self._all_peers = all_peers
+        self._consensus_peers = consensus_peers
+
     def submit_from_peer(self, item: PeerPayload) -> None:
         """Enqueue a peer's payload in its own queue. A peer over its rate or byte budget,
         or sending what only validators may send, is disconnected; a full queue drops the
         payload (consensus re-sends, sync re-asks)."""
         peer_id = item.peer_id
-        if isinstance(item.payload, Consensus) and peer_id not in self.validator_peers:
+        if isinstance(item.payload, Consensus) and peer_id not in self._consensus_peers:
             self.misbehaved(peer_id, "consensus message from a participant that is no validator")
             return
         if not (
@@ -572,10 +592,11 @@ class Driver:
                 self.counters["payload_unexpected"] += 1
 
     def _on_status(self, peer_id: str, status: Status) -> None:
-        """Believe a claimed height above the certified one only with its certificate."""
-        # A claim at or below this node's own settled height tells it nothing to check
-        # (and the validator sets of heights that old are no longer kept).
-        if status.height > max(self.certified_height, self.ledger.height):
+        """Believe a claimed height above the certified one only with its certificate.
+        A height this node settled itself needs none (and its validator set may be one
+        the ledger no longer keeps: a peer far behind announces an old height)."""
+        self.certified_height = max(self.certified_height, self.ledger.height)
+        if status.height > self.certified_height:
             if not self._certifies(status):
                 self.misbehaved(peer_id, f"claimed height {status.height} without a certificate")
                 return

@@ -2,6 +2,20 @@
 
 Faults of the environment or the operator (bad config, corrupted store, port in use)
 stop the node through `fatal` with a distinct exit status, before it touches the network.
+
+Who the node is, by the ledger (governance changes participants and keys at run time):
+- node.toml's node.id names the participant. If the node's ledger knows it, the key file
+  must hold the key the ledger holds for it now, else the node stops (CONFIG). After a
+  key rotation, the operator replaces node_key.json once the rotation settled on this
+  node (the running node warns when it sees it) and restarts.
+- A node.id the ledger does not know (a participant admitted after genesis, whose node
+  starts from the genesis file and its own key) starts as a follower: it syncs from its
+  peers, which accept its links once their ledgers know it. When its own ledger learns
+  the participant, the key file must hold its key, else the node stops (CONFIG).
+- Peers, their link keys and the validators consensus messages go to follow the ledger:
+  participants admitted while the node runs are dialed (unless node.toml lists its
+  peers), a handshake is checked against the ledger's key at that moment, and consensus
+  messages go to the validator sets of the next two heights.
 """
 
 from __future__ import annotations
@@ -41,11 +55,12 @@ from node.driver import (
     DriverLimits,
     PeerPayload,
     SendTo,
+    Settled,
     log_replica_position,
 )
 from node.errors import GenesisError
 from node.fatal import FatalReason, fatal
-from node.genesis import Genesis, Participant, load_genesis
+from node.genesis import Genesis, load_genesis
 from node.intake import Intake
 from node.keys import KeyFileError, load_key_file
 from node.ledger import Ledger, open_ledger
@@ -67,14 +82,30 @@ PEER_PORT_SLACK = 8  # connections one address may hold beyond its peers and han
 BLOCK_VERIFY_WORKERS = 2  # threads checking a proposed block's signatures (libsodium frees the GIL)
 
 
+ROLES_THAT_MAY_VALIDATE = frozenset({"validator", "issuer"})  # set_validators admits these
+
+
+class NodeKeyMismatch(Exception):
+    """The ledger learned this node's participant with another key than its key file's."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Loaded:
     config: NodeConfig
     genesis: Genesis
-    me: Participant
+    node_id: str
+    known_at_start: bool
+    """Whether the ledger knew the participant when the node started (else a follower)."""
     signer_seed: bytes
+    public_key: bytes
     store: Store
     ledger: Ledger
+
+
+def role_of(loaded: Loaded) -> str:
+    """The participant's role in the ledger now; "follower" while it does not know it."""
+    participant = loaded.ledger.participant(loaded.node_id)
+    return "follower" if participant is None else participant.role
 
 
 def load(home: Path) -> Loaded:
@@ -88,24 +119,6 @@ def load(home: Path) -> Loaded:
         genesis = load_genesis(config.genesis_file)
     except GenesisError as exc:
         fatal(FatalReason.CONFIG, f"{config.genesis_file}: {exc}")
-    me = next((p for p in genesis.participants if p.participant_id == config.node_id), None)
-    if me is None:
-        fatal(FatalReason.CONFIG, f"node.id {config.node_id!r} is not a genesis participant")
-    if bytes(key.verify_key) != me.public_key:
-        fatal(FatalReason.CONFIG, f"{config.key_file}: key is not {me.participant_id}'s")
-    for peer in config.peers:
-        if all(p.participant_id != peer.peer_id for p in genesis.participants):
-            where = f"{config.home / 'node.toml'}: peers"
-            fatal(FatalReason.CONFIG, f"{where}: id {peer.peer_id!r} is not a genesis participant")
-    # A supervisor's keyid naming a participant would replace that participant's key and
-    # let whoever holds the supervisor key sign as it (and read everything as it).
-    participant_ids = {p.participant_id for p in genesis.participants}
-    for supervisor_id in supervisor_keys(config):
-        if supervisor_id in participant_ids:
-            message = (
-                f"id {supervisor_id!r} is a genesis participant: give supervisors ids of their own"
-            )
-            fatal(FatalReason.CONFIG, f"api.supervisor_keys: {message}")
     try:
         store = Store.open(
             config.data_dir,
@@ -119,35 +132,85 @@ def load(home: Path) -> Loaded:
         fatal(FatalReason.STORE_ERROR, str(exc))
     except OSError as exc:  # node.data_dir is a file, or in a directory we cannot write
         fatal(FatalReason.STORE_ERROR, f"node.data_dir {config.data_dir}: {exc}")
+    public_key = bytes(key.verify_key)
+    me = ledger.participant(config.node_id)
+    if me is not None and public_key != me.public_key:
+        fatal(
+            FatalReason.CONFIG,
+            f"{config.key_file}: key is not {me.participant_id}'s (its key at height "
+            f"{ledger.height}; after a rotation, replace the key file once this node has "
+            "settled the rotation)",
+        )
+    participant_ids = set(ledger.participants)
+    for peer in config.peers:
+        if peer.peer_id not in participant_ids:
+            where = f"{config.home / 'node.toml'}: peers"
+            fatal(FatalReason.CONFIG, f"{where}: id {peer.peer_id!r} is not a participant")
+    # A supervisor's keyid naming a participant would replace that participant's key and
+    # let whoever holds the supervisor key sign as it (and read everything as it).
+    for supervisor_id in supervisor_keys(config):
+        if supervisor_id in participant_ids:
+            message = f"id {supervisor_id!r} is a participant: give supervisors ids of their own"
+            fatal(FatalReason.CONFIG, f"api.supervisor_keys: {message}")
     return Loaded(
         config=config,
         genesis=genesis,
-        me=me,
+        node_id=config.node_id,
+        known_at_start=me is not None,
         signer_seed=bytes(key),
+        public_key=public_key,
         store=store,
         ledger=ledger,
     )
 
 
 def peer_addresses(loaded: Loaded) -> list[PeerAddress]:
-    """Peers from node.toml if it lists any, else every other genesis participant."""
+    """Peers from node.toml if it lists any, else every other participant the ledger
+    knows now (`follow_ledger` adds those admitted later)."""
     if loaded.config.peers:
         return [PeerAddress(peer_id=p.peer_id, url=p.url) for p in loaded.config.peers]
     return [
         PeerAddress(peer_id=p.participant_id, url=f"http://{p.peer_address}")
-        for p in loaded.genesis.participants
-        if p.participant_id != loaded.me.participant_id
+        for p in loaded.ledger.participants.values()
+        if p.participant_id != loaded.node_id
     ]
 
 
+def validator_targets(ledger: Ledger, peers: Sequence[str]) -> tuple[str, ...]:
+    """The peers in the validator set of the next height or the one after (a change
+    decided in the last block is in force there): where consensus messages and
+    transactions go."""
+    next_height = ledger.height + 1
+    members = {
+        v.validator_id
+        for height in (next_height, next_height + 1)
+        for v in ledger.validators_at(height).validators
+    }
+    return tuple(p for p in peers if p in members)
+
+
+def consensus_senders(ledger: Ledger, peers: Sequence[str]) -> frozenset[str]:
+    """The peers whose consensus messages are taken: every participant whose role may
+    put it in a validator set (a node a few heights behind or ahead sees another set,
+    and a member must not be cut off for that; the core checks each message against its
+    height's set). A bank sending one is disconnected."""
+    participants = ledger.participants
+    return frozenset(
+        p
+        for p in peers
+        if (participant := participants.get(p)) is not None
+        and participant.role in ROLES_THAT_MAY_VALIDATE
+    )
+
+
 def build_replica(loaded: Loaded) -> Replica | None:
-    """A replica if this node is in the validator set of its next height. The replica
-    itself takes the set per height (HeightStarted), and follows the heights it is not
-    in; giving one to every node that may join the set is the governance wiring's step."""
-    me = ValidatorId(loaded.me.participant_id)
-    next_height = Height(loaded.ledger.height + 1)
-    if loaded.ledger.validators_at(next_height).get(me) is None:
+    """A replica if this node's participant may ever validate: its role may be in a
+    validator set, or the ledger does not know it yet (admitted after genesis, its role
+    unknown until synced). The replica takes the set per height (HeightStarted) and
+    only follows the heights it is not in."""
+    if role_of(loaded) not in ROLES_THAT_MAY_VALIDATE | {"follower"}:
         return None
+    me = ValidatorId(loaded.node_id)
     replica_config = loaded.config.replica_config(loaded.genesis.chain_id)
     replica_config.validate()  # load_config had the core check the same settings
     data = loaded.store.load_durable_state()
@@ -170,16 +233,17 @@ def build_driver(
 ) -> Driver:
     config = loaded.config
     clock = SystemClock()
-    validator_ids = {v.validator_id for v in loaded.genesis.validator_set().validators}
+    peer_ids = [p.peer_id for p in peers]
     return Driver(
-        node_id=loaded.me.participant_id,
+        node_id=loaded.node_id,
         ledger=loaded.ledger,
         store=loaded.store,
         mempool=Mempool(loaded.ledger, txs_max=config.mempool_txs_max, clock=clock),
         replica=replica,
         send=send,
-        validator_peers=tuple(p.peer_id for p in peers if p.peer_id in validator_ids),
-        all_peers=tuple(p.peer_id for p in peers),
+        validator_peers=validator_targets(loaded.ledger, peer_ids),
+        all_peers=tuple(peer_ids),
+        consensus_peers=consensus_senders(loaded.ledger, peer_ids),
         limits=DriverLimits(
             block_txs_max=config.block_txs_max,
             block_bytes_max=config.block_bytes_max,
@@ -220,14 +284,16 @@ def build_network(
 ) -> PeerNetwork:
     allowed_hosts = None
     if loaded.config.peer_allow_only_genesis_addresses:
-        # The hosts genesis names, and those node.toml reaches peers by (container names).
-        allowed_hosts = {host_of(p.peer_address) for p in loaded.genesis.participants}
+        # The hosts the ledger names (genesis's and admitted participants', `add_peer`
+        # adds later ones), and those node.toml reaches peers by (container names).
+        participants = loaded.ledger.participants.values()
+        allowed_hosts = {host_of(p.peer_address) for p in participants}
         allowed_hosts |= {urlsplit(p.url).hostname or "" for p in loaded.config.peers} - {""}
     return PeerNetwork(
         chain_id=loaded.genesis.chain_id,
-        self_id=loaded.me.participant_id,
+        self_id=loaded.node_id,
         signing_key=SigningKey(loaded.signer_seed),
-        known_keys={p.participant_id: p.public_key for p in loaded.genesis.participants},
+        known_keys=loaded.ledger.public_key_of,  # at each handshake: admitted, rotated
         peers=peers,
         on_payload=on_payload,
         limits=TransportLimits(
@@ -237,6 +303,35 @@ def build_network(
         allowed_hosts=allowed_hosts,
         on_peer_down=on_peer_down,
     )
+
+
+def follow_ledger(loaded: Loaded, network: PeerNetwork, driver: Driver) -> None:
+    """After each settled block: dial participants admitted since, and send consensus
+    messages to the validators in force now.
+
+    Raises:
+        NodeKeyMismatch: the ledger just learned this node's participant, with another key.
+    """
+    ledger = loaded.ledger
+    if not loaded.config.peers:
+        for p in ledger.participants.values():
+            peer = PeerAddress(peer_id=p.participant_id, url=f"http://{p.peer_address}")
+            network.add_peer(peer, host_of(p.peer_address))
+    peer_ids = network.peer_ids()
+    driver.set_peers(
+        validator_peers=validator_targets(ledger, peer_ids),
+        all_peers=tuple(peer_ids),
+        consensus_peers=consensus_senders(ledger, peer_ids),
+    )
+    key = ledger.public_key_of(loaded.node_id)
+    if key is None or key == loaded.public_key:
+        return
+    if not loaded.known_at_start:
+        raise NodeKeyMismatch(
+            f"{loaded.config.key_file}: the ledger admitted {loaded.node_id} with another key"
+        )
+    log.warning("node=%s key rotated at height %d: replace %s with the new key and restart",
+                loaded.node_id, ledger.height, loaded.config.key_file)  # fmt: skip
 
 
 def host_of(address: str) -> str:
@@ -392,11 +487,20 @@ async def serve(loaded: Loaded, stop: asyncio.Event) -> None:
     anchorer = build_anchorer(loaded)
     if anchorer is not None:
         driver.on_settled.append(anchorer.note_settled)
-    validator_peers = driver.validator_peers
+    config_failures: list[NodeKeyMismatch] = []
+
+    def on_settled(settled: Settled) -> None:
+        try:
+            follow_ledger(loaded, network, driver)
+        except NodeKeyMismatch as exc:
+            config_failures.append(exc)
+            stop.set()
+
+    driver.on_settled.append(on_settled)
 
     def to_validators(payload: bytes) -> None:
         # Transactions go only where they can be proposed: other banks never see them.
-        for peer in validator_peers:
+        for peer in driver.validator_peers:  # read each time: the set follows the ledger
             network.send(peer, payload)
 
     intake = Intake(
@@ -408,7 +512,7 @@ async def serve(loaded: Loaded, stop: asyncio.Event) -> None:
         proposes=replica is not None,
     )
     restored = intake.restore()
-    role = loaded.me.role if replica is None else f"validator ({loaded.me.role})"
+    role = role_of(loaded) if replica is None else f"validator ({role_of(loaded)})"
     store_failures: list[StoreError] = []
 
     def on_store_failure(exc: StoreError) -> None:
@@ -472,6 +576,8 @@ async def serve(loaded: Loaded, stop: asyncio.Event) -> None:
             raise task.exception()  # type: ignore[misc]
     if store_failures:
         raise store_failures[0]  # run_node turns it into the fatal exit status
+    if config_failures:
+        raise config_failures[0]
 
 
 def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -506,6 +612,8 @@ def run_node(home: Path) -> int:
     try:
         with long_lived_state():  # the ledger just loaded is frozen out of the GC's scans
             run_until_signalled(lambda stop: serve(loaded, stop))
+    except NodeKeyMismatch as exc:
+        fatal(FatalReason.CONFIG, str(exc))
     except StoreFull as exc:
         fatal(FatalReason.STORE_FULL, str(exc))
     except StoreCorrupted as exc:

@@ -6,9 +6,12 @@ Theory of operation:
   avoid the race of deciding which of two simultaneous connections to keep.
 - A link starts with the handshake of node/channel.py: ephemeral X25519 keys in both
   directions (Noise NN), whose transcript (chain id, both ids, both ephemeral keys) each
-  side signs with its genesis Ed25519 key. Keys come from genesis: an unknown id or a
-  wrong key closes the link. Every frame after it is sealed with ChaCha20-Poly1305 under
-  the link's own key and a counter: a frame that fails to open (altered, replayed,
+  side signs with its Ed25519 key. Keys come from the ledger, looked up at each handshake
+  (`known_keys`): governance admits participants and rotates keys while nodes run, and
+  a rotated key is the only one accepted once the ledger holds it. An unknown id or a
+  wrong key closes the link. Peers admitted while the node runs are added (`add_peer`).
+  Every frame after the handshake is sealed with ChaCha20-Poly1305 under the link's own
+  key and a counter: a frame that fails to open (altered, replayed,
   reordered or inserted on the path) closes the link, and nothing in it is delivered.
   Such a frame may come from the path, not the peer, so it costs the peer no hold-off.
 - Sending never blocks the caller: each peer has a bounded queue, and a full queue drops
@@ -160,7 +163,7 @@ class PeerNetwork:
         chain_id: str,
         self_id: str,
         signing_key: SigningKey,
-        known_keys: Mapping[str, bytes],
+        known_keys: Mapping[str, bytes] | Callable[[str], bytes | None],
         peers: list[PeerAddress],
         on_payload: FrameHandler,
         limits: TransportLimits,
@@ -169,17 +172,19 @@ class PeerNetwork:
         clock: Clock | None = None,
     ) -> None:
         """Args:
+        known_keys: each participant's key by id, or a function looking one up at each
+            handshake (None: unknown id). A node not known yet (admitted, still syncing)
+            may dial, but is refused until the peers' ledgers know it.
         allowed_hosts: if given, only connections from these hosts (IP addresses or
             names, resolved at most every RESOLVE_INTERVAL_MS) reach the handshake.
         on_peer_down: called with a peer's id when its inbound link ends.
         """
-        assert self_id in known_keys
-        assert all(p.peer_id in known_keys and p.peer_id != self_id for p in peers)
+        assert all(p.peer_id != self_id for p in peers)
         assert limits.handshakes_per_address_max <= limits.handshakes_max
         self.chain_id = chain_id
         self.self_id = self_id
         self._key = signing_key
-        self._known_keys = dict(known_keys)
+        self._key_of = dict(known_keys).get if isinstance(known_keys, Mapping) else known_keys
         self._peers = {p.peer_id: p for p in peers}
         self._on_payload = on_payload
         self._on_peer_down = on_peer_down
@@ -200,6 +205,7 @@ class PeerNetwork:
         self._handshakes: dict[str, collections.deque[_Handshake]] = {}
         self._handshake_count = 0
         self._allowed_hosts = None if allowed_hosts is None else frozenset(allowed_hosts)
+        self._started = False
         self._allowed_addresses: frozenset[str] = frozenset()
         self._resolved_at_ms: int | None = None
         self._inbound: dict[str, web.WebSocketResponse] = {}
@@ -225,10 +231,31 @@ class PeerNetwork:
             # Before any peer knocks, so the first ones are not refused while we look up.
             self._resolved_at_ms = self._clock.now_ms()
             self._allowed_addresses = await self._resolve(self._allowed_hosts)
+        self._started = True
         for peer_id in self._peers:
             self._tasks.append(asyncio.create_task(self._dial_forever(peer_id)))
 
+    def add_peer(self, peer: PeerAddress, host: str | None = None) -> None:
+        """Dial a peer admitted since start (nothing if it is known already, or is this
+        node). `host`: where it connects from, allowed when only some hosts are."""
+        if peer.peer_id in self._peers or peer.peer_id == self.self_id:
+            return
+        self._peers[peer.peer_id] = peer
+        self._queues[peer.peer_id] = collections.deque()
+        self._queued_bytes[peer.peer_id] = 0
+        self._wakeups[peer.peer_id] = asyncio.Event()
+        if self._allowed_hosts is not None and host and host not in self._allowed_hosts:
+            self._allowed_hosts |= {host}
+            self._resolved_at_ms = None  # resolved again at the next unknown address
+        if self._started:
+            self._tasks.append(asyncio.create_task(self._dial_forever(peer.peer_id)))
+
+    def peer_ids(self) -> list[str]:
+        """The peers this node dials."""
+        return list(self._peers)
+
     async def stop(self) -> None:
+        self._started = False
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -269,7 +296,7 @@ class PeerNetwork:
     def disconnect(self, peer_id: str, reason: str) -> None:
         """Close every link with `peer_id` and refuse it, inbound and outbound, for a
         hold-off: it sent what no honest peer sends. Never blocks."""
-        if peer_id not in self._known_keys:
+        if self._key_of(peer_id) is None:
             return
         holdoff_ms = self._holdoff_ms_next.get(peer_id, self.limits.holdoff_ms_min)
         self._holdoff_ms_next[peer_id] = min(2 * holdoff_ms, self.limits.holdoff_ms_max)
@@ -337,6 +364,10 @@ class PeerNetwork:
             timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
         ) as ws:
             timeout_s = self.limits.handshake_timeout_ms / 1000
+            peer_key = self._key_of(peer_id)
+            if peer_key is None:  # not admitted on this node's ledger (yet)
+                self.counters["dial_unknown_peer"] += 1
+                return False
             try:
                 async with asyncio.timeout(timeout_s):
                     channel = await dial_handshake(
@@ -345,7 +376,7 @@ class PeerNetwork:
                         self_id=self.self_id,
                         signing_key=self._key,
                         peer_id=peer_id,
-                        peer_key=self._known_keys[peer_id],
+                        peer_key=peer_key,
                     )
             except ChannelError as exc:
                 self.counters["handshake_failed"] += 1
@@ -539,8 +570,8 @@ class PeerNetwork:
             self._log.warning(remote, "handshake", "peer from %s refused: %s", remote, exc)
             return None
         peer_id = hello.dialer_id
-        known = peer_id in self._known_keys and peer_id != self.self_id
-        if hello.chain_id != self.chain_id or hello.listener_id != self.self_id or not known:
+        dialer_key = self._key_of(peer_id) if peer_id != self.self_id else None
+        if hello.chain_id != self.chain_id or hello.listener_id != self.self_id or not dialer_key:
             self.counters["handshake_refused"] += 1
             self._log.warning(remote, "handshake", "peer from %s refused: unknown id %r or "
                               "wrong chain/target", remote, peer_id)  # fmt: skip
@@ -551,7 +582,7 @@ class PeerNetwork:
         handshake = ListenerHandshake(
             hello,
             signing_key=self._key,
-            dialer_key=self._known_keys[peer_id],
+            dialer_key=dialer_key,
             ephemeral_secret=os.urandom(32),
         )
         try:

@@ -7,11 +7,8 @@ One network serves the module. bank-1 is the bank frozen and suspended (and back
 key is rotated by the last test, so no test before it depends on that, and no test after
 it may sign with bank-2's old node key.
 
-Left for the node wiring step (issue 13): an admitted bank's node joining, validator-set
-changes taking effect in consensus, and a node started with a rotated key (node/main.py
-still requires its genesis key, and the API and peers still authenticate by genesis keys),
-so the rotated key's transfer is signed here and sent through the API, not from a
-restarted bank node.
+An admitted node joining, validator-set changes in consensus and a node restarted with
+its rotated key are tests/integration/test_governance_network.py's.
 """
 
 from __future__ import annotations
@@ -230,8 +227,15 @@ def test_after_a_rotation_the_new_key_signs_and_the_old_is_refused(
     submitted(network, action_file)
     participants = {p["id"]: p for p in governance(network, CB)["participants"]}
     assert participants[OTHER_BANK]["public_key"] == bytes(new_key.verify_key).hex()
-    # The bank's node key is the old one now: what it signs is refused.
-    refused(transfer(network, OTHER_BANK, BANK, "1.00"), "BAD_SIGNATURE")
+    # The bank's node key is the old one now: the API no longer takes its requests, and a
+    # transfer it signed is refused, whoever submits it.
+    refused(transfer(network, OTHER_BANK, BANK, "1.00"), "SIGNATURE_INVALID")
+    old_signed = network.sign_transfer(OTHER_BANK, BANK, 100, remittance="")
+    try:
+        code = network.call(CB, lambda api: api.submit(old_signed)).get("code")
+    except ApiError as exc:
+        code = exc.code
+    assert code == "BAD_SIGNATURE"
     before = network.balance(CB, BANK)
     tx = sign_transfer(
         new_key,

@@ -156,3 +156,57 @@ async def test_queue_is_bounded_in_bytes_too() -> None:
     assert network.counters["send_dropped_queue_full"] == 7  # three of 300 bytes fit
     assert [p[0] for p in msgpack.unpackb(network._next_frame("b"))] == [7, 8, 9]
     assert network._next_frame("b") == b""
+
+
+async def test_a_peer_admitted_while_running_is_refused_until_known_then_linked() -> None:
+    """Keys are looked up per handshake (node/main.py passes the ledger's), and a peer
+    admitted later is added to a running network."""
+    a, n = Host("a"), Host("n")
+    for host in (a, n):
+        await listen(host)
+    keys_at_a = {"a": bytes(key("a").verify_key)}
+    a.network = PeerNetwork(
+        chain_id=CHAIN, self_id="a", signing_key=key("a"), known_keys=keys_at_a.get,
+        peers=[], on_payload=lambda peer, payload: a.received.append((peer, payload)),
+        limits=LIMITS,
+    )  # fmt: skip
+    n.network = PeerNetwork(
+        chain_id=CHAIN, self_id="n", signing_key=key("n"),
+        known_keys={name: bytes(key(name).verify_key) for name in ("a", "n")},
+        peers=[PeerAddress(peer_id="a", url=a.url)],
+        on_payload=lambda peer, payload: n.received.append((peer, payload)),
+        limits=LIMITS,
+    )  # fmt: skip
+    try:
+        await a.network.start()
+        await n.network.start()
+        await wait_for_async(
+            lambda: host_network(a).counters["handshake_refused"] >= 1,
+            DEADLINE_S,
+            "a refused the unknown n",
+            seen=lambda: dict(host_network(a).counters),
+        )
+        assert a.network.connected_peers() == []
+        keys_at_a["n"] = bytes(key("n").verify_key)  # the ledger admitted n
+        a.network.add_peer(PeerAddress(peer_id="n", url=n.url))
+        await wait_for_async(
+            lambda: (
+                host_network(a).connected_peers() == ["n"]
+                and host_network(n).connected_peers() == ["a"]
+            ),
+            DEADLINE_S,
+            "a and n linked both ways",
+            seen=lambda: (host_network(a).connected_peers(), host_network(n).connected_peers()),
+        )
+        a.network.send("n", b"welcome")
+        n.network.send("a", b"thanks")
+        await wait_for_async(
+            lambda: n.received == [("a", b"welcome")] and a.received == [("n", b"thanks")],
+            DEADLINE_S,
+            "one payload each way",
+        )
+    finally:
+        for host in (a, n):
+            await host_network(host).stop()
+            assert host.runner is not None
+            await host.runner.cleanup()

@@ -26,7 +26,7 @@ from aiohttp.test_utils import TestServer
 from nacl.signing import SigningKey
 from yarl import URL
 
-from cli.api_client import ApiClient, Credentials
+from cli.api_client import ApiClient, ApiError, Credentials
 from node.api_auth import CLOCK_SKEW_S, Authenticator, AuthLimits, caller_of
 from tests.unit.ledger_support import key_of
 
@@ -460,3 +460,34 @@ async def test_more_waits_than_allowed_are_429_too_many_waits() -> None:
         assert status == 200
     finally:
         await served.server.close()
+
+
+async def test_keys_are_looked_up_per_request_so_admissions_and_rotations_apply_at_once() -> None:
+    """node/api.py resolves each keyid in the ledger when the request arrives."""
+    keys: dict[str, bytes] = {"nbkr": bytes(key_of("nbkr").verify_key)}
+    authenticator = Authenticator(keys.get, ["nbkr"], AuthLimits())
+    app = web.Application(middlewares=[authenticator.middleware()])
+    app.router.add_route("*", "/v1/{tail:.*}", echo)
+    server = TestServer(app)
+    await server.start_server()
+    url = str(server.make_url(""))
+    old_key, new_key = key_of("bank-c"), SigningKey.generate()
+
+    async def caller_with(key: SigningKey) -> str:
+        async with ApiClient(url, Credentials("bank-c", key)) as api:
+            try:
+                return str((await api.call("GET", "/v1/echo"))["caller"])
+            except ApiError as exc:
+                return exc.code
+
+    try:
+        assert await caller_with(old_key) == "SIGNATURE_INVALID"  # not admitted yet
+        assert authenticator.nonce_count("bank-c") == 0
+        keys["bank-c"] = bytes(old_key.verify_key)  # admitted
+        assert await caller_with(old_key) == "bank-c"
+        keys["bank-c"] = bytes(new_key.verify_key)  # rotated
+        assert await caller_with(old_key) == "SIGNATURE_INVALID"
+        assert await caller_with(new_key) == "bank-c"
+        assert authenticator.nonce_count("bank-c") == 2
+    finally:
+        await server.close()
