@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import msgpack
 
 from consensus.errors import ConfigError
-from consensus.messages import Height, Round, ValidatorId
+from consensus.ids import Height, Round, ValidatorId
 
 __all__ = ["ReplicaConfig", "Validator", "ValidatorSet"]
 

@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NewType
 
-if TYPE_CHECKING:
-    # consensus.config imports the ids defined here; the set is only an annotation here.
-    from consensus.config import ValidatorSet
+from consensus.config import ValidatorSet
+from consensus.ids import Height, Round, ValidatorId
 
 __all__ = [
     "NIL_ROUND",
@@ -57,10 +55,6 @@ __all__ = [
     "VoteReceived",
     "VoteType",
 ]
-
-Height = NewType("Height", int)
-Round = NewType("Round", int)
-ValidatorId = NewType("ValidatorId", str)
 
 VALUE_ID_SIZE = 32
 NIL_ROUND = Round(

@@ -383,3 +383,38 @@ def node_processes_reaped(directory: Path) -> Iterator[list[int]]:
 
 def dump_logs(network: Network) -> str:
     return json.dumps({n: network.log(n)[-3000:] for n in network.entries}, indent=1)
+
+
+@contextlib.contextmanager
+def running_network(directory: Path, *, deadline_s: float = 60) -> Iterator[Network]:
+    """A started network of 4 validators and 2 banks, both banks caught up at height >= 1;
+    every node must stop cleanly (exit 0) at the end."""
+    network = Network.create(directory, validators=4, banks=2)
+    network.start()
+    try:
+        network.wait_for(
+            lambda: all(
+                network.height(n) >= 1 and network.status(n)["caught_up"] for n in network.banks
+            ),
+            deadline_s,
+            "both banks caught up at height >= 1",
+        )
+        yield network
+    finally:
+        codes = network.stop_all()
+        assert all(code == 0 for code in codes.values()), (codes, dump_logs(network))
+
+
+def somnet(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The installed command (run outside the worktree, so the installed package loads)."""
+    return subprocess.run(
+        [sys.executable, "-m", "cli.main", *map(str, args)],
+        cwd=cwd, env=dict(os.environ), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def ok(done: subprocess.CompletedProcess[str]) -> str:
+    """The output of a command that must succeed without a word on stderr."""
+    assert done.returncode == 0, (done.returncode, done.stdout, done.stderr)
+    assert done.stderr == ""
+    return done.stdout

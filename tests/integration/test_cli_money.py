@@ -8,7 +8,6 @@ the tests do not depend on each other's order.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from typing import Any
 import pytest
 
 from node.tx import PAYOUT_LEGS_MAX
-from tests.integration.network import Network, dump_logs
+from tests.integration.network import Network, ok, running_network, somnet
 from tests.integration.waiting import LineReader, stop_process
 
 pytestmark = pytest.mark.network
@@ -32,36 +31,12 @@ DEADLINE_S = 60
 
 @pytest.fixture(scope="module")
 def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
-    net = Network.create(tmp_path_factory.mktemp("cli-money"), validators=4, banks=2)
-    net.start()
-    try:
-        net.wait_for(
-            lambda: all(net.height(n) >= 1 and net.status(n)["caught_up"] for n in net.banks),
-            DEADLINE_S,
-            "both banks caught up at height >= 1",
-        )
+    with running_network(tmp_path_factory.mktemp("cli-money"), deadline_s=DEADLINE_S) as net:
         yield net
-    finally:
-        codes = net.stop_all()
-        assert all(code == 0 for code in codes.values()), (codes, dump_logs(net))
-
-
-def somnet(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """The installed command (run outside the worktree, so the installed package loads)."""
-    return subprocess.run(
-        [sys.executable, "-m", "cli.main", *map(str, args)],
-        cwd=cwd, env=dict(os.environ), capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
 
 
 def home(network: Network, node_id: str) -> Path:
     return network.entries[node_id].home
-
-
-def ok(done: subprocess.CompletedProcess[str]) -> str:
-    assert done.returncode == 0, (done.returncode, done.stdout, done.stderr)
-    assert done.stderr == ""
-    return done.stdout
 
 
 def table(stdout: str, *, summary_lines: int = 0) -> list[dict[str, str]]:

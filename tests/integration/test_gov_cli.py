@@ -14,9 +14,7 @@ its rotated key are tests/integration/test_governance_network.py's.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +27,7 @@ from cli.api_client import ApiError
 from cli.gov import decode_action_file
 from node.keys import load_key_file, write_key_file
 from node.tx import decode_tx, sign_govern, sign_transfer
-from tests.integration.network import Network, dump_logs
+from tests.integration.network import Network, ok, running_network, somnet
 
 pytestmark = pytest.mark.network
 
@@ -40,36 +38,12 @@ DEADLINE_S = 60
 
 @pytest.fixture(scope="module")
 def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
-    net = Network.create(tmp_path_factory.mktemp("gov-cli"), validators=4, banks=2)
-    net.start()
-    try:
-        net.wait_for(
-            lambda: all(net.height(n) >= 1 and net.status(n)["caught_up"] for n in net.banks),
-            DEADLINE_S,
-            "both banks caught up at height >= 1",
-        )
+    with running_network(tmp_path_factory.mktemp("gov-cli"), deadline_s=DEADLINE_S) as net:
         yield net
-    finally:
-        codes = net.stop_all()
-        assert all(code == 0 for code in codes.values()), (codes, dump_logs(net))
-
-
-def somnet(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """The installed command (run outside the worktree, so the installed package loads)."""
-    return subprocess.run(
-        [sys.executable, "-m", "cli.main", *map(str, args)],
-        cwd=cwd, env=dict(os.environ), capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
 
 
 def home(network: Network, node_id: str) -> Path:
     return network.entries[node_id].home
-
-
-def ok(done: subprocess.CompletedProcess[str]) -> str:
-    assert done.returncode == 0, (done.returncode, done.stdout, done.stderr)
-    assert done.stderr == ""
-    return done.stdout
 
 
 def officer_key(network: Network, officer: str) -> Path:

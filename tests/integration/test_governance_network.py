@@ -22,7 +22,7 @@ from cli.devnet import node_toml
 from cli.entry import NodeEntry
 from node.keys import load_key_file, write_key_file
 from node.tx import sign_transfer
-from tests.integration.network import Network, dump_logs, free_port_range
+from tests.integration.network import Network, free_port_range, running_network
 from tests.integration.test_gov_cli import approved, governance, settles, submitted, transfer
 
 pytestmark = pytest.mark.network
@@ -35,18 +35,8 @@ DEADLINE_S = 90
 
 @pytest.fixture(scope="module")
 def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
-    net = Network.create(tmp_path_factory.mktemp("gov-net"), validators=4, banks=2)
-    net.start()
-    try:
-        net.wait_for(
-            lambda: all(net.height(n) >= 1 and net.status(n)["caught_up"] for n in net.banks),
-            DEADLINE_S,
-            "both banks caught up at height >= 1",
-        )
+    with running_network(tmp_path_factory.mktemp("gov-net"), deadline_s=DEADLINE_S) as net:
         yield net
-    finally:
-        codes = net.stop_all()
-        assert all(code == 0 for code in codes.values()), (codes, dump_logs(net))
 
 
 def admit_node(network: Network, node_id: str, role: str) -> None:
