@@ -252,6 +252,12 @@ async def test_governance_shows_participants_schedule_and_only_the_callers_froze
         assert (await central_bank.governance())["frozen_accounts"] == ["bank-e.payroll", "bank-f"]
     async with bank.client.as_participant("bank-f") as other:
         assert (await other.governance())["frozen_accounts"] == ["bank-f"]
+    # A block of governance transactions moves no account of bank-e's: it reads the block
+    # and its event with the count of all and none of them listed.
+    block = await bank.client.api.block(1)
+    assert (block["tx_count"], block["tx_hashes"]) == (2, [])
+    [event] = await take(bank.client.api.events(from_height=1), 1)
+    assert event["transactions"] == []
 
 
 # -- GET /v1/events ----------------------------------------------------------------------
