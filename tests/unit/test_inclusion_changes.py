@@ -7,17 +7,21 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import lmdb
 import pytest
 
 from consensus.config import Validator, ValidatorSet
 from consensus.messages import ValidatorId
 from consensus.wire import encode_certificate
+from node.check import check_store
+from node.checksum import seal
 from node.governance import SetValidators
 from node.inclusion import ProofCode, ProofRejected, ProofVerified, build_proof, verify
 from node.ledger import Ledger
-from node.store import Store
+from node.store import DB_NAMES, DB_VALIDATOR_SETS, Store, height_key
 from node.tx import decode_tx
 from tests.unit.ledger_support import (
     CHAIN_ID,
@@ -53,8 +57,7 @@ class Settled:
         return proof.to_document()
 
 
-@pytest.fixture(scope="module")
-def settled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settled]:
+def settle_chain(store: Store) -> Chain:
     """Genesis's four, then five (decided at 2, in force from 4), then four newcomers
     that share no validator with the five (decided at 5, in force from 7)."""
     blocks = [
@@ -69,14 +72,17 @@ def settled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settled]:
         [AFTER],  # 9
     ]
     chain = Chain(Ledger(GENESIS))
+    for txs in blocks:
+        store.commit_block(chain.settle(txs))
+    assert [v.validator_id for v in chain.ledger.validator_set.validators] == list(NEWCOMERS)
+    return chain
+
+
+@pytest.fixture(scope="module")
+def settled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settled]:
     path = tmp_path_factory.mktemp("inclusion-changes") / "data"
     with Store.open(path, chain_id=CHAIN_ID, map_size_bytes=1 << 24) as store:
-        for txs in blocks:
-            effects = chain.settle(txs)
-            assert all(result[1] for result in effects.tx_results)
-            store.commit_block(effects)
-        assert [v.validator_id for v in chain.ledger.validator_set.validators] == list(NEWCOMERS)
-        yield Settled(store=store, chain=chain)
+        yield Settled(store=store, chain=settle_chain(store))
 
 
 @pytest.fixture
@@ -168,3 +174,24 @@ def test_a_change_on_the_wrong_header_is_refused(
     assert rejected(document | {"validator_changes": changes}).code is (
         ProofCode.VALIDATOR_CHANGE_INVALID
     )
+
+
+def test_somnet_check_finds_a_forged_change_of_set(tmp_path: Path) -> None:
+    path = tmp_path / "data"
+    with Store.open(path, chain_id=CHAIN_ID, map_size_bytes=1 << 24) as store:
+        settle_chain(store)
+    with Store.open_readonly(path, chain_id=CHAIN_ID) as store:
+        report = check_store(store, GENESIS)
+        assert report.ok, report.problems
+    forged = ValidatorSet(tuple(v for v in GENESIS.validator_set().validators)).encode()
+    key = height_key(7)
+    env = lmdb.open(str(path), max_dbs=len(DB_NAMES), subdir=True)
+    try:
+        with env.begin(write=True) as txn:
+            db = env.open_db(DB_VALIDATOR_SETS, txn=txn, create=False)
+            txn.put(key, seal(DB_VALIDATOR_SETS, key, forged), db=db)  # a valid checksum
+    finally:
+        env.close()
+    with Store.open_readonly(path, chain_id=CHAIN_ID) as store:
+        report = check_store(store, GENESIS)
+    assert [p.subject for p in report.problems] == ["validator set from 7"]
