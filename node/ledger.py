@@ -577,6 +577,18 @@ class Ledger:
     def participant(self, participant_id: str) -> ParticipantState | None:
         return self.participants.get(participant_id)
 
+    def role_of(self, participant_id: str) -> str:
+        """The participant's role now ("issuer", "validator", "bank"), "suspended" while
+        it is, or "follower" while the ledger does not know it (not admitted yet)."""
+        participant = self.participants.get(participant_id)
+        if participant is None:
+            return "follower"
+        return "suspended" if participant.suspended else participant.role
+
+    def validates(self, participant_id: str) -> bool:
+        """Whether it is in the validator set of the next height."""
+        return self.validator_set.get(ValidatorId(participant_id)) is not None
+
     def public_key_of(self, participant_id: str) -> bytes | None:
         """The key that signs the participant's transactions at the next height."""
         return self._public_keys.get(participant_id)
