@@ -15,6 +15,8 @@ from cli.submit import (
     Signer,
     expiry_height,
     new_uetr,
+    participant_keys,
+    remittance_keys,
     submit_and_wait,
     unsettled,
 )
@@ -37,7 +39,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
         # The remittance is sealed to the sending bank, the receiving bank and the issuer.
         recipients = None
         if args.remittance:
-            recipients = signer.genesis.remittance_keys(signer.participant_id, [args.to])
+            recipients = remittance_keys(signer, await participant_keys(api), [args.to])
         tx = sign_transfer(
             signer.key,
             signer.chain_id,

@@ -37,6 +37,8 @@ from cli.submit import (
     Signer,
     expiry_height,
     new_uetr,
+    participant_keys,
+    remittance_keys,
     submit_all,
     submit_and_wait,
     unsettled,
@@ -247,13 +249,14 @@ def cmd_payout(args: argparse.Namespace) -> int:
 
     async def submit(api: ApiClient) -> list[Json]:
         expiry = await expiry_height(api, EXPIRY_BLOCKS_DEFAULT)
+        keys = await participant_keys(api) if args.remittance else {}
         txs = []
         for uetr, chunk in zip(uetrs, chunks, strict=True):
             # A remittance is sealed to the payer, the issuer and every credited bank.
             accounts = [leg.account for leg in chunk]
             recipients = None
             if args.remittance:
-                recipients = signer.genesis.remittance_keys(signer.participant_id, accounts)
+                recipients = remittance_keys(signer, keys, accounts)
             txs.append(
                 sign_payout(
                     signer.key,

@@ -19,13 +19,17 @@ from nacl.signing import SigningKey
 from cli.api_client import ApiClient, ApiError
 from cli.command import EXIT_REFUSED, CommandFailed
 from node.config import load_config
+from node.errors import RefusalCode, TxRefused
 from node.genesis import Genesis, load_genesis
+from node.tx import remittance_recipients
 
 __all__ = [
     "EXPIRY_BLOCKS_DEFAULT",
     "Signer",
     "expiry_height",
     "new_uetr",
+    "participant_keys",
+    "remittance_keys",
     "submit_all",
     "submit_and_wait",
     "unsettled",
@@ -69,6 +73,34 @@ class Signer:
     @property
     def chain_id(self) -> str:
         return self.genesis.chain_id
+
+
+async def participant_keys(api: ApiClient) -> dict[str, bytes]:
+    """Every participant's key in force now, by id, as the bank's own node's ledger holds
+    them (after admissions and rotations), for sealing remittances."""
+    participants = (await api.governance())["participants"]
+    return {p["id"]: bytes.fromhex(p["public_key"]) for p in participants}
+
+
+def remittance_keys(
+    signer: Signer, keys: dict[str, bytes], credited_accounts: list[str]
+) -> dict[str, bytes]:
+    """The keys, by participant id, that a remittance of `signer` paying these accounts is
+    sealed to (node.tx.remittance_recipients), from `participant_keys`: so a bank admitted
+    or a key rotated since genesis gets remittances it can open. An account is owned as
+    genesis says, or, for a bank admitted since, it is that bank's own account (its id).
+
+    Raises:
+        TxRefused: UNKNOWN_ACCOUNT, naming an account no participant owns.
+    """
+    banks = []
+    for account in credited_accounts:
+        owner = signer.genesis.owner_of(account) or (account if account in keys else None)
+        if owner is None:
+            raise TxRefused(RefusalCode.UNKNOWN_ACCOUNT, f"no account {account!r}")
+        banks.append(owner)
+    issuer = signer.genesis.issuer.participant_id
+    return {r: keys[r] for r in remittance_recipients(signer.participant_id, issuer, banks)}
 
 
 def new_uetr(text: str | None = None) -> bytes:

@@ -19,6 +19,7 @@ __all__ = ["ReplicaConfig", "Validator", "ValidatorSet"]
 PUBLIC_KEY_SIZE = 32
 VALIDATORS_MAX = 100
 VOTING_POWER_TOTAL_MAX = 10_000  # bounds the precomputed proposer schedule
+TAG_VALIDATOR_SET = b"somnet/validator-set/v1"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -82,13 +83,19 @@ class ValidatorSet:
         schedule = _schedule(self.validators)
         return schedule[(height + round_) % len(schedule)]
 
-    def hash(self) -> bytes:
+    def encode(self) -> bytes:
+        """The canonical encoding, whose sha256 is `hash()` (consensus/wire.py decodes it):
+        what a block header's validator_set_hash commits to."""
         encoded = msgpack.packb(
-            [b"somnet/validator-set/v1"]
+            [TAG_VALIDATOR_SET]
             + [[v.validator_id, v.public_key, v.voting_power] for v in self.validators],
             use_bin_type=True,
         )
-        return hashlib.sha256(encoded).digest()
+        assert isinstance(encoded, bytes)
+        return encoded
+
+    def hash(self) -> bytes:
+        return hashlib.sha256(self.encode()).digest()
 
 
 _schedules: dict[tuple[Validator, ...], tuple[ValidatorId, ...]] = {}

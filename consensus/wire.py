@@ -15,7 +15,8 @@ from typing import Any
 
 import msgpack
 
-from consensus.errors import WireError
+from consensus.config import TAG_VALIDATOR_SET, Validator, ValidatorSet
+from consensus.errors import ConfigError, WireError
 from consensus.messages import (
     NIL_ROUND,
     VALUE_ID_SIZE,
@@ -39,6 +40,7 @@ __all__ = [
     "decode_durable_state",
     "decode_evidence",
     "decode_message",
+    "decode_validator_set",
     "encode_certificate",
     "encode_durable_state",
     "encode_evidence",
@@ -256,6 +258,31 @@ def encode_evidence(evidence: Evidence) -> bytes:
 def decode_evidence(data: bytes) -> Evidence:
     f = _array(_unpack(data), 2, "evidence")
     return Evidence(first=_decode_vote(f[0]), second=_decode_vote(f[1]))
+
+
+def decode_validator_set(data: bytes) -> ValidatorSet:
+    """Decode `ValidatorSet.encode()` bytes from anyone (a proof document): bounded, and
+    only the canonical encoding, so the set's hash is the sha256 of exactly these bytes."""
+    f = _unpack(data)
+    if type(f) is not list or not 2 <= len(f) <= PRECOMMITS_MAX + 1 or f[0] != TAG_VALIDATOR_SET:
+        raise WireError(f"validator set: expected a tagged array of 1..{PRECOMMITS_MAX} members")
+    members = []
+    for x in f[1:]:
+        validator_id, public_key, power = _array(x, 3, "validator")
+        members.append(
+            Validator(
+                validator_id=_validator_id(validator_id, "validator id"),
+                public_key=_bytes(public_key, "validator key", size=32),
+                voting_power=_int(power, 1, HEIGHT_MAX, "voting power"),
+            )
+        )
+    try:
+        validators = ValidatorSet(tuple(members))
+    except ConfigError as exc:
+        raise WireError(f"validator set: {exc}") from exc
+    if validators.encode() != data:
+        raise WireError("validator set: not the canonical encoding")
+    return validators
 
 
 # ---------------------------------------------------------------------------------------

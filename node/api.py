@@ -26,7 +26,7 @@ code: a transaction refusal carries its RefusalCode name as it is.
                                     the officers and their threshold (issue 13)
     GET  /v1/events                 ?from_height=H: server-sent events, one per finalized
                                     block (node/events.py)
-    GET  /v1/status                 height, hashes, role, peers, caught_up
+    GET  /v1/status                 height, hashes, role, validating, peers, caught_up
     GET  /v1/evidence               ?from_height=H: proofs of equivocation, seen or on chain
     GET  /v1/anchors                anchoring summary (lag in blocks, last error) and the
                                     newest anchors; 404 NOT_ANCHORING on other nodes
@@ -667,7 +667,8 @@ async def get_status(request: web.Request) -> web.Response:
         {
             "node_id": driver.node_id,
             "chain_id": ledger.chain_id,
-            "role": context.role,
+            "role": ledger.role_of(driver.node_id),  # the ledger's: governance changes it
+            "validating": ledger.validates(driver.node_id),
             "height": ledger.height,
             "caught_up": driver.caught_up(),
             "peer_height_max": max(driver.peer_heights.values(), default=0),

@@ -26,7 +26,6 @@ class ApiContext:
         *,
         driver: Driver,
         intake: Intake,
-        role: str,
         connected_peers: Callable[[], list[str]],
         on_store_failure: Callable[[StoreError], None],
         remittance_key: SigningKey | None = None,
@@ -38,7 +37,6 @@ class ApiContext:
         self.driver = driver
         self.on_store_failure = on_store_failure
         self.intake = intake
-        self.role = role
         self.connected_peers = connected_peers
         self.remittance_key = remittance_key  # opens remittances sealed to this node
         self.anchorer = anchorer  # None unless this node anchors

@@ -63,7 +63,11 @@ class Header:
     tx_count: int
     app_hash: bytes  # application hash after the previous block
     proposer: str
-    validator_set_hash: bytes
+    validator_set_hash: bytes  # sha256 of the set in force at this height (its encoding)
+    # ...and of the set in force at the next one: known here, since a change decided in
+    # block h is in force from h+2. It lets anyone holding this height's set follow a
+    # change of set from one certified header (node/inclusion.py).
+    next_validator_set_hash: bytes
 
     def encode(self) -> bytes:
         return _pack(
@@ -79,6 +83,7 @@ class Header:
                 self.app_hash,
                 self.proposer,
                 self.validator_set_hash,
+                self.next_validator_set_hash,
             ]
         )
 
@@ -161,8 +166,8 @@ def decode_header(data: bytes) -> Header:
     if type(data) is not bytes or len(data) > HEADER_SIZE_MAX:
         raise BlockError(f"header: expected at most {HEADER_SIZE_MAX} bytes")
     f = _unpack(data, "header", 16, HASH_SIZE)
-    if type(f) is not list or len(f) != 11 or f[0] != TAG_HEADER:
-        raise BlockError("header: expected a tagged array of 11 fields")
+    if type(f) is not list or len(f) != 12 or f[0] != TAG_HEADER:
+        raise BlockError("header: expected a tagged array of 12 fields")
     header = Header(
         chain_id=_text(f[1], "chain_id"),
         height=_int(f[2], 1, HEIGHT_MAX, "height"),
@@ -174,6 +179,7 @@ def decode_header(data: bytes) -> Header:
         app_hash=_hash(f[8], "app_hash"),
         proposer=_text(f[9], "proposer"),
         validator_set_hash=_hash(f[10], "validator_set_hash"),
+        next_validator_set_hash=_hash(f[11], "next_validator_set_hash"),
     )
     if header.encode() != data:
         raise BlockError("header: not the canonical encoding")

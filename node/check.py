@@ -72,6 +72,7 @@ from node.store import (
     DB_REFERENCES,
     DB_TX_INDEX,
     DB_TX_RESULTS,
+    DB_VALIDATOR_SETS,
     FORMAT_VERSION,
     KEY_CHAIN_ID,
     KEY_FORMAT,
@@ -221,6 +222,8 @@ class _Check:
         self.stored_references = 0
         # What the replay says account_entries must hold: key -> value (unsealed).
         self.account_entries: dict[bytes, bytes] = {}
+        # What validator_sets must hold: key (first height of a new set) -> encoded set.
+        self.validator_sets: dict[bytes, bytes] = {}
         self.problems: list[Problem] = []
         self.problem_count = 0
 
@@ -236,6 +239,7 @@ class _Check:
         self.check_balances()
         self.check_references()
         self.check_account_entries()
+        self.check_validator_sets()
         self.check_pool()
         self.check_dropped(tip)
         self.check_consensus_state()
@@ -355,6 +359,8 @@ class _Check:
                 key = account_entry_key(entry.account, height, entry.tx_index)
                 value = ACCOUNT_ENTRY.pack(entry.tx_hash, entry.delta, entry.balance_after)
                 self.account_entries[key] = value
+            if effects.validator_set_change is not None:
+                self.validator_sets[height_key(height + 1)] = effects.validator_set_change
         self.check_tx_results(subject, height, block, effects)
         self.previous_hash = block_hash
 
@@ -718,6 +724,21 @@ class _Check:
                 self.report(
                     place, f"stored {_describe_entry(stored)}, replay {_describe_entry(expected)}"
                 )
+
+    def check_validator_sets(self) -> None:
+        """The stored changes of validator set (what proofs carry) against the replay's:
+        equal, none missing, none extra. Once the replay stopped, only their checksums."""
+        replayed = sorted(self.validator_sets.items()) if self.replaying else []
+        stored_sets = self.store.scan(DB_VALIDATOR_SETS)
+        for key, stored, expected in _merge(stored_sets, iter(replayed)):
+            place = _Place(
+                f"validator set from {int.from_bytes(key, 'big')}", DB_VALIDATOR_SETS, key.hex()
+            )
+            if isinstance(stored, StoreCorrupted):
+                self.report(place, str(stored))
+            elif self.replaying and stored != expected:
+                what = "missing" if stored is None else "not the one the chain's headers name"
+                self.report(place, f"{what}: the replay has a different change of set here")
 
     def check_pool(self) -> None:
         """The durable pool: accepted transactions, neither settled nor dropped."""

@@ -60,6 +60,9 @@ class BlockEffects:
     # this block changed it; None when it is the previous block's.
     governance: bytes | None = None
     evidence: tuple[SettledEvidence, ...] = ()  # applied evidence transactions, block order
+    # The encoded validator set (ValidatorSet.encode) in force from height + 1, when it is
+    # not this block's set: the header's next_validator_set_hash is its sha256.
+    validator_set_change: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

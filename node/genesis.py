@@ -136,8 +136,10 @@ class Genesis:
         return None
 
     def remittance_keys(self, signer: str, credited_accounts: Iterable[str]) -> dict[str, bytes]:
-        """The Ed25519 public keys, by participant id, that a remittance of `signer`
-        paying these accounts is sealed to (node.tx.remittance_recipients).
+        """The genesis Ed25519 public keys, by participant id, that a remittance of
+        `signer` paying these accounts is sealed to (node.tx.remittance_recipients): right
+        while no key was rotated and no bank admitted (load tools, tests). A bank's
+        commands seal to the keys in force now (cli/submit.py remittance_keys).
 
         Raises:
             TxRefused: UNKNOWN_ACCOUNT, naming an account or the signer not in genesis.

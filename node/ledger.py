@@ -556,6 +556,8 @@ class Ledger:
         """The set of the next height: the one its block's header names."""
         self.validator_set = _in_force(self.governance.schedule, self.height + 1)
         self.validator_set_hash = self.validator_set.hash()
+        self.next_validator_set = _in_force(self.governance.schedule, self.height + 2)
+        self.next_validator_set_hash = self.next_validator_set.hash()
 
     def validators_at(self, height: int) -> ValidatorSet:
         """The validator set in force at `height`, for heights from the last settled
@@ -574,6 +576,18 @@ class Ledger:
 
     def participant(self, participant_id: str) -> ParticipantState | None:
         return self.participants.get(participant_id)
+
+    def role_of(self, participant_id: str) -> str:
+        """The participant's role now ("issuer", "validator", "bank"), "suspended" while
+        it is, or "follower" while the ledger does not know it (not admitted yet)."""
+        participant = self.participants.get(participant_id)
+        if participant is None:
+            return "follower"
+        return "suspended" if participant.suspended else participant.role
+
+    def validates(self, participant_id: str) -> bool:
+        """Whether it is in the validator set of the next height."""
+        return self.validator_set.get(ValidatorId(participant_id)) is not None
 
     def public_key_of(self, participant_id: str) -> bytes | None:
         """The key that signs the participant's transactions at the next height."""
@@ -873,6 +887,7 @@ class Ledger:
             app_hash=self.app_hash,
             proposer=proposer,
             validator_set_hash=self.validator_set_hash,
+            next_validator_set_hash=self.next_validator_set_hash,
         )
         return Block(header=header, txs=tuple(txs), prev_certificate=prev_certificate)
 
@@ -1002,6 +1017,10 @@ class Ledger:
             (header.prev_block_hash == self.block_hash, "prev_block_hash"),
             (header.app_hash == self.app_hash, "app_hash"),
             (header.validator_set_hash == self.validator_set_hash, "validator_set_hash"),
+            (
+                header.next_validator_set_hash == self.next_validator_set_hash,
+                "next_validator_set_hash",
+            ),
             (self.validator_set.get(ValidatorId(header.proposer)) is not None, "proposer"),
             (header.time_ms >= self.time_ms, "time_ms"),
             (header.tx_count == len(block.txs), "tx_count"),
@@ -1127,6 +1146,11 @@ class Ledger:
         self.height = height
         self.block_hash = block_hash
         self.time_ms = block.header.time_ms
+        # The header named the set of the next height; kept when it is a new one, so a
+        # proof can lead a verifier from genesis across every change (node/inclusion.py).
+        set_change = None
+        if block.header.next_validator_set_hash != block.header.validator_set_hash:
+            set_change = self.next_validator_set.encode()
         self._refresh_validator_set()
         governance = self.governance.encode() if self._governance_changed else None
         self._governance_changed = False
@@ -1145,6 +1169,7 @@ class Ledger:
             redeemed_total=self.redeemed_total,
             governance=governance,
             evidence=settled_evidence,
+            validator_set_change=set_change,
         )
 
     def _check_block_conservation(

@@ -102,12 +102,6 @@ class Loaded:
     ledger: Ledger
 
 
-def role_of(loaded: Loaded) -> str:
-    """The participant's role in the ledger now; "follower" while it does not know it."""
-    participant = loaded.ledger.participant(loaded.node_id)
-    return "follower" if participant is None else participant.role
-
-
 def load(home: Path) -> Loaded:
     """Everything a node needs from disk, checked; any fault is fatal with a reason."""
     try:
@@ -208,7 +202,8 @@ def build_replica(loaded: Loaded) -> Replica | None:
     validator set, or the ledger does not know it yet (admitted after genesis, its role
     unknown until synced). The replica takes the set per height (HeightStarted) and
     only follows the heights it is not in."""
-    if role_of(loaded) not in ROLES_THAT_MAY_VALIDATE | {"follower"}:
+    participant = loaded.ledger.participant(loaded.node_id)
+    if participant is not None and participant.role not in ROLES_THAT_MAY_VALIDATE:
         return None
     me = ValidatorId(loaded.node_id)
     replica_config = loaded.config.replica_config(loaded.genesis.chain_id)
@@ -512,7 +507,6 @@ async def serve(loaded: Loaded, stop: asyncio.Event) -> None:
         proposes=replica is not None,
     )
     restored = intake.restore()
-    role = role_of(loaded) if replica is None else f"validator ({role_of(loaded)})"
     store_failures: list[StoreError] = []
 
     def on_store_failure(exc: StoreError) -> None:
@@ -522,7 +516,6 @@ async def serve(loaded: Loaded, stop: asyncio.Event) -> None:
     context = ApiContext(
         driver=driver,
         intake=intake,
-        role=role,
         connected_peers=network.connected_peers,
         on_store_failure=on_store_failure,
         remittance_key=SigningKey(loaded.signer_seed),
@@ -541,7 +534,6 @@ async def serve(loaded: Loaded, stop: asyncio.Event) -> None:
     if loaded.config.metrics_listen:  # its own address, never the API's (node/metrics.py)
         sources = MetricsSources(
             node_id=driver.node_id,
-            role=role,
             driver=driver,
             intake=intake,
             connected_peers=network.connected_peers,
@@ -551,8 +543,9 @@ async def serve(loaded: Loaded, stop: asyncio.Event) -> None:
         runners.append(web.AppRunner(build_metrics_app(sources), access_log=None))
         await listen(runners[2], "metrics.listen", loaded.config.metrics_listen)
     await network.start()
-    log.info("node=%s height=%d role=%s pending=%d ready", driver.node_id,
-             loaded.ledger.height, role, restored)  # fmt: skip
+    log.info("node=%s height=%d role=%s validating=%s pending=%d ready", driver.node_id,
+             loaded.ledger.height, loaded.ledger.role_of(driver.node_id),
+             loaded.ledger.validates(driver.node_id), restored)  # fmt: skip
     driver_task = asyncio.create_task(driver.run())
     # Beside the driver, never in it: the EVM endpoint can only delay anchoring.
     anchor_task = None if anchorer is None else asyncio.create_task(anchorer.run())

@@ -50,7 +50,6 @@ class MetricsSources:
     """Where the node keeps what /metrics shows; each is read only at scrape time."""
 
     node_id: str
-    role: str
     driver: Driver
     intake: Intake
     connected_peers: Callable[[], list[str]]
@@ -70,7 +69,8 @@ class NodeCollector(Collector):
         info = GaugeMetricFamily(
             "somnet_node_info", "This node's id and role (always 1).", labels=["node", "role"]
         )
-        info.add_metric([sources.node_id, sources.role], 1)
+        ledger = sources.driver.ledger
+        info.add_metric([sources.node_id, ledger.role_of(sources.node_id)], 1)
         yield info
         yield from self._chain(driver)
         yield _histogram(

@@ -30,6 +30,9 @@ Theory of operation.
 - Governance state (issue 13): one sealed record in `meta` under "governance", the
   whole state, rewritten in the write transaction of each block that changes it (rare:
   governance actions, and pruning of validator sets no longer needed).
+- Validator-set changes (`validator_sets`): height -> the encoded set in force from that
+  height, written in the write transaction of the block before it (whose header names
+  the new set's hash). The ledger forgets old sets; proofs need the whole chain of them.
 - The map size is a hard bound. A write that does not fit raises `StoreFull` and writes
   nothing.
 
@@ -39,6 +42,7 @@ go to the end of the tree.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import os
@@ -79,7 +83,7 @@ DATA_NAME = "data.mdb"
 # 2: tx results per height, unsealed tx index; 3: CRC-32 checksums; 4: references kept for
 # ever, the durable pool and the fates of dropped transactions; 5: anchors (node/anchor.py);
 # 6: account entries (the statement index).
-FORMAT_VERSION = 6
+FORMAT_VERSION = 7
 HASH_SIZE = 32
 HEIGHT_MAX = 2**63 - 1
 BALANCE_MAX = 2**63 - 1
@@ -105,6 +109,9 @@ DB_EVIDENCE = b"evidence"
 DB_EVIDENCE_ON_CHAIN = b"evidence_on_chain"
 DB_ANCHORS = b"anchors"  # height -> this node's anchor record, kept before it is sent
 DB_ACCOUNT_ENTRIES = b"account_entries"  # (account, height, index) -> statement entry
+# height -> the encoded validator set in force from that height, for every change of set
+# (none for genesis's): the chain of changes a proof carries (node/inclusion.py)
+DB_VALIDATOR_SETS = b"validator_sets"
 DB_NAMES = (
     DB_META,
     DB_BLOCKS,
@@ -122,6 +129,7 @@ DB_NAMES = (
     DB_EVIDENCE_ON_CHAIN,
     DB_ANCHORS,
     DB_ACCOUNT_ENTRIES,
+    DB_VALIDATOR_SETS,
 )
 assert len(DB_NAMES) < MAX_DBS
 
@@ -615,6 +623,13 @@ class Store:
             self._put_ledger_state(txn, effects)
             self._put_pool_changes(txn, pool)
             self._put_settled_evidence(txn, effects)
+            if effects.validator_set_change is not None:
+                change = effects.validator_set_change
+                assert hashlib.sha256(change).digest() == header.next_validator_set_hash
+                key = height_key(effects.height + 1)
+                record = seal(DB_VALIDATOR_SETS, key, change)
+                added = txn.put(key, record, db=self._dbs[DB_VALIDATOR_SETS], append=True)
+                assert added, ("validator_sets", effects.height)
             if effects.governance is not None:
                 record = seal(DB_META, KEY_GOVERNANCE, effects.governance)
                 txn.put(KEY_GOVERNANCE, record, db=self._dbs[DB_META])
@@ -843,6 +858,18 @@ class Store:
         the state is genesis's."""
         with self._read() as txn:
             return self._get(txn, DB_META, KEY_GOVERNANCE)
+
+    def load_validator_set_changes(self, height_max: int) -> list[tuple[int, bytes]]:
+        """(from height, encoded set) of every change of validator set in force at or
+        before `height_max`, ascending."""
+        with self._read() as txn:
+            changes = []
+            for key, value in self._records(txn, DB_VALIDATOR_SETS):
+                from_height = int.from_bytes(key, "big")
+                if from_height > height_max:
+                    break
+                changes.append((from_height, value))
+            return changes
 
     def load_balance(self, account: str) -> int | None:
         """The stored balance, or None if the account was never written (genesis value)."""

@@ -328,7 +328,7 @@ def seal_remittance(text: str, recipients: Mapping[str, bytes]) -> bytes:
     Args:
         text: 1..140 characters.
         recipients: participant id -> genesis Ed25519 public key, for exactly the
-            `remittance_recipients` of the transaction (Genesis.remittance_keys).
+            `remittance_recipients` of the transaction (cli/submit.py remittance_keys).
     Raises:
         TxRefused: MALFORMED, naming the text or the recipient that is wrong.
     """
@@ -442,7 +442,7 @@ def sign_transfer(
 ) -> bytes:
     """Return the wire bytes of a signed transfer: v1 without a remittance, v2 with it
     sealed to `recipients` (participant id -> Ed25519 public key, from
-    Genesis.remittance_keys). Raises TxRefused if a field is invalid."""
+    cli/submit.py remittance_keys). Raises TxRefused if a field is invalid."""
     _amount(amount, "amount")
     fields: list[object] = [chain_id, signer, uetr, expiry_height]
     fields += [from_account, to_account, amount]

@@ -9,6 +9,7 @@ from the validator-set test until the late-node test; val-3 leaves for good).
 
 from __future__ import annotations
 
+import json
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from cli.devnet import node_toml
 from cli.entry import NodeEntry
 from node.keys import load_key_file, write_key_file
 from node.tx import sign_transfer
-from tests.integration.network import Network, free_port_range, running_network
+from tests.integration.network import Network, free_port_range, ok, running_network, somnet
 from tests.integration.test_gov_cli import approved, governance, settles, submitted, transfer
 
 pytestmark = pytest.mark.network
@@ -31,6 +32,7 @@ CB = "nbkr"
 BANK, LATE_BANK = "bank-1", "bank-2"
 NEW_BANK, NEW_VALIDATOR, LEAVING_VALIDATOR = "bank-3", "val-5", "val-3"
 DEADLINE_S = 90
+CHANGES_AT: list[int] = []  # heights the validator-set test's changes are in force from
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +110,10 @@ def set_validators(network: Network, ids: list[str]) -> int:
     return int(entry["from_height"])
 
 
+def validating(network: Network, node_id: str) -> bool:
+    return bool(network.status(node_id)["validating"])
+
+
 def finalizing(network: Network, node_ids: list[str], beyond: int, blocks: int = 3) -> None:
     """Every node settles `blocks` more heights past `beyond`."""
     network.wait_height(node_ids, beyond + blocks, timeout_s=DEADLINE_S)
@@ -123,7 +129,16 @@ def test_an_admitted_bank_node_syncs_from_genesis_and_transfers(network: Network
     paid = pay(network, NEW_BANK, NEW_BANK, BANK, 200, node_key(network, NEW_BANK))
     assert network.wait_final(NEW_BANK, paid)["status"] == "final"
     assert network.wait_final(CB, paid)["status"] == "final"
-    assert network.balance(CB, NEW_BANK) == 300
+    # A remittance to it is sealed to its key from the ledger (genesis does not know it),
+    # and its node opens it.
+    sent = somnet("transfer", "--home", network.entries[BANK].home, "--to", NEW_BANK,
+                  "--amount", "0.50", "--remittance", "welcome", "--wait",
+                  cwd=network.directory)  # fmt: skip
+    tx_hash = json.loads(ok(sent))["tx_hash"]
+    statement = network.call(NEW_BANK, lambda api: api.statement(NEW_BANK, from_height=1))
+    [entry] = [e for e in statement["transactions"] if e["tx_hash"] == tx_hash]
+    assert entry["remittance"] == "welcome"
+    assert network.balance(CB, NEW_BANK) == 350
     network.assert_same_chain([CB, NEW_BANK], network.height(NEW_BANK))
 
 
@@ -132,10 +147,16 @@ def test_a_validator_joins_and_another_leaves_while_blocks_are_final(network: Ne
     admit_node(network, NEW_VALIDATOR, "validator")
     network.start(NEW_VALIDATOR)
     caught_up_with(network, NEW_VALIDATOR)
+    assert (validating(network, NEW_VALIDATOR), validating(network, LEAVING_VALIDATOR)) == (
+        False,
+        True,
+    )
     originals = sorted(n for n in network.validators if n != NEW_VALIDATOR)
     joined_at = set_validators(network, [*originals, NEW_VALIDATOR])
+    CHANGES_AT.append(joined_at)
     running = [*originals, NEW_VALIDATOR, BANK, NEW_BANK]
     finalizing(network, running, joined_at)
+    assert validating(network, NEW_VALIDATOR)  # its status follows the ledger, no restart
     # The new validator votes: a commit certificate since the change carries its vote.
     network.wait_for(
         lambda: any(
@@ -147,7 +168,14 @@ def test_a_validator_joins_and_another_leaves_while_blocks_are_final(network: Ne
     )
     staying = [v for v in [*originals, NEW_VALIDATOR] if v != LEAVING_VALIDATOR]
     left_at = set_validators(network, staying)
+    CHANGES_AT.append(left_at)
     network.wait_height([CB], left_at)
+    network.wait_for(
+        lambda: not validating(network, LEAVING_VALIDATOR),
+        DEADLINE_S,
+        f"{LEAVING_VALIDATOR}'s status saying it no longer validates",
+    )
+    assert network.status(LEAVING_VALIDATOR)["role"] == "validator"  # still a participant
     assert network.stop(LEAVING_VALIDATOR) == 0
     del network.entries[LEAVING_VALIDATOR]
     finalizing(network, [*staying, BANK, NEW_BANK], left_at)
@@ -164,6 +192,15 @@ def test_a_node_stopped_before_the_changes_syncs_across_them(network: Network) -
     network.assert_same_chain([CB, NEW_VALIDATOR, LATE_BANK], height)
     paid = pay(network, LATE_BANK, LATE_BANK, BANK, 100, node_key(network, LATE_BANK))
     assert network.wait_final(LATE_BANK, paid)["status"] == "final"
+    # Its proof leads from genesis across both changes: `somnet verify` needs genesis only.
+    home, proof = network.entries[LATE_BANK].home, network.directory / "late-proof.json"
+    ok(somnet("proof", "--home", home, paid, "--out", proof, cwd=network.directory))
+    assert [c["from_height"] for c in json.loads(proof.read_text())["validator_changes"]] == [
+        *CHANGES_AT
+    ]
+    report = ok(somnet("verify", proof, "--genesis", home / "genesis.json", "--json",
+                       cwd=network.directory))  # fmt: skip
+    assert json.loads(report)["valid"] is True
 
 
 def test_a_bank_node_restarts_with_its_rotated_key(network: Network, tmp_path: Path) -> None:

@@ -86,7 +86,7 @@ def test_an_invalid_proof_names_its_code_and_exits_1(files: tuple[Path, Path]) -
     cases = [
         ({"path": [flip_hex(document["path"][0], 0), *document["path"][1:]]}, "TX_NOT_IN_BLOCK"),
         ({"height": 3}, "HEIGHT_MISMATCH"),
-        ({"version": 2}, "PROOF_MALFORMED"),
+        ({"version": 1}, "PROOF_MALFORMED"),
         ({"chain_id": "som-other"}, "WRONG_CHAIN"),
     ]
     for change, code in cases:

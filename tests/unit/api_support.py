@@ -39,7 +39,6 @@ def node_api_context(
     return ApiContext(
         driver=node.driver,
         intake=intake,
-        role="bank",
         connected_peers=list,
         on_store_failure=lambda exc: pytest.fail(f"the store failed: {exc}"),
         remittance_key=key_of(node.driver.node_id) if remittance_key else None,

@@ -42,7 +42,7 @@ async def test_a_final_transaction_has_a_proof_that_verifies_offline(tmp_path: P
     try:
         status, body = await get(client, hash_hex(APPLIED))
         assert status == 200, body
-        assert (body["version"], body["height"], body["index"]) == (1, 2, 1)
+        assert (body["version"], body["height"], body["index"]) == (2, 2, 1)
         result = verify(body, make_genesis(START))
         assert isinstance(result, ProofVerified), result
         assert result.tx_hash.hex() == hash_hex(APPLIED)

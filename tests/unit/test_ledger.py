@@ -294,6 +294,7 @@ def test_validate_block_rejects_each_wrong_header_field(chain: Chain) -> None:
         "prev_block_hash": bytes(32),
         "app_hash": bytes(32),
         "validator_set_hash": bytes(32),
+        "next_validator_set_hash": bytes(32),
         "proposer": "bank-e",
         "time_ms": 0,
         "tx_root": bytes(32),

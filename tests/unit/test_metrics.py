@@ -50,7 +50,6 @@ def intake_of(node: Node) -> Intake:
 def sources(node: Node, intake: Intake) -> MetricsSources:
     return MetricsSources(
         node_id="bank-e",
-        role="bank",
         driver=node.driver,
         intake=intake,
         connected_peers=lambda: ["val-b", "val-c"],

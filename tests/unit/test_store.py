@@ -57,6 +57,7 @@ class ChainBuilder:
             app_hash=digest("app", height - 1),
             proposer="nbkr",
             validator_set_hash=digest("validators"),
+            next_validator_set_hash=digest("validators"),
         )
         block = Block(header=header, txs=(), prev_certificate=self.certificate)
         block_hash = header.hash()
