@@ -96,9 +96,12 @@ from locust.runners import MasterRunner
 
 from cli.api_client import ApiClient, Credentials, EventStreamParser
 from node.config import load_config
+from node.errors import NodeError
 from node.genesis import Genesis, load_genesis
+from node.ids import ID_RULE, is_id
 from node.keys import load_key_file
-from node.tx import decode_tx, sign_transfer
+from node.ledger import EXPIRY_HEIGHTS_MAX
+from node.tx import AMOUNT_MAX, decode_tx, sign_transfer
 
 LOG = logging.getLogger("somnet.locust")
 
@@ -108,6 +111,7 @@ BATCH_PATH = "/v1/transactions/batch"
 REMITTANCE = "somnet locust"
 STREAM_RETRY_S = 1.0
 STREAM_READ_TIMEOUT_S = 45.0  # a node sends a keepalive every 15 s
+BATCH_SIZE_MAX = 1000  # a node's default api.batch_txs_max; a smaller one answers 413
 
 
 @events.init_command_line_parser.add_listener
@@ -122,7 +126,7 @@ def add_options(parser: LocustArgumentParser) -> None:
     option("--somnet-to", "TO", "credited accounts, comma-separated")
     option("--somnet-amount", "AMOUNT", "tyiyn a transfer", type=int, default=1)
     option("--somnet-batch-size", "BATCH_SIZE", "transfers a request", type=int, default=100)
-    option("--somnet-batches-per-user", "BATCHES_PER_USER", "signed before the run", type=int, default=50)  # fmt: skip
+    option("--somnet-batches-per-user", "BATCHES_PER_USER", "signed first", type=int, default=50)
     option("--somnet-final-timeout", "FINAL_TIMEOUT", "seconds", type=float, default=30.0)
     option("--somnet-expiry-blocks", "EXPIRY_BLOCKS", "blocks", type=int, default=5000)
     option("--somnet-ca-file", "CA_FILE", "the CA of a node speaking HTTPS")
@@ -146,8 +150,8 @@ class Settings:
 
     @classmethod
     def of(cls, environment: Environment) -> Settings:
-        """Raises ValueError naming the option at fault (node.config.ConfigError and
-        node.keys.KeyFileError are ValueErrors too, for an unusable directory or key)."""
+        """Raises ValueError naming the option at fault, or NodeError for an unusable node
+        directory, key file or genesis file."""
         options = environment.parsed_options
         if options is None or not environment.host:
             raise ValueError("--host (the node's API URL) is required")
@@ -161,18 +165,28 @@ class Settings:
             credentials = Credentials(options.somnet_participant, key)
         else:
             raise ValueError("--somnet-home, or --somnet-key-file and --somnet-participant")
+        from_account = options.somnet_from or credentials.participant_id
         to_accounts = tuple(a for a in (options.somnet_to or "").split(",") if a)
         if not to_accounts:
             raise ValueError("--somnet-to: at least one account to credit")
-        if not 1 <= options.somnet_batch_size:
-            raise ValueError("--somnet-batch-size: at least 1")
-        if not 1 <= options.somnet_batches_per_user:
-            raise ValueError("--somnet-batches-per-user: at least 1")
+        for account in (credentials.participant_id, from_account, *to_accounts):
+            if not is_id(account):
+                raise ValueError(f"{account!r}: expected an id of {ID_RULE}")
+        if genesis is not None:  # then remittances are sealed to the credited accounts' banks
+            unknown = [a for a in to_accounts if genesis.owner_of(a) is None]
+            if unknown:
+                raise ValueError(f"--somnet-to: no account {unknown[0]!r} in the genesis file")
+        _within("--somnet-amount", options.somnet_amount, 1, AMOUNT_MAX)
+        _within("--somnet-batch-size", options.somnet_batch_size, 1, BATCH_SIZE_MAX)
+        _within("--somnet-batches-per-user", options.somnet_batches_per_user, 1, 10**6)
+        _within("--somnet-expiry-blocks", options.somnet_expiry_blocks, 1, EXPIRY_HEIGHTS_MAX)
+        if not options.somnet_final_timeout > 0:
+            raise ValueError("--somnet-final-timeout: more than 0 seconds")
         return cls(
             api_url=environment.host.rstrip("/"),
             credentials=credentials,
             genesis=genesis,
-            from_account=options.somnet_from or credentials.participant_id,
+            from_account=from_account,
             to_accounts=to_accounts,
             amount=options.somnet_amount,
             batch_size=options.somnet_batch_size,
@@ -181,6 +195,11 @@ class Settings:
             expiry_blocks=options.somnet_expiry_blocks,
             verify=options.somnet_ca_file or True,
         )
+
+
+def _within(option: str, value: int, low: int, high: int) -> None:
+    if not low <= value <= high:
+        raise ValueError(f"{option}: {value}, expected {low}..{high}")
 
 
 @dataclass(slots=True)
@@ -215,8 +234,8 @@ class Finality:
         if self._follower is not None:
             self._follower.kill(block=False)
         if self.in_flight:
-            LOG.warning("%d transfers sent but not seen final when the run stopped (raise"
-                        " --stop-timeout to see them settle)", len(self.in_flight))  # fmt: skip
+            count = len(self.in_flight)
+            LOG.warning("%d transfers sent, not seen final at the stop (--stop-timeout)", count)
 
     def signed_headers(self, method: str, target: str, body: bytes = b"") -> dict[str, str]:
         return self.client.signed_headers(method, target, body)
@@ -314,7 +333,7 @@ def on_test_start(environment: Environment, **_: Any) -> None:
     try:
         finality = Finality(environment, Settings.of(environment))
         finality.start()
-    except (ValueError, requests.RequestException) as exc:
+    except (ValueError, NodeError, requests.RequestException) as exc:
         finality = None
         LOG.error("somnet: %s", exc)  # every user stops at its start; the run ends
         environment.process_exit_code = 2
@@ -387,16 +406,17 @@ class BankUser(HttpUser):
         expiry_height = int(status["height"]) + settings.expiry_blocks
         started = time.process_time()
         batches = sign_batches(settings, finality.chain_id, expiry_height)
-        LOG.info("a user signed %d transfers (%.2f CPU seconds of this process)",
-                 len(batches) * settings.batch_size, time.process_time() - started)  # fmt: skip
+        signed = len(batches) * settings.batch_size
+        cpu_s = time.process_time() - started  # of the process, while this user signed
+        LOG.info("a user signed %d transfers (%.2f CPU seconds)", signed, cpu_s)
         self.batches = iter(batches)
 
     @task
     def send_batch(self) -> None:
         batch = next(self.batches, None)
         if batch is None:
-            LOG.warning("a user sent its %d pre-signed batches and stops; raise"
-                        " --somnet-batches-per-user", self.finality.settings.batches_per_user)  # fmt: skip
+            count = self.finality.settings.batches_per_user
+            LOG.warning("a user sent its %d batches and stops (--somnet-batches-per-user)", count)
             raise StopUser()
         in_flight = InFlight(sent_at=time.perf_counter(), tx_hashes=set(batch.tx_hashes))
         self.finality.sent(in_flight)
