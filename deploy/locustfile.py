@@ -39,21 +39,26 @@ Configuration (a command-line option, or its environment variable):
                                                   10000)
     --somnet-ca-file / SOMNET_LOCUST_CA_FILE      the CA (or self-signed certificate) of a
                                                   node that speaks HTTPS
-With --somnet-home the transfers carry a remittance sealed to the banks that may read it,
-as a bank's own do (the genesis file has their keys); with a key file only they carry
-none. Install the somnet package (it brings the signing code) and locust:
+    --somnet-remittance / SOMNET_LOCUST_REMITTANCE  a text each transfer carries, sealed to
+                                                  the banks that may read it as a bank's
+                                                  own are (needs --somnet-home: the genesis
+                                                  file has their keys); default: none
+Install the somnet package (it brings the signing code) and locust:
 `pip install somnet locust`, or `pip install '.[dev]'` in a checkout.
 
-One machine, headless, 20 users of 100 transfers each, for one minute, with the figures
-in CSV files (stats_stats.csv has the POST and FINAL rows):
+One machine, headless, 20 users of 100 transfers in flight each, for one minute; the
+final figures in stats.json (exact), and in CSV files (stats_stats.csv has the POST and
+FINAL rows; Locust rewrites them once a second, so the last second may be missing):
 
     locust -f deploy/locustfile.py --headless -u 20 -r 5 --run-time 60s --stop-timeout 30 \\
         --host http://127.0.0.1:8080 --somnet-home devnet/bank-a --somnet-to bank-b \\
-        --csv stats
+        --json-file stats --csv stats
 
 --stop-timeout lets each user see its last batch final before the run ends, so that every
-transfer sent is counted FINAL or failed. Signing happens as users start: keep the spawn
-rate (-r) low enough for the machine to sign users x batches x batch size transfers.
+transfer sent is counted FINAL or failed. Signing happens as each user starts, inside
+--run-time, and blocks the process's other users while it runs (gevent is one thread;
+it yields between batches): a transfer takes about 30 us to sign, a sealed remittance
+about 1 ms more, so size users x batches x batch size (and -r) to the machine.
 
 Several machines: Locust's own distributed mode. The master holds no users and merges the
 workers' statistics; each worker runs users, its own event stream, and needs the somnet
@@ -101,14 +106,13 @@ from node.genesis import Genesis, load_genesis
 from node.ids import ID_RULE, is_id
 from node.keys import load_key_file
 from node.ledger import EXPIRY_HEIGHTS_MAX
-from node.tx import AMOUNT_MAX, decode_tx, sign_transfer
+from node.tx import AMOUNT_MAX, REMITTANCE_CHARS_MAX, decode_tx, sign_transfer
 
 LOG = logging.getLogger("somnet.locust")
 
 FINAL_TYPE = "FINAL"
 FINAL_NAME = "transfer"
 BATCH_PATH = "/v1/transactions/batch"
-REMITTANCE = "somnet locust"
 STREAM_RETRY_S = 1.0
 STREAM_READ_TIMEOUT_S = 45.0  # a node sends a keepalive every 15 s
 BATCH_SIZE_MAX = 1000  # a node's default api.batch_txs_max; a smaller one answers 413
@@ -130,6 +134,7 @@ def add_options(parser: LocustArgumentParser) -> None:
     option("--somnet-final-timeout", "FINAL_TIMEOUT", "seconds", type=float, default=30.0)
     option("--somnet-expiry-blocks", "EXPIRY_BLOCKS", "blocks", type=int, default=5000)
     option("--somnet-ca-file", "CA_FILE", "the CA of a node speaking HTTPS")
+    option("--somnet-remittance", "REMITTANCE", "sealed text a transfer (needs --somnet-home)")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -138,7 +143,8 @@ class Settings:
 
     api_url: str
     credentials: Credentials
-    genesis: Genesis | None  # with it, remittances are sealed as a bank's are
+    genesis: Genesis | None
+    remittance: str  # sealed to the banks that may read it (genesis has their keys); or ""
     from_account: str
     to_accounts: tuple[str, ...]
     amount: int
@@ -172,7 +178,7 @@ class Settings:
         for account in (credentials.participant_id, from_account, *to_accounts):
             if not is_id(account):
                 raise ValueError(f"{account!r}: expected an id of {ID_RULE}")
-        if genesis is not None:  # then remittances are sealed to the credited accounts' banks
+        if genesis is not None:
             unknown = [a for a in to_accounts if genesis.owner_of(a) is None]
             if unknown:
                 raise ValueError(f"--somnet-to: no account {unknown[0]!r} in the genesis file")
@@ -182,10 +188,16 @@ class Settings:
         _within("--somnet-expiry-blocks", options.somnet_expiry_blocks, 1, EXPIRY_HEIGHTS_MAX)
         if not options.somnet_final_timeout > 0:
             raise ValueError("--somnet-final-timeout: more than 0 seconds")
+        remittance = options.somnet_remittance or ""
+        if remittance and genesis is None:
+            raise ValueError("--somnet-remittance: needs --somnet-home (the banks' keys)")
+        if len(remittance) > REMITTANCE_CHARS_MAX:
+            raise ValueError(f"--somnet-remittance: at most {REMITTANCE_CHARS_MAX} characters")
         return cls(
             api_url=environment.host.rstrip("/"),
             credentials=credentials,
             genesis=genesis,
+            remittance=remittance,
             from_account=from_account,
             to_accounts=to_accounts,
             amount=options.somnet_amount,
@@ -365,7 +377,8 @@ def sign_batches(settings: Settings, chain_id: str, expiry_height: int) -> list[
         for _ in range(settings.batch_size):
             to_account = next(to_accounts)
             recipients = None
-            if settings.genesis is not None:
+            if settings.remittance:
+                assert settings.genesis is not None  # Settings.of checked
                 recipients = settings.genesis.remittance_keys(
                     credentials.participant_id, [to_account]
                 )
@@ -379,7 +392,7 @@ def sign_batches(settings: Settings, chain_id: str, expiry_height: int) -> list[
                     from_account=settings.from_account,
                     to_account=to_account,
                     amount=settings.amount,
-                    remittance=REMITTANCE if recipients is not None else "",
+                    remittance=settings.remittance,
                     recipients=recipients,
                 )
             )
