@@ -1,7 +1,8 @@
 """deploy/locustfile.py against real node processes: a short headless Locust run (a real
-`locust` subprocess) sends pre-signed transfers in batches, reports each one's finality
-as a FINAL request, and the node's balances moved by exactly the transfers reported
-final. Locust's figures are read from its CSV output; no speed is asserted."""
+`locust` subprocess) sends pre-signed transfers (remittances sealed, as a bank's are) in
+batches, reports each one's finality as a FINAL request, and the node's balances moved
+by exactly the transfers reported final. Locust's figures are read from its JSON and CSV
+output; no speed is asserted."""
 
 from __future__ import annotations
 
@@ -72,6 +73,7 @@ def test_a_headless_locust_run_sends_batches_and_reports_their_finality(
         "--somnet-to", other,
         "--somnet-batch-size", str(BATCH_SIZE),
         "--somnet-final-timeout", "20",
+        "--somnet-batches-per-user", "25", "--somnet-remittance", "locust test",
     ]  # fmt: skip
     done = subprocess.run(
         command, cwd=tmp_path, env=dict(os.environ), capture_output=True, text=True, timeout=90
