@@ -448,7 +448,8 @@ class BankUser(HttpUser):
         ) as response:
             if response.status_code != 200:
                 response.failure(f"HTTP {response.status_code}: {response.text[:200]}")
-                self.finality.abandon(in_flight, "batch not accepted")
+                code = self.error_code(response.text) or f"HTTP {response.status_code}"
+                self.finality.abandon(in_flight, f"batch not accepted: {code}")
                 return
             refused = self.refused(batch, response.json())
             if refused:
@@ -460,6 +461,15 @@ class BankUser(HttpUser):
         settings = self.finality.settings
         if not in_flight.done.wait(timeout=settings.final_timeout_s):
             self.finality.abandon(in_flight, f"not final within {settings.final_timeout_s}s")
+
+    @staticmethod
+    def error_code(body: str) -> str | None:
+        """The stable code of the node's error object, if the body is one."""
+        try:
+            document = json.loads(body)
+        except ValueError:
+            return None
+        return str(document["code"]) if isinstance(document, dict) and "code" in document else None
 
     @staticmethod
     def refused(batch: SignedBatch, answer: dict[str, Any]) -> dict[str, str]:
