@@ -162,7 +162,7 @@ def network_for(args: argparse.Namespace, progress: Any) -> Iterator[Network]:
             banks=args.banks,
             chain_id="som-bench",
             host="127.0.0.1",
-            base_port=free_base_port(2 * (args.validators + args.banks)),
+            base_port=args.base_port or free_base_port(2 * (args.validators + args.banks)),
             accounts=args.accounts,
         )
         progress(
@@ -231,7 +231,12 @@ def measure_ceiling(nodes: int) -> Ceiling:
 
 
 def _targets(directory: Path) -> tuple[str, ...]:
-    return tuple(a.account_id for a in load_genesis(directory / "genesis.json").accounts)
+    """The accounts to credit: the customers' accounts, else every account."""
+    genesis = load_genesis(directory / "genesis.json")
+    main_accounts = {p.participant_id for p in genesis.participants}
+    every = tuple(a.account_id for a in genesis.accounts)
+    customers = tuple(a for a in every if a not in main_accounts)
+    return customers or every
 
 
 async def _blocks_in(bank: Bank, heights: list[int]) -> list[dict[str, Any]]:
@@ -582,6 +587,9 @@ def _add_network_options(parser: argparse.ArgumentParser, accounts_default: int 
         help="customer accounts in genesis, credited at random",
     )
     parser.add_argument("--home", help="drive the running network in this directory instead")
+    parser.add_argument(
+        "--base-port", type=int, default=0, help="first port of a fresh network (a free block)"
+    )
     parser.add_argument("--json", action="store_true", help="end with one JSON result line")
 
 

@@ -1,8 +1,9 @@
 """One load process of cli/traffic.py: pre-sign, then send batches at their due times.
 
-It runs in a process of its own (multiprocessing, spawn), so signing and HTTP work never
-share a core's time slice with the process that counts finality, and several of them
-spread over the machine's cores. It talks to its parent through one queue of tuples:
+It runs in a process of its own (multiprocessing: forked, see cli/traffic.py), so
+signing and HTTP work never share a core's time slice with the process that counts
+finality, and several of them spread over the machine's cores. It talks to its parent
+through one queue of tuples:
 
     ("signed", index, count)          pre-signing is over; waiting for the start
     ("batch", due, [(hash, None) | (None, code)], legs)   one batch's answer, per item

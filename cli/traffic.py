@@ -291,7 +291,14 @@ async def run_load(
     """Pre-sign in the workers, start them together, count finality, drain, return."""
     assert banks
     loop = asyncio.get_running_loop()
-    context = multiprocessing.get_context("spawn")  # no fork of a process holding a loop
+    async with ApiClient(banks[0].api_url, Credentials(banks[0].bank_id, banks[0].key)) as api:
+        height = int((await api.status())["height"])
+    # Fork while this process has one thread (loopback URLs are IP addresses, which aiohttp
+    # connects to without its resolver thread), before the followers and the pump start:
+    # the child then runs only run_worker, on a fresh event loop (asyncio keys the running
+    # loop by pid). Spawn would import the whole CLI again in every worker, 2 s or more
+    # on a busy machine; it is the fallback when another thread exists.
+    context = multiprocessing.get_context("fork" if threading.active_count() == 1 else "spawn")
     messages: multiprocessing.Queue[Any] = context.Queue()
     start_at = context.Value("d", 0.0)
     go = context.Event()
@@ -299,8 +306,6 @@ async def run_load(
     tally = Tally()
     blocks: list[BlockSeen] = []
     height_seen = [0]
-    async with ApiClient(banks[0].api_url, Credentials(banks[0].bank_id, banks[0].key)) as api:
-        height = int((await api.status())["height"])
     specs = _specs(banks, options, height)
     processes = [
         context.Process(
@@ -341,12 +346,12 @@ async def run_load(
             workers_cpu[0] += message[2]
             workers_done[0] += 1
 
+    for process in processes:
+        process.start()
     follow_stop = asyncio.Event()
     followers = [
         asyncio.create_task(_follow(bank, height + 1, on_block, follow_stop)) for bank in banks
     ]
-    for process in processes:
-        process.start()
     closing = threading.Event()
     pump = threading.Thread(
         target=_pump, args=(messages, loop, on_message, len(processes), closing), daemon=True
