@@ -298,7 +298,11 @@ async def run_load(
     # the child then runs only run_worker, on a fresh event loop (asyncio keys the running
     # loop by pid). Spawn would import the whole CLI again in every worker, 2 s or more
     # on a busy machine; it is the fallback when another thread exists.
-    context = multiprocessing.get_context("fork" if threading.active_count() == 1 else "spawn")
+    context: multiprocessing.context.ForkContext | multiprocessing.context.SpawnContext
+    if threading.active_count() == 1:
+        context = multiprocessing.get_context("fork")
+    else:
+        context = multiprocessing.get_context("spawn")
     messages: multiprocessing.Queue[Any] = context.Queue()
     start_at = context.Value("d", 0.0)
     go = context.Event()
