@@ -544,12 +544,14 @@ def cmd_bench_payout(args: argparse.Namespace) -> int:
     tally = result.tally
     finals = [final for _, final, _ in tally.finalized]
     legs_final = sum(legs for _, _, legs in tally.finalized)
-    last_s = (max(finals) - result.start) if finals else 0.0
-    cpu = {
-        node_id: round(after[node_id].cpu_s - before[node_id].cpu_s, 2)  # type: ignore[union-attr]
-        for node_id in network.pids
-        if before.get(node_id) is not None and after.get(node_id) is not None
-    }
+    all_final = tally.pending == 0 and not tally.refused
+    # Until the last leg is final: only meaningful when every leg became final.
+    last_s = (max(finals) - result.start) if finals and all_final else None
+    cpu = {}
+    for node_id in network.pids:
+        start, end = before.get(node_id), after.get(node_id)
+        if start is not None and end is not None:
+            cpu[node_id] = round(end.cpu_s - start.cpu_s, 2)
     figures = {
         "legs": payouts * legs_per_tx,
         "legs_per_tx": legs_per_tx,
@@ -557,19 +559,24 @@ def cmd_bench_payout(args: argparse.Namespace) -> int:
         "accounts": len(options.targets),
         "legs_final": legs_final,
         "payouts_final": len(tally.finalized),
-        "seconds_to_last_final": round(last_s, 3),
-        "legs_settled_per_s": round(legs_final / last_s, 1) if last_s else 0,
+        "seconds_to_last_final": None if last_s is None else round(last_s, 3),
+        "legs_settled_per_s": round(legs_final / last_s, 1) if last_s else None,
         "refused": sum(tally.refused.values()),
         "refused_by_code": dict(sorted(tally.refused.items())),
+        "retried_by_code": dict(sorted(tally.retried.items())),
         "not_final": tally.pending,
+        "drain_s": args.drain,
         "sign_seconds": round(result.sign_seconds, 2),
         "node_cpu_s": cpu,
     }
     print(f"{figures['legs']:,} legs in {payouts} payouts of {legs_per_tx} legs"
           f" to {figures['accounts']:,} accounts")  # fmt: skip
-    print(f"last leg final after {last_s:.2f} s: {figures['legs_settled_per_s']:,.0f} legs/s")
+    if last_s is not None:
+        print(f"last leg final after {last_s:.2f} s: {legs_final / last_s:,.0f} legs/s")
+    else:
+        print(f"NOT every leg final within {args.drain:g} s: {legs_final:,} legs final")
     print(f"refused {figures['refused']} {figures['refused_by_code'] or ''},"
-          f" not final {figures['not_final']}")  # fmt: skip
+          f" not final {figures['not_final']} payouts")  # fmt: skip
     print(f"node CPU seconds: {cpu}")
     if args.json:
         print(json.dumps(figures, sort_keys=True))
