@@ -432,7 +432,8 @@ def print_table(figures: dict[str, Any]) -> None:
          f" {f['rounds_per_height']} rounds per height (max {f['rounds_max']})"),
         ("node CPU in window", f"{f['node_cpu_s_window']} s,"
          f" {f['node_cpu_ms_per_final_tx']} ms per finalized transfer"),
-        ("load clients", f"{f['client_cpu_s']} CPU s; pre-signing {f['sign_seconds']} s"),
+        ("load clients", f"{f['client_cpu_s']} CPU s in the load processes, {f['counter_cpu_s']}"
+         f" in the counter; pre-signing {f['sign_seconds']} s"),
     ]  # fmt: skip
     for node_id, usage in f["nodes"].items():
         rows.append(

@@ -211,6 +211,7 @@ class LoadResult:
     seconds: tuple[Progress, ...]
     sign_seconds: float
     client_cpu_s: float  # the worker processes' CPU time
+    counter_cpu_s: float  # this process's (following the event streams, counting)
 
     def window_figures(self) -> dict[str, Any]:
         """Finalized per second inside the window only; latency of what was due in it."""
@@ -237,6 +238,7 @@ class LoadResult:
             "retried_by_code": dict(sorted(t.retried.items())),
             "not_final": not_final,
             "client_cpu_s": round(self.client_cpu_s, 2),
+            "counter_cpu_s": round(self.counter_cpu_s, 2),
             "sign_seconds": round(self.sign_seconds, 2),
         }
 
@@ -363,6 +365,7 @@ async def run_load(
     pump.start()
     seconds: list[Progress] = []
     try:
+        counter_cpu_started = time.process_time()
         signing_started = time.monotonic()
         while signed[0] < len(processes):
             _check_alive(processes)
@@ -404,6 +407,7 @@ async def run_load(
                 next_second += 1
             await asyncio.sleep(0.05)
         drained_at = time.monotonic()
+        counter_cpu_s = time.process_time() - counter_cpu_started
     finally:
         halt.set()
         go.set()  # a worker still signing is told to stop at once
@@ -429,6 +433,7 @@ async def run_load(
         seconds=tuple(seconds),
         sign_seconds=sign_seconds,
         client_cpu_s=workers_cpu[0],
+        counter_cpu_s=counter_cpu_s,
     )
 
 

@@ -23,6 +23,7 @@ def result_of(tally: Tally) -> LoadResult:
         seconds=(),
         sign_seconds=0.0,
         client_cpu_s=0.0,
+        counter_cpu_s=0.0,
     )
 
 
