@@ -425,7 +425,7 @@ def print_table(figures: dict[str, Any]) -> None:
          f" / {f['latency_ms_p99']:.0f} / {f['latency_ms_max']:.0f} ms (from due time)"),
         ("submitted / final", f"{f['submitted']} / {f['final']}"),
         ("refused", f"{f['refused']} {f['refused_by_code'] or ''}"),
-        ("sent again (503, 429)", f"{sum(f['retried_by_code'].values())}"
+        ("sent again (503, 429, none)", f"{sum(f['retried_by_code'].values())}"
          f" {f['retried_by_code'] or ''}"),
         ("not final after drain", f"{f['not_final']}"),
         ("blocks in window", f"{f['blocks_in_window']}, {f['tx_per_block']} transfers per block,"

@@ -43,8 +43,12 @@ AMOUNT_MAX_TYIYN = 10_000
 CONNECTIONS_MAX = 64
 BATCH_BYTES_MAX = 3 * 1024 * 1024  # under the node's api.body_bytes_max (4 MiB)
 BATCH_TXS_MAX = 1_000  # the node's api.batch_txs_max default
-# Answers that mean "not now" (503 and 429): the batch's items are sent again.
-RETRIED = frozenset({"CATCHING_UP", "MEMPOOL_FULL", "TOO_MANY_CONNECTIONS", "RATE_LIMITED"})
+# Answers that mean "not now" (503 and 429), and no answer at all (a connection refused
+# or reset by an overloaded node): the batch's items are sent again. Safe, because the
+# node answers the same bytes sent twice with their first result, never a second copy.
+RETRIED = frozenset(
+    {"CATCHING_UP", "MEMPOOL_FULL", "TOO_MANY_CONNECTIONS", "RATE_LIMITED", "UNREACHABLE"}
+)
 RETRY_PAUSE_S = 0.05
 RETRY_S_MAX = 10.0
 
@@ -143,9 +147,10 @@ def _due_offset(spec: WorkerSpec, k: int) -> float:
 
 
 async def _send(api: ApiClient, batch: list[bytes], due: float, legs: int, messages: Any) -> None:
-    """Send one batch; what the node asks to retry later (503: catching up, mempool full)
-    is sent again after a pause, for up to RETRY_S_MAX after the due time, as a bank's
-    client would. Latency still counts from the first due time, so retries show."""
+    """Send one batch; what the node asks to retry later (503: catching up, mempool full;
+    429) or leaves unanswered is sent again after a pause, for up to RETRY_S_MAX after
+    the due time, as a bank's client would. Latency still counts from the first due
+    time, so retries show."""
     items: list[tuple[str, str | None]] = []
     while batch:
         try:
