@@ -7,13 +7,12 @@ is that over the ceiling, and nothing was refused or left unfinalized."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.integration.network import free_port_range, running_network, somnet
+from tests.integration.network import Network, free_port_range, somnet
 
 pytestmark = pytest.mark.network
 
@@ -88,14 +87,23 @@ def test_bench_payout_settles_every_leg(tmp_path: Path) -> None:
 
 
 def test_load_against_a_running_network(tmp_path: Path) -> None:
-    with running_network(tmp_path) as network:
-        started = time.monotonic()
+    """One validator and one bank: the smallest running network, quick to start."""
+    network = Network.create(tmp_path, validators=1, banks=1)
+    network.start()
+    try:
+        network.wait_for(
+            lambda: network.height("bank-1") >= 1 and network.status("bank-1")["caught_up"],
+            60,
+            "the bank caught up at height >= 1",
+        )
         done = somnet(
             "load", "--home", network.directory, "--rate", "40", "--duration", "2",
             "--warmup", "1", "--json",
             cwd=tmp_path,
         )  # fmt: skip
-        print(f"somnet load took {time.monotonic() - started:.1f} s")
+    finally:
+        codes = network.stop_all()
+    assert codes == {"nbkr": 0, "bank-1": 0}, codes
     assert done.returncode == 0, (done.stdout, done.stderr)
     assert "t=    1s" in done.stderr  # with --json, the progress lines go to stderr
     figures = last_json(done.stdout)
