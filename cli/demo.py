@@ -31,7 +31,7 @@ from cli.devnet import (
 )
 from cli.entry import NodeEntry
 from cli.load import print_second, summary
-from cli.traffic import TrafficStats, banks_of, run_traffic
+from cli.traffic import LoadOptions, LoadResult, Progress, banks_of, run_load
 from node.genesis import load_genesis
 
 __all__ = ["register"]
@@ -122,12 +122,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"somnet demo: anvil at {anvil[1]}; {ISSUER_ID} anchors every {ANCHOR_EVERY} blocks")
     print(f"somnet demo: starting {len(entries)} nodes in {home} (logs: {home}/<node>/node.log)")
     children = start_nodes(entries, env_by_node)
-    stats: TrafficStats | None = None
+    result: LoadResult | None = None
     issuer = next(e for e in entries if e.node_id == ISSUER_ID)
 
-    def on_second(second: TrafficStats, elapsed_s: float) -> None:
-        print_second(second, elapsed_s)
-        if anvil is not None and round(elapsed_s) % 5 == 0:
+    def on_second(progress: Progress) -> None:
+        print_second(progress)
+        if anvil is not None and round(progress.elapsed_s) % 5 == 0:
             print_anchor(issuer)
 
     try:
@@ -137,15 +137,14 @@ def run(args: argparse.Namespace) -> int:
             print("somnet demo: the network did not become ready; see the node logs")
             return 1
         print(f"ready: sending {args.rate:g} transfers/s between the banks; Ctrl-C stops\n")
-        stats = asyncio.run(
-            run_traffic(
-                banks_of(entries),
-                genesis=genesis,
-                rate_per_s=args.rate,
-                duration_s=args.duration,
-                on_second=on_second,
-            )
+        options = LoadOptions(
+            genesis_path=home / "genesis.json",
+            rate_per_s=args.rate,
+            duration_s=args.duration,
+            targets=tuple(a.account_id for a in genesis.accounts),
+            remittance="somnet traffic",
         )
+        result = asyncio.run(run_load(banks_of(entries), options, on_second=on_second))
     except KeyboardInterrupt:
         print("\nstopping")
     finally:
@@ -155,10 +154,11 @@ def run(args: argparse.Namespace) -> int:
         if anvil is not None:
             anvil[0].terminate()
             anvil[0].wait(timeout=10)
-    if stats is not None and args.duration is not None:
-        for key, value in summary(stats, args.rate, args.duration).items():
+    if result is not None and args.duration is not None:
+        figures = summary(result, args.rate)
+        for key, value in figures.items():
             print(f"{key:20} {value}")
-        return 0 if stats.final > 0 and stats.refused == 0 else 1
+        return 0 if figures["final"] > 0 and figures["refused"] == 0 else 1
     return 0
 
 

@@ -76,6 +76,7 @@ def init_network(
     compose: ComposeOptions | None = None,
     officers: int = OFFICERS_DEFAULT,
     officer_threshold: int = OFFICER_THRESHOLD_DEFAULT,
+    accounts: int = 0,
 ) -> list[NodeEntry]:
     """Write a new network directory. Refuses to touch an existing one.
 
@@ -86,6 +87,10 @@ def init_network(
     each listens on the image's ports, peers reach each other by service name (the node
     id), and `host:base_port...` are the API ports published on the host. DIR/compose.yaml
     is written too, and each home is handed to the container user.
+
+    `accounts` more accounts (customers' accounts, for load and payout benchmarks) are
+    opened, owned by the banks in turn and named `<bank>.acct-<n>`; only the banks' main
+    accounts are issued money.
     """
     if (out / "genesis.json").exists():
         raise FileExistsError(f"{out} is already initialised")
@@ -125,7 +130,7 @@ def init_network(
     genesis = {
         "chain_id": chain_id,
         "participants": participants,
-        "accounts": [],
+        "accounts": customer_accounts(entries, accounts),
         "issuance": [{"account": e.node_id, "amount": BANK_FUNDS_TYIYN} for e in entries
                      if e.role == "bank"],
         "officers": [{"id": officer_id, "public_key": bytes(key.verify_key).hex()}
@@ -154,6 +159,13 @@ def init_network(
     if compose is not None:
         write_compose(out, entries, compose)
     return entries
+
+
+def customer_accounts(entries: list[NodeEntry], count: int) -> list[dict[str, str]]:
+    banks = [e.node_id for e in entries if e.role == "bank"]
+    assert banks or count == 0, "accounts are owned by banks"
+    return [{"id": f"{banks[n % len(banks)]}.acct-{n:07d}", "owner": banks[n % len(banks)]}
+            for n in range(count)]  # fmt: skip
 
 
 def node_toml(entry: NodeEntry, *, in_container: bool = False) -> str:

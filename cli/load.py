@@ -1,70 +1,82 @@
-"""`somnet load`: drive a running network with signed transfers and report latency."""
+"""`somnet load`: drive a running network with pre-signed transfers and report honestly.
+
+The same load and counting as `somnet bench network` (cli/traffic.py): separate load
+processes send pre-signed transfers through the batch route at a fixed rate (open loop),
+latency runs from each transfer's due time, and finalized per second counts only the
+transfers that became final inside the window after the warm-up, never the drain.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
+import sys
 from pathlib import Path
+from typing import Any
 
 from cli.devnet import load_network
-from cli.traffic import TrafficStats, banks_of, run_traffic
+from cli.traffic import LoadOptions, LoadResult, Progress, banks_of, run_load
 from node.genesis import load_genesis
 
-__all__ = ["print_second", "register"]
+__all__ = ["print_second", "register", "summary"]
 
 
-def print_second(stats: TrafficStats, elapsed_s: float) -> None:
-    print(
-        f"t={elapsed_s:5.0f}s height={stats.height:6d} submitted={stats.submitted:7d}"
-        f" final={stats.final:7d} refused={stats.refused:5d} pending={len(stats.pending):6d}"
-        f" last second: p50={stats.percentile_ms(0.5, window=True):7.1f}ms"
-        f" p99={stats.percentile_ms(0.99, window=True):7.1f}ms",
-        flush=True,
-    )
+def print_second(progress: Progress) -> None:
+    print(progress.line(), flush=True)
 
 
-def summary(stats: TrafficStats, rate: float, duration_s: float) -> dict[str, object]:
-    return {
-        "rate_offered_per_s": rate,
-        "duration_s": duration_s,
-        "submitted": stats.submitted,
-        "final": stats.final,
-        "refused": stats.refused,
-        "not_final": len(stats.pending),
-        "final_per_s": round(stats.final / duration_s, 1),
-        "latency_p50_ms": round(stats.percentile_ms(0.5), 1),
-        "latency_p99_ms": round(stats.percentile_ms(0.99), 1),
-        "latency_max_ms": round(stats.percentile_ms(1.0), 1),
-    }
+def summary(result: LoadResult, rate: float) -> dict[str, Any]:
+    """The figures of a run, the offered rate first."""
+    return {"rate_offered_per_s": rate, **result.window_figures()}
 
 
 def cmd_load(args: argparse.Namespace) -> int:
+    if args.rate <= 0 or args.duration <= 0 or args.warmup < 0:
+        print("somnet load: --rate and --duration must be positive", file=sys.stderr)
+        return 2
     directory = Path(args.home)
     entries = load_network(directory)
+    banks = banks_of(entries)
+    if not banks:
+        print(f"somnet load: {directory} has no bank node", file=sys.stderr)
+        return 2
     genesis = load_genesis(directory / "genesis.json")
-    stats = asyncio.run(
-        run_traffic(
-            banks_of(entries),
-            genesis=genesis,
-            rate_per_s=args.rate,
-            duration_s=args.duration,
-            on_second=print_second,
-        )
+    options = LoadOptions(
+        genesis_path=directory / "genesis.json",
+        rate_per_s=args.rate,
+        warmup_s=args.warmup,
+        duration_s=args.duration,
+        targets=tuple(a.account_id for a in genesis.accounts),
+        clients_per_bank=args.clients,
+        drain_s=args.drain,
     )
-    result = summary(stats, args.rate, args.duration)
+    on_second = print_second if not args.json else _to_stderr
+    result = asyncio.run(run_load(banks, options, on_second=on_second))
+    figures = summary(result, args.rate)
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps(figures, sort_keys=True))
     else:
-        for key, value in result.items():
+        for key, value in figures.items():
             print(f"{key:20} {value}")
-    return 0 if stats.refused == 0 and not stats.pending else 1
+    return 0 if figures["refused"] == 0 and figures["not_final"] == 0 else 1
+
+
+def _to_stderr(progress: Progress) -> None:
+    print(progress.line(), file=sys.stderr, flush=True)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    load = subparsers.add_parser("load", help="send signed transfers to a running network")
+    load = subparsers.add_parser(
+        "load",
+        help="send pre-signed transfers to a running network",
+        description=__doc__.split("\n\n")[1],
+    )
     load.add_argument("--home", default="devnet", help="the network directory")
     load.add_argument("--rate", type=float, default=100.0, help="transfers per second")
-    load.add_argument("--duration", type=float, default=30.0, help="seconds")
+    load.add_argument("--duration", type=float, default=30.0, help="measured seconds")
+    load.add_argument("--warmup", type=float, default=0.0, help="seconds before them")
+    load.add_argument("--drain", type=float, default=30.0, help="seconds to wait after")
+    load.add_argument("--clients", type=int, default=1, help="load processes per bank")
     load.add_argument("--json", action="store_true")
     load.set_defaults(handler=cmd_load)

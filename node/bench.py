@@ -49,6 +49,7 @@ __all__ = [
     "World",
     "certify",
     "make_world",
+    "raw_verifies_per_second",
     "run_ledger_bench",
     "settle",
     "sign_transfer_batch",
@@ -256,12 +257,21 @@ def _raw_verifies_per_second(world: World, txs: list[bytes]) -> tuple[float, flo
     keys = {bank: bytes(key.verify_key) for bank, key in world.bank_keys.items()}
     sample = txs[:RAW_VERIFY_SAMPLE_MAX]
     public_keys = [keys[decode_tx(tx, CHAIN_ID).signer] for tx in sample]
+    return raw_verifies_per_second(list(zip(sample, public_keys, strict=True)))
+
+
+def raw_verifies_per_second(signed: list[tuple[bytes, bytes]]) -> tuple[float, float]:
+    """(wall, CPU) rates of libsodium's crypto_sign_open alone on (signed message, public
+    key) pairs: the unit of the design's performance model (and of `somnet bench
+    network`'s ceiling), measured on this machine in the same run."""
+    assert signed
     clock = PhaseClock(("verify",))
     clock.start()
-    for tx, public_key in zip(sample, public_keys, strict=True):
-        crypto_sign_open(tx, public_key)
+    for signed_message, public_key in signed:
+        crypto_sign_open(signed_message, public_key)
     clock.lap("verify")
-    return len(sample) / clock.wall["verify"], len(sample) / clock.cpu["verify"]
+    wall, cpu = max(clock.wall["verify"], 1e-9), max(clock.cpu["verify"], 1e-9)
+    return len(signed) / wall, len(signed) / cpu
 
 
 def _settle_all(
