@@ -197,7 +197,7 @@ def passed_over(
     if len(carried_signers) < PROPOSER_WINDOW_HEIGHTS:
         return frozenset()
     active: set[ValidatorId] = set()
-    for signers in carried_signers[-PROPOSER_WINDOW_HEIGHTS:]:
+    for signers in list(carried_signers)[-PROPOSER_WINDOW_HEIGHTS:]:
         active.update(signers)
     inactive = frozenset(
         v.validator_id for v in validators.validators if v.validator_id not in active

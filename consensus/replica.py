@@ -356,9 +356,7 @@ class Replica:
         # Own messages of the two latest rounds are enough to re-send: older rounds are
         # settled by timeouts, and a lagging peer catches up through block sync.
         self.own = {k: m for k, m in self.own.items() if k[0] >= round_ - 1}
-        if self.proposer(round_) == self.me and self._may_sign(
-            Step.PROPOSE
-        ):
+        if self.proposer(round_) == self.me and self._may_sign(Step.PROPOSE):
             if self.valid_value is not None:
                 self._propose(self.valid_value, self.valid_round, out)  # L15-16
             else:
