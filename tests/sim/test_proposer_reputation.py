@@ -72,13 +72,13 @@ class DownSimulation(Simulation):
         """Rounds each height took (1 = decided in round 0), as the first running
         honest node decided it, from height `first` on."""
         node = self.nodes[self.honest[0]].validator_id
-        taken = {p.height: p.round + 1 for p in self.progress if p.validator_id == node}
+        taken = {int(p.height): p.round + 1 for p in self.progress if p.validator_id == node}
         assert sorted(taken) == list(range(1, HEIGHTS + 1))
         return [taken[h] for h in range(first, HEIGHTS + 1)]
 
     def ms_per_height(self, first: int = FILLED) -> float:
         node = self.nodes[self.honest[0]].validator_id
-        at = {p.height: p.time_ms for p in self.progress if p.validator_id == node}
+        at = {int(p.height): p.time_ms for p in self.progress if p.validator_id == node}
         return (at[HEIGHTS] - at[first]) / (HEIGHTS - first)
 
 
