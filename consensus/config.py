@@ -1,12 +1,25 @@
-"""Static configuration of a replica: the validator set and the timeouts.
+"""Static configuration of a replica: the validator set, the proposer order and the
+timeouts.
 
 The validator set is ordered by validator id so that every node derives the same
 proposer schedule and the same set hash from the same genesis.
+
+Proposer order (leader reputation, as Aptos' but simpler). The plain order is a smooth
+weighted round robin. A validator that is down would still get its turns, and each of
+them costs a propose timeout: one validator down of four cut the block rate to about a
+quarter. So the first `PASSED_OVER_ROUNDS` rounds of a height pass over the validators
+that signed none of the last `PROPOSER_WINDOW_HEIGHTS` commit certificates carried in
+blocks (`passed_over`), and later rounds follow the plain order, in which every validator
+keeps a turn. Safety does not depend on who proposes, only on every node expecting the
+same proposer for (height, round): the input is the certificates carried in blocks
+(block k+1 carries the certificate of k), which every node holds alike once it settled
+them, never the certificate a node decided with (nodes may hold different ones).
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import msgpack
@@ -14,12 +27,27 @@ import msgpack
 from consensus.errors import ConfigError
 from consensus.ids import Height, Round, ValidatorId
 
-__all__ = ["ReplicaConfig", "Validator", "ValidatorSet"]
+__all__ = [
+    "PASSED_OVER_ROUNDS",
+    "PROPOSER_WINDOW_HEIGHTS",
+    "ReplicaConfig",
+    "Validator",
+    "ValidatorSet",
+    "passed_over",
+]
 
 PUBLIC_KEY_SIZE = 32
 VALIDATORS_MAX = 100
 VOTING_POWER_TOTAL_MAX = 10_000  # bounds the precomputed proposer schedule
 TAG_VALIDATOR_SET = b"somnet/validator-set/v1"
+PROPOSER_WINDOW_HEIGHTS = 10
+"""How many of the latest carried certificates the proposer order looks back on. With
+n validators a healthy one is left out of one certificate (2f+1 precommits) with a
+chance of about 1/3, of ten in a row with about 1/60,000; a validator down is passed over
+once the window has filled after it stopped signing."""
+PASSED_OVER_ROUNDS = 2
+"""Rounds 0 and 1 of a height pass over the inactive validators: two different active
+proposers before a down one can get a turn again."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -75,12 +103,26 @@ class ValidatorSet:
         v = self.get(validator_id)
         return 0 if v is None else v.voting_power
 
-    def proposer(self, height: Height, round_: Round) -> ValidatorId:
+    def proposer(
+        self,
+        height: Height,
+        round_: Round,
+        passed_over: frozenset[ValidatorId] = frozenset(),
+    ) -> ValidatorId:
         """Weighted round robin: each validator proposes in proportion to its power,
-        spread evenly (smooth weighted round robin over one cycle of total_power slots)."""
+        spread evenly (smooth weighted round robin over one cycle of total_power slots).
+
+        In the first PASSED_OVER_ROUNDS rounds the validators in `passed_over` are left
+        out of the cycle (the others keep their shares); from then on, or if it would
+        leave nobody, the plain cycle, so a validator passed over by mistake, or back
+        from a pause, still proposes in some round of every height."""
         assert height >= 0
         assert round_ >= 0
         schedule = _schedule(self.validators)
+        if passed_over and round_ < PASSED_OVER_ROUNDS:
+            active = _active_schedule(schedule, passed_over)
+            if active:
+                return active[(height + round_) % len(active)]
         return schedule[(height + round_) % len(schedule)]
 
     def encode(self) -> bytes:
@@ -118,6 +160,58 @@ def _schedule(validators: tuple[Validator, ...]) -> tuple[ValidatorId, ...]:
     assert all(c == 0 for c in current)  # a full cycle returns every counter to zero
     _schedules[validators] = tuple(order)
     return _schedules[validators]
+
+
+_ACTIVE_SCHEDULES_MAX = 64
+_active_schedules: dict[
+    tuple[tuple[ValidatorId, ...], frozenset[ValidatorId]], tuple[ValidatorId, ...]
+] = {}
+
+
+def _active_schedule(
+    schedule: tuple[ValidatorId, ...], passed_over: frozenset[ValidatorId]
+) -> tuple[ValidatorId, ...]:
+    """The plain cycle without the passed-over validators (cached: every proposal checks
+    its proposer, and the set of passed-over validators rarely changes)."""
+    key = (schedule, passed_over)
+    cached = _active_schedules.get(key)
+    if cached is None:
+        if len(_active_schedules) >= _ACTIVE_SCHEDULES_MAX:
+            _active_schedules.clear()
+        cached = tuple(v for v in schedule if v not in passed_over)
+        _active_schedules[key] = cached
+    return cached
+
+
+def passed_over(
+    validators: ValidatorSet, carried_signers: Sequence[Collection[ValidatorId]]
+) -> frozenset[ValidatorId]:
+    """The validators of `validators` that the first rounds of a height pass over: those
+    that signed none of the latest PROPOSER_WINDOW_HEIGHTS carried certificates.
+
+    `carried_signers` holds, oldest first, the precommit signers of the certificates
+    carried in the blocks settled before the height (block k+1 carries the certificate
+    of k, so for height h these are of heights up to h-2). Every node that settled the
+    same blocks passes the same sequence, so every node computes the same order. Until
+    the window is full (the first heights of a chain) nobody is passed over.
+
+    Why signatures, not failed turns: a failed turn is only known through the order
+    that was in force at its height, which depends on the window before it, and so on
+    back to genesis; signatures need just the window. A validator that is down signs
+    nothing, is passed over after the window, and stays passed over (no timeout every
+    window to find out again); once it signs a carried certificate again it is back.
+    """
+    if len(carried_signers) < PROPOSER_WINDOW_HEIGHTS:
+        return frozenset()
+    active: set[ValidatorId] = set()
+    for signers in list(carried_signers)[-PROPOSER_WINDOW_HEIGHTS:]:
+        active.update(signers)
+    inactive = frozenset(
+        v.validator_id for v in validators.validators if v.validator_id not in active
+    )
+    if len(inactive) == len(validators.validators):
+        return frozenset()  # nobody of this set signed (a whole new set): the plain order
+    return inactive
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -200,10 +200,17 @@ class HeightStarted:
     change decided in block h takes effect at h+2, so the set of `height` is known once
     height-2 is settled). The core judges every message and certificate of `height`
     against it; a replica not in it follows the height without proposing or voting.
+
+    `passed_over` is the proposer order's input for `height`
+    (`consensus.config.passed_over`): the application computes it from the commit
+    certificates carried in the blocks it settled, which every node holds alike, so that
+    every node expects the same proposer of each (height, round). Empty: the plain
+    weighted round robin.
     """
 
     height: Height
     validators: ValidatorSet
+    passed_over: frozenset[ValidatorId] = frozenset()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -35,6 +35,8 @@ Rules of this implementation (the paper leaves them to the implementer):
   replica outside a height's set follows it without proposing or voting, and learns its
   decision only through `CommitReceived` (block sync). Messages of the next height are
   kept before their set is known and judged against it when the height starts.
+  `HeightStarted` also brings the proposer order's input (`passed_over`), computed by the
+  application from data every node agrees on, so every node expects the same proposer.
 """
 
 from __future__ import annotations
@@ -156,6 +158,7 @@ class Replica:
         # The set of the current height and what depends on it exist from the first
         # HeightStarted on; nothing reads them before (every handler checks `started`).
         self._validators: ValidatorSet | None = None
+        self._passed_over: frozenset[ValidatorId] = frozenset()  # the order's input (§1)
         self._votes: HeightVotes | None = None
         self.member = False
         self.proposals: dict[Round, Proposal] = {}  # the first proposal per round
@@ -179,10 +182,18 @@ class Replica:
         assert self._votes is not None, "no height started yet"
         return self._votes
 
-    def _reset_height_state(self, validators: ValidatorSet) -> None:
+    def proposer(self, round_: Round) -> ValidatorId:
+        """The proposer of (current height, `round_`): the height's set and the proposer
+        order's input both came with its `HeightStarted`, as on every other node."""
+        return self.validators.proposer(self.height, round_, self._passed_over)
+
+    def _reset_height_state(
+        self, validators: ValidatorSet, passed_over: frozenset[ValidatorId]
+    ) -> None:
         """Forget everything that belongs to one height and take the set of the new one
-        (called at each new height)."""
+        and its proposer order (called at each new height)."""
         self._validators = validators
+        self._passed_over = passed_over
         self.member = validators.get(self.me) is not None
         self.proposals = {}
         self._votes = HeightVotes(validators)
@@ -278,7 +289,7 @@ class Replica:
         self.started = True
         self.height = height
         self.decided = False
-        self._reset_height_state(event.validators)
+        self._reset_height_state(event.validators, event.passed_over)
         self.round = Round(0)
         self.round_step = Step.PROPOSE
         self.locked_value, self.locked_round = None, NIL_ROUND
@@ -345,9 +356,7 @@ class Replica:
         # Own messages of the two latest rounds are enough to re-send: older rounds are
         # settled by timeouts, and a lagging peer catches up through block sync.
         self.own = {k: m for k, m in self.own.items() if k[0] >= round_ - 1}
-        if self.validators.proposer(self.height, round_) == self.me and self._may_sign(
-            Step.PROPOSE
-        ):
+        if self.proposer(round_) == self.me and self._may_sign(Step.PROPOSE):
             if self.valid_value is not None:
                 self._propose(self.valid_value, self.valid_round, out)  # L15-16
             else:
@@ -531,7 +540,7 @@ class Replica:
         if member is None:
             return "unknown_validator"
         if isinstance(message, Proposal):
-            if validators.proposer(message.height, message.round) != sender:
+            if self.proposer(message.round) != sender:
                 return "wrong_proposer"
         if checked_key != member.public_key and not self._signature_ok(message, validators):
             return "bad_signature"

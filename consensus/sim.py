@@ -42,7 +42,14 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from consensus.config import VOTING_POWER_TOTAL_MAX, ReplicaConfig, Validator, ValidatorSet
+from consensus.config import (
+    PROPOSER_WINDOW_HEIGHTS,
+    VOTING_POWER_TOTAL_MAX,
+    ReplicaConfig,
+    Validator,
+    ValidatorSet,
+    passed_over,
+)
 from consensus.crypto import Signer
 from consensus.errors import ConfigError, WireError
 from consensus.messages import (
@@ -447,8 +454,19 @@ class Simulation:
         assert found  # the genesis set is in force from the first height
         return found[-1]
 
-    def _started(self, height: Height) -> HeightStarted:
-        return HeightStarted(height=height, validators=self.validators_at(height))
+    def _started(self, node: _Node, height: Height) -> HeightStarted:
+        """As a node's application starts a height: with its set, and the proposer order's
+        input from the certificates carried in the values this node decided (each value
+        carries its proposer's certificate of the height before, as a block does)."""
+        validators = self.validators_at(height)
+        first = max(FIRST_HEIGHT + 1, height - PROPOSER_WINDOW_HEIGHTS)
+        decided = node.storage.decided
+        carried = [_carried_signers(decided[Height(k)][0].payload) for k in range(first, height)]
+        return HeightStarted(
+            height=height,
+            validators=validators,
+            passed_over=passed_over(validators, carried),
+        )
 
     def _coalition(
         self,
@@ -567,7 +585,7 @@ class Simulation:
                 _Local(
                     node.index,
                     node.epoch,
-                    self._started(FIRST_HEIGHT),
+                    self._started(node, FIRST_HEIGHT),
                 ),
             )
             if node.actor is not None:
@@ -688,6 +706,7 @@ class Simulation:
         payload = (
             make_payload_prefix(height)
             + b"r=%d;proposer=%s;" % (round_, proposer.encode())
+            + self._carried(proposer, height)
             + self.app_rng.randbytes(16)
         )
         # An invalid value: its id is not the hash of its payload.
@@ -695,6 +714,14 @@ class Simulation:
         value = Value(value_id=hashlib.sha256(hashed).digest(), payload=payload)
         assert app_valid(height, value) is not invalid
         return value
+
+    def _carried(self, proposer: ValidatorId, height: Height) -> bytes:
+        """The certificate a block carries (node/block.py): the previous height's, as its
+        proposer decided it; here its signers, `c=v00,v01,v02;`."""
+        node = next(n for n in self.nodes if n.validator_id == proposer)
+        decided = node.storage.decided.get(Height(height - 1))
+        signers = [] if decided is None else [v.voter for v in decided[1].precommits]
+        return b"c=%s;" % ",".join(signers).encode()
 
     # -----------------------------------------------------------------------------------
     # Network.
@@ -788,7 +815,7 @@ class Simulation:
         if decide.height < self.params.heights:
             # Past the target a node stays at its last height and only serves block sync,
             # so the run does not spend its time on heights nobody checks.
-            started = self._started(Height(decide.height + 1))
+            started = self._started(node, Height(decide.height + 1))
             self._push(self.now_ms + SETTLE_DELAY_MS, _Local(node.index, node.epoch, started))
         if self.observer is not None and node.honest:
             self.observer(
@@ -816,7 +843,7 @@ class Simulation:
         self.trace.update(b"restart|%d|" % node.index)
         durable = decode_durable_state(node.storage.durable)
         node.replica = Replica(self.config, node.signer, durable)
-        started = self._started(node.storage.next_height)
+        started = self._started(node, node.storage.next_height)
         self._push(self.now_ms + RESTART_DELAY_MS, _Local(node.index, node.epoch, started))
 
     def _on_sync_tick(self, node: _Node) -> None:
@@ -883,6 +910,16 @@ class Simulation:
             faults=tuple(self.plan.describe()),
             trace_hash=self.trace.hexdigest(),
         )
+
+
+def _carried_signers(payload: bytes) -> frozenset[ValidatorId]:
+    """The signers `Simulation._carried` put in a value's payload (none if the field is
+    not there: a Byzantine value may lack it, and every node reads it alike)."""
+    fields = payload.split(b";", 4)
+    if len(fields) < 5 or not fields[3].startswith(b"c="):
+        return frozenset()
+    names = fields[3][2:].decode("ascii", "replace")
+    return frozenset(ValidatorId(name) for name in names.split(",") if name)
 
 
 def scenario_fingerprint(seed: int, params: SimParams) -> str:

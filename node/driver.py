@@ -557,8 +557,16 @@ class Driver:
             self._start_height(Height(self.ledger.height + 1))
 
     def _start_height(self, height: Height) -> None:
-        """Tell the replica that `height` starts, with the validator set in force there."""
-        self._step(HeightStarted(height=height, validators=self.ledger.validators_at(height)))
+        """Tell the replica that `height` starts, with the validator set in force there and
+        the proposer order's input from the certificates the settled blocks carried."""
+        assert height == self.ledger.height + 1
+        self._step(
+            HeightStarted(
+                height=height,
+                validators=self.ledger.validators_at(height),
+                passed_over=self.ledger.passed_over_next(),
+            )
+        )
 
     def caught_up(self) -> bool:
         """Whether this node may judge new transactions: it has heard a validator's height

@@ -80,7 +80,7 @@ import msgpack
 from nacl.bindings import crypto_sign_open
 from nacl.exceptions import CryptoError
 
-from consensus.config import Validator, ValidatorSet
+from consensus.config import PROPOSER_WINDOW_HEIGHTS, Validator, ValidatorSet, passed_over
 from consensus.crypto import verify_certificate, verify_vote
 from consensus.errors import WireError
 from consensus.messages import CommitCertificate, Evidence, ValidatorId
@@ -90,6 +90,7 @@ from node.block import (
     Block,
     Header,
     certificate_hash,
+    decode_block,
     decode_block_header,
     encode_block,
 )
@@ -407,6 +408,13 @@ class Ledger:
         # The last block that passed validate_block: (its hash, its decoded transactions).
         self._decoded: tuple[bytes, tuple[Tx, ...]] | None = None
         self._changes_since_full_check = 0  # balance changes since the last full sum
+        # The precommit signers of the certificates the latest blocks carried (block k+1
+        # carries k's), oldest first: the proposer order's input (`passed_over_next`).
+        # Every node that settled the same blocks holds the same ones, whatever
+        # certificate it decided each block with itself.
+        self.carried_signers: collections.deque[frozenset[ValidatorId]] = collections.deque(
+            maxlen=PROPOSER_WINDOW_HEIGHTS
+        )
         self.check_conservation()
 
     @classmethod
@@ -573,6 +581,32 @@ class Ledger:
                 f"the validator set of height {height} is not known at height {self.height}"
             )
         return _in_force(self.governance.schedule, height)
+
+    def passed_over_next(self) -> frozenset[ValidatorId]:
+        """The proposer order's input for the next height (consensus.config.passed_over),
+        from the certificates carried in the blocks settled so far."""
+        return passed_over(self.validators_at(self.height + 1), self.carried_signers)
+
+    def restore_carried(self, blocks: Sequence[bytes | None]) -> None:
+        """Take the carried certificates from the stored blocks up to the last settled
+        one (oldest first), as settling them did (`open_ledger`, at start).
+
+        Raises:
+            StoreCorrupted: a stored block is missing or does not decode.
+        """
+        for data in blocks:
+            if data is None:
+                raise StoreCorrupted(f"a block below height {self.height} is missing")
+            try:
+                block = decode_block(data)
+            except BlockError as exc:
+                raise StoreCorrupted(f"a stored block does not decode: {exc}") from exc
+            self._note_carried(block)
+
+    def _note_carried(self, block: Block) -> None:
+        if block.prev_certificate is not None:
+            voters = frozenset(vote.voter for vote in block.prev_certificate.precommits)
+            self.carried_signers.append(voters)
 
     def participant(self, participant_id: str) -> ParticipantState | None:
         return self.participants.get(participant_id)
@@ -1151,6 +1185,7 @@ class Ledger:
         set_change = None
         if block.header.next_validator_set_hash != block.header.validator_set_hash:
             set_change = self.next_validator_set.encode()
+        self._note_carried(block)
         self._refresh_validator_set()
         governance = self.governance.encode() if self._governance_changed else None
         self._governance_changed = False
@@ -1328,7 +1363,7 @@ def _verifies(tx: Tx, public_key: bytes) -> bool:
 def open_ledger(genesis: Genesis, store: Store) -> Ledger:
     """The ledger after the store's last block: the node's (and the bench's) restore path."""
     tip = store.tip
-    return Ledger.restore(
+    ledger = Ledger.restore(
         genesis,
         last_block_bytes=store.load_block(tip.height) if tip.height else None,
         app_hash=tip.app_hash,
@@ -1340,3 +1375,6 @@ def open_ledger(genesis: Genesis, store: Store) -> Ledger:
         redeemed_total=tip.redeemed_total,
         governance=store.load_governance(),
     )
+    first = max(1, tip.height - PROPOSER_WINDOW_HEIGHTS + 1)
+    ledger.restore_carried([store.load_block(height) for height in range(first, tip.height + 1)])
+    return ledger

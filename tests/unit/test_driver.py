@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from consensus.config import ReplicaConfig
+from consensus.config import PROPOSER_WINDOW_HEIGHTS, ReplicaConfig
 from consensus.crypto import Signer
 from consensus.messages import (
     DurableState,
@@ -290,6 +290,33 @@ async def test_a_validator_starts_a_height_at_once_for_a_transaction(tmp_path: P
     node.driver.handle(Wake())
     [proposal] = proposals(node)
     assert decode_tx(tx, CHAIN_ID).raw in proposal.value.payload
+
+
+async def test_a_height_starts_with_the_proposer_order_of_the_carried_certificates(
+    tmp_path: Path,
+) -> None:
+    """val-d signed none of the certificates the synced blocks carry (3 of 4 signed each),
+    so at a height whose plain round-0 proposer is val-d another validator proposes."""
+    validators = make_genesis(START).validator_set()
+    passed = frozenset({ValidatorId("val-d")})
+    height = next(
+        h for h in range(PROPOSER_WINDOW_HEIGHTS + 2, 40)
+        if validators.proposer(Height(h), Round(0)) == "val-d"
+    )  # fmt: skip
+    chosen = validators.proposer(Height(height), Round(0), passed)
+    assert chosen != "val-d"
+    node = make_node(tmp_path, chosen)
+    blocks = certified_chain(height - 1, {})
+    hear(node, "val-b" if chosen != "val-b" else "val-c", status_at(blocks, height - 1))
+    [(peer, _)] = node.network.take(SyncRequest)
+    hear(node, peer, SyncBlocks(blocks=tuple(blocks)))
+    assert node.driver.ledger.height == height - 1
+    assert node.driver.ledger.passed_over_next() == passed
+    proposals(node)  # whatever it sent while syncing
+    node.clock.advance(EMPTY_BLOCK_INTERVAL_MS)
+    node.driver.handle(Wake())
+    [proposal] = proposals(node)
+    assert (proposal.height, proposal.round, proposal.proposer) == (height, 0, chosen)
 
 
 async def test_the_stored_references_see_what_the_driver_settled(bank: Node) -> None:
