@@ -370,6 +370,8 @@ class _Node:
     sync_sent: dict[int, tuple[Height, int]] = field(default_factory=dict)
     peer_heights: dict[int, Height] = field(default_factory=dict)
     """The highest height heard from each peer: heights only grow, even across crashes."""
+    persisted_decoded: tuple[bytes, DurableState] | None = None
+    """`storage.durable` and its decoding, kept while those bytes stay the persisted ones."""
 
     @property
     def honest(self) -> bool:
@@ -734,8 +736,7 @@ class Simulation:
 
     def _broadcast(self, node: _Node, message: Message) -> None:
         if node.actor is None:
-            durable = decode_durable_state(node.storage.durable)
-            self.checker.on_broadcast(node.validator_id, message, durable)
+            self.checker.on_broadcast(node.validator_id, message, self._persisted(node))
             data = encode_message(message)
             for peer in range(len(self.nodes)):
                 if peer != node.index:
@@ -748,6 +749,15 @@ class Simulation:
             data = encoded.setdefault(id(out), encode_message(out))
             node.actor.remember(data)
             self._transmit(node.index, peer, data)
+
+    def _persisted(self, node: _Node) -> DurableState:
+        """The node's persisted state, decoded from its storage: once per Persist, not
+        once per broadcast (rebroadcasts persist nothing new)."""
+        persisted = node.storage.durable
+        if node.persisted_decoded is None or node.persisted_decoded[0] is not persisted:
+            node.persisted_decoded = (persisted, decode_durable_state(persisted))
+        assert node.persisted_decoded[0] is persisted
+        return node.persisted_decoded[1]
 
     def _transmit(self, sender: int, recipient: int, data: bytes | CommitReceived) -> None:
         assert sender != recipient
