@@ -335,27 +335,57 @@ def scale_row(seed: int, params: SimParams) -> ScaleRow:
     )
 
 
+SCALE_HEADER = (
+    "validators",
+    "msgs sent",
+    "msgs delivered",
+    "sig checks",
+    "sigs made",
+    "heights/CPU-s",
+    "CPU s",
+)
+
+
+def _scale_params(args: argparse.Namespace) -> list[SimParams]:
+    """One fault-free, all-honest run per count. Raises ConfigError with a plain message."""
+    counts = _scale_counts(args.scale)
+    if args.byzantine or args.change_validators_at is not None:
+        raise ConfigError(
+            "--scale runs fault-free honest sets: drop --byzantine and --change-validators-at"
+        )
+    if args.first_seed < 0:
+        raise ConfigError("--first-seed must be >= 0")
+    runs = [
+        SimParams(
+            validators=n, heights=args.heights, faults=frozenset(), signatures=args.signatures
+        )
+        for n in counts
+    ]
+    for params in runs:
+        params.validate()
+    return runs
+
+
+def _scale_line(row: ScaleRow) -> str:
+    cells = (
+        row.validators,
+        row.messages_sent_per_height,
+        row.messages_delivered_per_height,
+        row.signature_checks_per_height,
+        row.signatures_made_per_height,
+        row.heights_per_cpu_second,
+        row.cpu_seconds,
+    )
+    assert len(cells) == len(SCALE_HEADER)
+    return " | ".join(
+        f"{cell:>{len(title)}}" for cell, title in zip(cells, SCALE_HEADER, strict=True)
+    )
+
+
 def run_scale(args: argparse.Namespace) -> int:
     """`somnet sim --scale`: the cost table, one fault-free run per validator count."""
     try:
-        counts = _scale_counts(args.scale)
-        if args.byzantine or args.change_validators_at is not None:
-            raise ConfigError(
-                "--scale runs fault-free honest sets: drop --byzantine and --change-validators-at"
-            )
-        runs = [
-            SimParams(
-                validators=n,
-                heights=args.heights,
-                faults=frozenset(),
-                signatures=args.signatures,
-            )
-            for n in counts
-        ]
-        for params in runs:
-            params.validate()
-        if args.first_seed < 0:
-            raise ConfigError("--first-seed must be >= 0")
+        runs = _scale_params(args)
     except ConfigError as exc:
         print(f"somnet sim: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -363,32 +393,12 @@ def run_scale(args: argparse.Namespace) -> int:
         f"cost per height: seed {args.first_seed}, {args.heights} heights, no faults,"
         f" signatures {args.signatures}"
     )
-    header = (
-        "validators",
-        "msgs sent",
-        "msgs delivered",
-        "sig checks",
-        "sigs made",
-        "heights/CPU-s",
-        "CPU s",
-    )
-    print(" | ".join(header))
+    print(" | ".join(SCALE_HEADER))
     rows: list[ScaleRow] = []
     for params in runs:
         row = scale_row(args.first_seed, params)
         rows.append(row)
-        cells = (
-            row.validators,
-            row.messages_sent_per_height,
-            row.messages_delivered_per_height,
-            row.signature_checks_per_height,
-            row.signatures_made_per_height,
-            row.heights_per_cpu_second,
-            row.cpu_seconds,
-        )
-        print(
-            " | ".join(f"{cell:>{len(title)}}" for cell, title in zip(cells, header, strict=True))
-        )
+        print(_scale_line(row))
         for violation in row.violations:
             print(f"FAIL validators={row.validators}: {violation}")
     if args.json:
