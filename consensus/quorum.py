@@ -153,10 +153,17 @@ class HeightVotes:
         It also lets a replica that fell far behind jump in one step.
         """
         assert current >= 0
+        # Only senders ahead of `current` count; usually there are none, and sorting the
+        # whole set on every vote made this quadratic in the validator count per round.
+        ahead = [
+            (round_, sender) for sender, round_ in self._latest_round.items() if round_ > current
+        ]
+        if not ahead:
+            return None
+        ahead.sort(key=lambda x: -x[0])
         power = 0
-        for sender, round_ in sorted(self._latest_round.items(), key=lambda x: -x[1]):
-            if round_ <= current:
-                break
+        for round_, sender in ahead:
+            assert round_ > current
             power += self._validators.power_of(sender)
             if power >= self._validators.skip_power:
                 return round_

@@ -125,15 +125,20 @@ class Replica:
         signer: Signer,
         durable: DurableState,
         on_position_changed: PositionObserver | None = None,
+        *,
+        verifier: crypto.Verifier = crypto.ED25519,
     ) -> None:
         """Args:
         on_position_changed: called once per `step` that changed the height, round or
             step, with the position it ended at (steps passed through within one event
             are not reported); it must not call back into the replica. None in the
-            simulator, which stays quiet and deterministic."""
+            simulator, which stays quiet and deterministic.
+        verifier: checks peers' signatures; a node keeps the default, Ed25519. Only the
+            simulator passes its own (to count checks, or its keyed hash)."""
         assert signer.chain_id == config.chain_id  # a signer of another network is a bug
         self.config = config
         self.signer = signer
+        self.verifier = verifier
         self.me: ValidatorId = signer.validator_id
         self.durable = durable
         self._on_position_changed = on_position_changed
@@ -553,8 +558,8 @@ class Replica:
         # here as a bad signature; there is no separate field to compare.
         assert validators.get(_sender(message)) is not None
         if isinstance(message, Proposal):
-            return crypto.verify_proposal(self.config.chain_id, message, validators)
-        return crypto.verify_vote(self.config.chain_id, message, validators)
+            return self.verifier.verify_proposal(self.config.chain_id, message, validators)
+        return self.verifier.verify_vote(self.config.chain_id, message, validators)
 
     def _is_unknown_own_message(self, message: Message) -> bool:
         """A message signed with our key at a position after our signing guard: we did
@@ -806,7 +811,7 @@ class Replica:
         if event.value.value_id != certificate.value_id:
             self.dropped["commit_mismatch"] += 1
             return
-        if not crypto.verify_certificate(self.config.chain_id, certificate, self.validators):
+        if not self.verifier.verify_certificate(self.config.chain_id, certificate, self.validators):
             self.dropped["commit_bad_certificate"] += 1
             return
         self._decide(event.value, certificate, out)

@@ -13,7 +13,7 @@ Properties (DESIGN.md, Testing):
   (height, round, kind) are a violation, even across crash and restart;
 - persist before broadcast: a signed message leaves only once the persisted signing guard
   covers its position;
-- every certificate is valid (`crypto.verify_certificate`) against the validator set of
+- every certificate is valid (`Verifier.verify_certificate`) against the validator set of
   its height and names the decided value;
 - an honest node signs nothing at a height whose validator set it is not in;
 - evidence is well formed (against the set of its height) and never names an honest
@@ -26,7 +26,7 @@ import hashlib
 from collections.abc import Callable
 
 from consensus.config import ValidatorSet
-from consensus.crypto import verify_certificate, verify_evidence
+from consensus.crypto import ED25519, Verifier
 from consensus.messages import (
     CommitCertificate,
     DurableState,
@@ -72,11 +72,15 @@ class SafetyChecker:
         chain_id: str,
         validators_at: Callable[[Height], ValidatorSet],
         honest: frozenset[ValidatorId],
+        verifier: Verifier = ED25519,
     ) -> None:
         """Args:
-        validators_at: the validator set in force at a height (the run's schedule)."""
+        validators_at: the validator set in force at a height (the run's schedule).
+        verifier: the run's signature scheme; its checks are not the replicas' and go
+            uncounted."""
         assert honest
         self.chain_id = chain_id
+        self.verifier = verifier
         self.validators_at = validators_at
         self.honest = honest
         self.violations: list[str] = []
@@ -159,7 +163,9 @@ class SafetyChecker:
         encoded = encode_certificate(certificate)
         ok = self._certificates_checked.get(encoded)
         if ok is None:
-            ok = verify_certificate(self.chain_id, certificate, self.validators_at(height))
+            ok = self.verifier.verify_certificate(
+                self.chain_id, certificate, self.validators_at(height)
+            )
             self._certificates_checked[encoded] = ok
         if not ok:
             self.violations.append(f"certificate: {where} decided with an invalid certificate")
@@ -169,7 +175,7 @@ class SafetyChecker:
 
     def on_evidence(self, node: ValidatorId, evidence: Evidence) -> None:
         validators = self.validators_at(evidence.first.height)
-        if not verify_evidence(self.chain_id, evidence, validators):
+        if not self.verifier.verify_evidence(self.chain_id, evidence, validators):
             self.violations.append(f"evidence: {node} reported evidence that does not verify")
             return
         culprit = evidence.first.voter

@@ -98,3 +98,22 @@ def test_change_validators_at_runs_and_replays(capsys: pytest.CaptureFixture[str
     code, _, err = run_cli([*argv, "--change-validators-at", "0"], capsys)
     assert code == 2
     assert "--change-validators-at must be >= 1" in err
+
+
+def test_jobs_print_what_one_process_prints(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["sim", "--validators", "4", "--byzantine", "2", "--allow-unsafe", "--faults", "none"]
+    argv += ["--seeds", "6", "--heights", "3", "--signatures", "keyed-hash", "--json"]
+    outputs = []
+    for jobs in ("1", "2"):
+        code, out, _ = run_cli([*argv, "--jobs", jobs], capsys)
+        assert code == 1
+        *lines, last = out.strip().splitlines()
+        summary = json.loads(last)
+        for measured in ("wall_seconds", "cpu_seconds", "heights_per_cpu_second"):
+            del summary[measured]
+        outputs.append((lines[:-1], summary))  # the last text line has wall and CPU
+    assert outputs[0] == outputs[1]
+    assert any(line.startswith("FAIL seed=") for line in outputs[0][0])
+    code, _, err = run_cli(["sim", "--jobs", "0"], capsys)
+    assert code == 2
+    assert "--jobs must be 1..64" in err
