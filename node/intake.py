@@ -9,15 +9,30 @@ gossiped once kept. After a restart `restore` re-admits every kept transaction (
 records why it can no longer settle) and gossips it again. A kept transaction leaves the
 store's pool only in the write transaction of the block that settles it, or with its
 `Dropped` fate (expired, or its UETR consumed by another transaction).
+
+Gossip is best effort all the way (a full send queue drops, a peer over its check budget
+or with its mempool share full refuses, a validator restarts and forgets its mempool), so
+kept is not enough: a kept transaction must also reach a proposer. Each gossip payload is
+at most `gossip_bytes_max` (half a frame: a payload no frame can hold was dropped whole,
+which stranded 844 of 1,000 large payouts submitted at once). And what this node kept is
+gossiped again while it is still waiting (`relay_again`, every RELAY_AGAIN_TICK_MS): first
+RELAY_AGAIN_FIRST_MS after it was last sent, then at doubling intervals up to
+RELAY_AGAIN_MAX_MS, at most one payload's bytes and RELAY_AGAIN_TXS_PER_TICK transactions
+per tick, the longest-waiting first. A validator that holds it already answers PENDING, at
+the cost of one signature check; a transaction that keeps waiting costs a few resends a
+minute, and the schedule forgets it once it settles or is dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import heapq
 import logging
 from collections.abc import Callable, Sequence
 
+from node.block import TX_FRAMING_BYTES_MAX
+from node.clock import Clock, SystemClock
 from node.effects import PoolChanges
 from node.errors import RefusalCode, TxRefused
 from node.mempool import Admission, Dropped, Mempool
@@ -25,11 +40,21 @@ from node.protocol import Txs, encode_payload
 from node.store import Store
 from node.tx import Tx, decode_tx
 
-__all__ = ["GOSSIP_TXS_MAX", "Intake"]
+__all__ = ["GOSSIP_BYTES_MAX", "GOSSIP_TXS_MAX", "Intake"]
 
 log = logging.getLogger(__name__)
 
 GOSSIP_TXS_MAX = 1000  # transactions per gossip payload
+# Bytes of transactions per gossip payload: half the default frame (the node passes its
+# own block budget, half its frame), so a payload always fits a frame.
+GOSSIP_BYTES_MAX = 2 * 1024 * 1024
+GOSSIP_PAYLOAD_OVERHEAD_BYTES = 64  # the payload's own type and array headers
+# Kept transactions still waiting are sent to the validators again (module docstring).
+# A healthy network settles in about a second; ten leave a backlog time to drain first.
+RELAY_AGAIN_FIRST_MS = 10_000
+RELAY_AGAIN_MAX_MS = 60_000
+RELAY_AGAIN_TICK_MS = 1_000
+RELAY_AGAIN_TXS_PER_TICK = 5_000  # a quarter of a validator's check budget per peer
 # Signature checks of a batch between two turns of the event loop: about 3 ms of one core.
 ADMIT_CHUNK_TXS = 64
 
@@ -46,11 +71,15 @@ class Intake:
         wake: Callable[[], None],
         caught_up: Callable[[], bool],
         proposes: bool,
+        gossip_bytes_max: int = GOSSIP_BYTES_MAX,
+        clock: Clock | None = None,
     ) -> None:
         """Args:
         broadcast: sends a payload to the validators, the only nodes that propose.
         proposes: this node is a validator; a node that never proposes does not hold
-            other participants' transactions (nothing it holds could ever leave)."""
+            other participants' transactions (nothing it holds could ever leave).
+        gossip_bytes_max: transaction bytes per payload; at most half a peer frame."""
+        assert gossip_bytes_max > GOSSIP_PAYLOAD_OVERHEAD_BYTES
         self.mempool = mempool
         self._proposes = proposes
         self._store = store
@@ -63,6 +92,14 @@ class Intake:
         self.gossip_refusals: collections.Counter[RefusalCode] = collections.Counter()
         self._batch: list[Tx] = []
         self._batch_kept: asyncio.Future[None] | None = None
+        self._gossip_bytes_max = gossip_bytes_max
+        self._clock = clock if clock is not None else SystemClock()
+        # The kept transactions gossiped, by when each is due to be sent again: a heap of
+        # (due ms, tx hash), one entry per transaction, and its next interval by hash.
+        # An entry whose transaction settled or was dropped leaves when it comes due.
+        self._relay_due: list[tuple[int, bytes]] = []
+        self._relay_interval_ms: dict[bytes, int] = {}
+        self.relayed_again_count = 0  # transactions sent again: read when metrics are scraped
 
     async def submit(self, tx_bytes: bytes) -> bytes:
         """Admit a transaction from this node's API and keep it durably.
@@ -164,7 +201,7 @@ class Intake:
             raise
         mempool.kept.update(tx.tx_hash for tx in fresh)
         kept.set_result(None)
-        self._gossip([tx.raw for tx in fresh])
+        self._relay(fresh)
         if fresh:
             self._wake()
 
@@ -196,7 +233,7 @@ class Intake:
         mempool = self.mempool
         removed: list[bytes] = []
         dropped: list[tuple[bytes, bytes]] = []
-        again: list[bytes] = []
+        again: list[Tx] = []
         height = mempool.height
         for raw in self._store.load_pool():
             tx = decode_tx(raw, mempool.chain_id)  # it decoded when it was kept
@@ -214,17 +251,71 @@ class Intake:
                 removed.append(tx.tx_hash)
             else:
                 mempool.kept.add(tx.tx_hash)
-                again.append(raw)
+                again.append(tx)
         if removed:
             self._store.save_pool_changes(
                 PoolChanges(removed=tuple(removed), dropped=tuple(dropped))
             )
-        self._gossip(again)
+        self._relay(again)
         return len(again)
 
+    def _relay(self, txs: Sequence[Tx]) -> None:
+        """Gossip kept transactions now, and schedule each to be sent again while waiting."""
+        due_ms = self._clock.now_ms() + RELAY_AGAIN_FIRST_MS
+        for tx in txs:
+            if tx.tx_hash not in self._relay_interval_ms:
+                heapq.heappush(self._relay_due, (due_ms, tx.tx_hash))
+            self._relay_interval_ms[tx.tx_hash] = RELAY_AGAIN_FIRST_MS
+        self._gossip([tx.raw for tx in txs])
+
+    def relay_again(self) -> int:
+        """Gossip again the kept transactions that are due and still waiting, the longest
+        due first, within one tick's bounds; returns how many were sent."""
+        now_ms = self._clock.now_ms()
+        mempool = self.mempool
+        due = self._relay_due
+        again: list[bytes] = []
+        size = 0
+        while due and due[0][0] <= now_ms and len(again) < RELAY_AGAIN_TXS_PER_TICK:
+            tx_hash = due[0][1]
+            tx = mempool.get(tx_hash)
+            if tx is None or tx_hash not in mempool.kept:  # settled or dropped
+                heapq.heappop(due)
+                del self._relay_interval_ms[tx_hash]
+                continue
+            if again and size + len(tx.raw) + TX_FRAMING_BYTES_MAX > self._gossip_bytes_max:
+                break  # the rest next tick
+            heapq.heappop(due)
+            interval_ms = min(2 * self._relay_interval_ms[tx_hash], RELAY_AGAIN_MAX_MS)
+            self._relay_interval_ms[tx_hash] = interval_ms
+            heapq.heappush(due, (now_ms + interval_ms, tx_hash))
+            again.append(tx.raw)
+            size += len(tx.raw) + TX_FRAMING_BYTES_MAX
+        self._gossip(again)
+        self.relayed_again_count += len(again)
+        return len(again)
+
+    async def relay_again_forever(self) -> None:
+        """`relay_again` every RELAY_AGAIN_TICK_MS, until cancelled."""
+        while True:
+            await asyncio.sleep(RELAY_AGAIN_TICK_MS / 1000)
+            self.relay_again()
+
     def _gossip(self, txs: list[bytes]) -> None:
-        for start in range(0, len(txs), GOSSIP_TXS_MAX):
-            self._broadcast(encode_payload(Txs(txs=tuple(txs[start : start + GOSSIP_TXS_MAX]))))
+        """Broadcast `txs` in payloads of at most GOSSIP_TXS_MAX transactions and
+        `gossip_bytes_max` bytes (one larger transaction travels alone)."""
+        bytes_max = self._gossip_bytes_max - GOSSIP_PAYLOAD_OVERHEAD_BYTES
+        payload: list[bytes] = []
+        size = 0
+        for raw in txs:
+            framed = len(raw) + TX_FRAMING_BYTES_MAX
+            if payload and (len(payload) == GOSSIP_TXS_MAX or size + framed > bytes_max):
+                self._broadcast(encode_payload(Txs(txs=tuple(payload))))
+                payload, size = [], 0
+            payload.append(raw)
+            size += framed
+        if payload:
+            self._broadcast(encode_payload(Txs(txs=tuple(payload))))
 
 
 def _fate_of_refusal(exc: TxRefused, height: int, holder: bytes | None) -> Dropped | None:

@@ -505,6 +505,7 @@ async def serve(loaded: Loaded, stop: asyncio.Event) -> None:
         wake=driver.note_transactions,
         caught_up=driver.caught_up,
         proposes=replica is not None,
+        gossip_bytes_max=loaded.config.block_bytes_max,  # half a frame
     )
     restored = intake.restore()
     store_failures: list[StoreError] = []
@@ -547,14 +548,16 @@ async def serve(loaded: Loaded, stop: asyncio.Event) -> None:
              loaded.ledger.height, loaded.ledger.role_of(driver.node_id),
              loaded.ledger.validates(driver.node_id), restored)  # fmt: skip
     driver_task = asyncio.create_task(driver.run())
+    relay_task = asyncio.create_task(intake.relay_again_forever())
     # Beside the driver, never in it: the EVM endpoint can only delay anchoring.
     anchor_task = None if anchorer is None else asyncio.create_task(anchorer.run())
     stopped = asyncio.create_task(stop.wait())
     # The anchoring task is watched too: if it ever ends, that is our bug, and the node
     # stops on it rather than run on without anchoring.
-    watched = {driver_task, stopped} | ({anchor_task} if anchor_task is not None else set())
+    watched = {driver_task, relay_task, stopped}
+    watched |= {anchor_task} if anchor_task is not None else set()
     done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
-    for task in (driver_task, anchor_task):
+    for task in (driver_task, relay_task, anchor_task):
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -564,7 +567,7 @@ async def serve(loaded: Loaded, stop: asyncio.Event) -> None:
     block_verifier.shutdown(wait=True, cancel_futures=True)
     for runner in runners:
         await runner.cleanup()
-    for task in (driver_task, anchor_task):
+    for task in (driver_task, relay_task, anchor_task):
         if task is not None and task in done and task.exception() is not None:
             raise task.exception()  # type: ignore[misc]
     if store_failures:
