@@ -15,12 +15,19 @@ or with its mempool share full refuses, a validator restarts and forgets its mem
 kept is not enough: a kept transaction must also reach a proposer. Each gossip payload is
 at most `gossip_bytes_max` (half a frame: a payload no frame can hold was dropped whole,
 which stranded 844 of 1,000 large payouts submitted at once). And what this node kept is
-gossiped again while it is still waiting (`relay_again`, every RELAY_AGAIN_TICK_MS): first
-RELAY_AGAIN_FIRST_MS after it was last sent, then at doubling intervals up to
-RELAY_AGAIN_MAX_MS, at most one payload's bytes and RELAY_AGAIN_TXS_PER_TICK transactions
-per tick, the longest-waiting first. A validator that holds it already answers PENDING, at
-the cost of one signature check; a transaction that keeps waiting costs a few resends a
-minute, and the schedule forgets it once it settles or is dropped.
+gossiped again while it still waits (`relay_again`, every RELAY_AGAIN_TICK_MS), once it is
+due (RELAY_AGAIN_FIRST_MS after it was last sent, then at doubling intervals up to
+RELAY_AGAIN_MAX_MS) and looks lost:
+- overtaken: a transaction this node gossiped after it has settled. Every validator gets
+  this node's gossip in the order it was sent and proposes in arrival order, so one left
+  behind was dropped somewhere (a full queue, a peer's check budget or mempool share);
+- or stalled: none of this node's kept transactions settled for RELAY_AGAIN_FIRST_MS (the
+  validators restarted and forgot them, or everything after it was lost too).
+A transaction merely waiting in a long backlog (a national payout) is neither, so it is
+not sent again while the validators drain it. Each tick sends at most one payload's bytes
+and RELAY_AGAIN_TXS_PER_TICK transactions, the longest due first; a validator that holds
+one already answers PENDING at the cost of one signature check. The schedule forgets a
+transaction when it settles (`note_settled`) or, when it comes due, once it was dropped.
 """
 
 from __future__ import annotations
@@ -28,8 +35,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import heapq
+import itertools
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from node.block import TX_FRAMING_BYTES_MAX
 from node.clock import Clock, SystemClock
@@ -57,6 +66,14 @@ RELAY_AGAIN_TICK_MS = 1_000
 RELAY_AGAIN_TXS_PER_TICK = 5_000  # a quarter of a validator's check budget per peer
 # Signature checks of a batch between two turns of the event loop: about 3 ms of one core.
 ADMIT_CHUNK_TXS = 64
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Relayed:
+    """A kept transaction gossiped and still waiting."""
+
+    order: int  # when it was last sent, in the order of sending
+    interval_ms: int  # after which it is due again
 
 
 class Intake:
@@ -94,11 +111,14 @@ class Intake:
         self._batch_kept: asyncio.Future[None] | None = None
         self._gossip_bytes_max = gossip_bytes_max
         self._clock = clock if clock is not None else SystemClock()
-        # The kept transactions gossiped, by when each is due to be sent again: a heap of
-        # (due ms, tx hash), one entry per transaction, and its next interval by hash.
-        # An entry whose transaction settled or was dropped leaves when it comes due.
-        self._relay_due: list[tuple[int, bytes]] = []
-        self._relay_interval_ms: dict[bytes, int] = {}
+        # The kept transactions gossiped and still waiting: by hash, the order in which
+        # each was last sent and its next interval; and a heap of (due ms, order, hash),
+        # one entry per waiting transaction (one that settled leaves the heap when due).
+        self._relayed: dict[bytes, _Relayed] = {}
+        self._relay_due: list[tuple[int, int, bytes]] = []
+        self._relay_order = itertools.count()
+        self._settled_order_max = -1  # the latest-sent kept transaction that settled
+        self._settled_ms = self._clock.now_ms()  # when a kept transaction last settled
         self.relayed_again_count = 0  # transactions sent again: read when metrics are scraped
 
     async def submit(self, tx_bytes: bytes) -> bytes:
@@ -261,34 +281,53 @@ class Intake:
 
     def _relay(self, txs: Sequence[Tx]) -> None:
         """Gossip kept transactions now, and schedule each to be sent again while waiting."""
-        due_ms = self._clock.now_ms() + RELAY_AGAIN_FIRST_MS
+        now_ms = self._clock.now_ms()
         for tx in txs:
-            if tx.tx_hash not in self._relay_interval_ms:
-                heapq.heappush(self._relay_due, (due_ms, tx.tx_hash))
-            self._relay_interval_ms[tx.tx_hash] = RELAY_AGAIN_FIRST_MS
+            self._schedule(tx.tx_hash, now_ms, RELAY_AGAIN_FIRST_MS)
         self._gossip([tx.raw for tx in txs])
 
+    def _schedule(self, tx_hash: bytes, now_ms: int, interval_ms: int) -> None:
+        order = next(self._relay_order)
+        self._relayed[tx_hash] = _Relayed(order=order, interval_ms=interval_ms)
+        heapq.heappush(self._relay_due, (now_ms + interval_ms, order, tx_hash))
+
+    def note_settled(self, tx_hashes: Sequence[bytes]) -> None:
+        """A block settled these: the ones this node relayed no longer wait."""
+        relayed = self._relayed
+        for tx_hash in tx_hashes:
+            entry = relayed.pop(tx_hash, None)
+            if entry is not None:
+                self._settled_order_max = max(self._settled_order_max, entry.order)
+                self._settled_ms = self._clock.now_ms()
+
     def relay_again(self) -> int:
-        """Gossip again the kept transactions that are due and still waiting, the longest
-        due first, within one tick's bounds; returns how many were sent."""
+        """Gossip again the kept transactions that are due and look lost (module
+        docstring), the longest due first, within one tick's bounds; returns how many."""
         now_ms = self._clock.now_ms()
+        stalled = now_ms - self._settled_ms >= RELAY_AGAIN_FIRST_MS
         mempool = self.mempool
         due = self._relay_due
         again: list[bytes] = []
         size = 0
         while due and due[0][0] <= now_ms and len(again) < RELAY_AGAIN_TXS_PER_TICK:
-            tx_hash = due[0][1]
-            tx = mempool.get(tx_hash)
-            if tx is None or tx_hash not in mempool.kept:  # settled or dropped
+            _, order, tx_hash = due[0]
+            entry = self._relayed.get(tx_hash)
+            if entry is None or entry.order != order:  # settled
                 heapq.heappop(due)
-                del self._relay_interval_ms[tx_hash]
                 continue
+            tx = mempool.get(tx_hash)
+            if tx is None or tx_hash not in mempool.kept:  # dropped (expired, duplicate)
+                heapq.heappop(due)
+                del self._relayed[tx_hash]
+                continue
+            if not stalled and order > self._settled_order_max:
+                # Not overtaken: waiting its turn. The heap is in the order of sending,
+                # but for backoff, so the rest are very likely waiting too.
+                break
             if again and size + len(tx.raw) + TX_FRAMING_BYTES_MAX > self._gossip_bytes_max:
                 break  # the rest next tick
             heapq.heappop(due)
-            interval_ms = min(2 * self._relay_interval_ms[tx_hash], RELAY_AGAIN_MAX_MS)
-            self._relay_interval_ms[tx_hash] = interval_ms
-            heapq.heappush(due, (now_ms + interval_ms, tx_hash))
+            self._schedule(tx_hash, now_ms, min(2 * entry.interval_ms, RELAY_AGAIN_MAX_MS))
             again.append(tx.raw)
             size += len(tx.raw) + TX_FRAMING_BYTES_MAX
         self._gossip(again)

@@ -507,6 +507,7 @@ async def serve(loaded: Loaded, stop: asyncio.Event) -> None:
         proposes=replica is not None,
         gossip_bytes_max=loaded.config.block_bytes_max,  # half a frame
     )
+    driver.on_settled.append(lambda settled: intake.note_settled(settled.tx_hashes))
     restored = intake.restore()
     store_failures: list[StoreError] = []
 
