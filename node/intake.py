@@ -21,8 +21,9 @@ RELAY_AGAIN_MAX_MS) and looks lost:
 - overtaken: a transaction this node gossiped after it has settled. Every validator gets
   this node's gossip in the order it was sent and proposes in arrival order, so one left
   behind was dropped somewhere (a full queue, a peer's check budget or mempool share);
-- or stalled: none of this node's kept transactions settled for RELAY_AGAIN_FIRST_MS (the
-  validators restarted and forgot them, or everything after it was lost too).
+- or passed by: a block settled empty since it came due (its proposer had nothing);
+- or stalled: none of this node's kept transactions settled for RELAY_AGAIN_STALL_MS while
+  some waited (the validators restarted and forgot them all, and others' keep them busy).
 A transaction merely waiting in a long backlog (a national payout) is neither, so it is
 not sent again while the validators drain it. Each tick sends at most one payload's bytes
 and RELAY_AGAIN_TXS_PER_TICK transactions, the longest due first; a validator that holds
@@ -62,6 +63,8 @@ GOSSIP_PAYLOAD_OVERHEAD_BYTES = 64  # the payload's own type and array headers
 # A healthy network settles in about a second; ten leave a backlog time to drain first.
 RELAY_AGAIN_FIRST_MS = 10_000
 RELAY_AGAIN_MAX_MS = 60_000
+# The last resort: a backlog of 1,000 full payouts took 10 s to its first block here.
+RELAY_AGAIN_STALL_MS = 30_000
 RELAY_AGAIN_TICK_MS = 1_000
 RELAY_AGAIN_TXS_PER_TICK = 5_000  # a quarter of a validator's check budget per peer
 # Signature checks of a batch between two turns of the event loop: about 3 ms of one core.
@@ -118,7 +121,10 @@ class Intake:
         self._relay_due: list[tuple[int, int, bytes]] = []
         self._relay_order = itertools.count()
         self._settled_order_max = -1  # the latest-sent kept transaction that settled
-        self._settled_ms = self._clock.now_ms()  # when a kept transaction last settled
+        # When a kept transaction last settled (or the first of those waiting was sent),
+        # and when a block last settled empty.
+        self._settled_ms = self._clock.now_ms()
+        self._empty_ms = -1
         self.relayed_again_count = 0  # transactions sent again: read when metrics are scraped
 
     async def submit(self, tx_bytes: bytes) -> bytes:
@@ -287,12 +293,16 @@ class Intake:
         self._gossip([tx.raw for tx in txs])
 
     def _schedule(self, tx_hash: bytes, now_ms: int, interval_ms: int) -> None:
+        if not self._relayed:
+            self._settled_ms = now_ms  # the first to wait: no stall before it
         order = next(self._relay_order)
         self._relayed[tx_hash] = _Relayed(order=order, interval_ms=interval_ms)
         heapq.heappush(self._relay_due, (now_ms + interval_ms, order, tx_hash))
 
     def note_settled(self, tx_hashes: Sequence[bytes]) -> None:
         """A block settled these: the ones this node relayed no longer wait."""
+        if not tx_hashes:
+            self._empty_ms = self._clock.now_ms()
         relayed = self._relayed
         for tx_hash in tx_hashes:
             entry = relayed.pop(tx_hash, None)
@@ -304,13 +314,13 @@ class Intake:
         """Gossip again the kept transactions that are due and look lost (module
         docstring), the longest due first, within one tick's bounds; returns how many."""
         now_ms = self._clock.now_ms()
-        stalled = now_ms - self._settled_ms >= RELAY_AGAIN_FIRST_MS
+        stalled = now_ms - self._settled_ms >= RELAY_AGAIN_STALL_MS
         mempool = self.mempool
         due = self._relay_due
         again: list[bytes] = []
         size = 0
         while due and due[0][0] <= now_ms and len(again) < RELAY_AGAIN_TXS_PER_TICK:
-            _, order, tx_hash = due[0]
+            due_ms, order, tx_hash = due[0]
             entry = self._relayed.get(tx_hash)
             if entry is None or entry.order != order:  # settled
                 heapq.heappop(due)
@@ -320,9 +330,9 @@ class Intake:
                 heapq.heappop(due)
                 del self._relayed[tx_hash]
                 continue
-            if not stalled and order > self._settled_order_max:
-                # Not overtaken: waiting its turn. The heap is in the order of sending,
-                # but for backoff, so the rest are very likely waiting too.
+            if not (stalled or order < self._settled_order_max or self._empty_ms >= due_ms):
+                # Waiting its turn. The heap is in the order of sending but for backoff,
+                # so the rest are very likely waiting too.
                 break
             if again and size + len(tx.raw) + TX_FRAMING_BYTES_MAX > self._gossip_bytes_max:
                 break  # the rest next tick

@@ -14,6 +14,7 @@ import pytest
 from node.intake import (
     RELAY_AGAIN_FIRST_MS,
     RELAY_AGAIN_MAX_MS,
+    RELAY_AGAIN_STALL_MS,
     RELAY_AGAIN_TXS_PER_TICK,
     Intake,
 )
@@ -127,6 +128,25 @@ async def test_an_overtaken_transaction_is_sent_again_until_it_settles(bank: Ban
     assert bank.intake.relayed_again_count == 2
 
 
+async def test_a_transaction_is_sent_again_once_an_empty_block_passed_it_by(
+    bank: Bank,
+) -> None:
+    """The symptom of the stranded payouts: blocks kept coming empty."""
+    [tx] = transfers(1)
+    await bank.intake.submit_many([tx])
+    bank.sent()
+    chain = Chain({1: [], 2: [], 3: [tx]})
+    chain.settle(bank, 1)  # empty, but before it was due: it may not have arrived yet
+    bank.node.clock.advance(RELAY_AGAIN_FIRST_MS)
+    assert bank.intake.relay_again() == 0
+    chain.settle(bank, 2)  # empty, and it has waited long enough: its proposer lacked it
+    assert bank.intake.relay_again() == 1
+    assert bank.sent() == [tx]
+    chain.settle(bank, 3)
+    bank.node.clock.advance(RELAY_AGAIN_MAX_MS)
+    assert bank.intake.relay_again() == 0
+
+
 async def test_a_transaction_waiting_in_a_backlog_is_sent_again_only_once_stalled(
     bank: Bank,
 ) -> None:
@@ -139,9 +159,9 @@ async def test_a_transaction_waiting_in_a_backlog_is_sent_again_only_once_stalle
     Chain({1: [first]}).settle(bank, 1)  # progress, in the order sent
     bank.node.clock.advance(1)
     assert bank.intake.relay_again() == 0  # due, but neither overtaken nor stalled
-    bank.node.clock.advance(RELAY_AGAIN_FIRST_MS - 2)
+    bank.node.clock.advance(RELAY_AGAIN_STALL_MS - 2)
     assert bank.intake.relay_again() == 0
-    bank.node.clock.advance(1)  # nothing of ours settled for RELAY_AGAIN_FIRST_MS
+    bank.node.clock.advance(1)  # nothing of ours settled for RELAY_AGAIN_STALL_MS
     assert bank.intake.relay_again() == 2
     assert bank.sent() == [second, third]
 
@@ -152,7 +172,7 @@ async def test_each_tick_sends_at_most_one_payload(tmp_path: Path) -> None:
     txs = transfers(40)
     await bank.intake.submit_many(txs)
     bank.sent()
-    bank.node.clock.advance(RELAY_AGAIN_FIRST_MS)  # stalled: every one is due and lost
+    bank.node.clock.advance(RELAY_AGAIN_STALL_MS)  # stalled: every one is due and lost
     sent_again: list[bytes] = []
     for _ in range(len(txs)):
         count = bank.intake.relay_again()
