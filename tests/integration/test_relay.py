@@ -86,6 +86,12 @@ def test_what_every_validator_lost_is_sent_again(network: Network) -> None:
     the payouts, and it sends them again."""
     bank, other = network.banks
     start_and_wait_caught_up(network, bank)
+    # Every link up: a payload queued for a link still dialing would survive the kill.
+    network.wait_for(
+        lambda: set(network.validators) <= set(network.status(bank)["peers"]),
+        60,
+        f"{bank} linked to every validator",
+    )
     txs = payouts(network, bank, other, 3)
     for validator in network.validators:
         network.processes[validator].send_signal(signal.SIGSTOP)
