@@ -319,6 +319,7 @@ class Intake:
         due = self._relay_due
         again: list[bytes] = []
         size = 0
+        bytes_max = self._gossip_bytes_max - GOSSIP_PAYLOAD_OVERHEAD_BYTES  # one payload
         while due and due[0][0] <= now_ms and len(again) < RELAY_AGAIN_TXS_PER_TICK:
             due_ms, order, tx_hash = due[0]
             entry = self._relayed.get(tx_hash)
@@ -334,7 +335,7 @@ class Intake:
                 # Waiting its turn. The heap is in the order of sending but for backoff,
                 # so the rest are very likely waiting too.
                 break
-            if again and size + len(tx.raw) + TX_FRAMING_BYTES_MAX > self._gossip_bytes_max:
+            if again and size + len(tx.raw) + TX_FRAMING_BYTES_MAX > bytes_max:
                 break  # the rest next tick
             heapq.heappop(due)
             self._schedule(tx_hash, now_ms, min(2 * entry.interval_ms, RELAY_AGAIN_MAX_MS))
