@@ -70,12 +70,16 @@ from node.metrics import MetricsSources, build_metrics_app
 from node.protocol import ProtocolError, Txs, decode_payload
 from node.runtime import long_lived_state
 from node.store import Store, StoreCorrupted, StoreError, StoreFull
+from node.throttled_log import ThrottledLog
 from node.transport import PeerAddress, PeerNetwork, TransportLimits
 from node.verifier import TxVerifier, VerifierLimits
 
 __all__ = ["run_node"]
 
 log = logging.getLogger(__name__)
+# Gossip a validator drops unchecked (the peer spent its check budget): the sender's
+# resend covers it, and one line per peer per interval says it happens.
+gossip_log = ThrottledLog(log, clock=SystemClock())
 
 RECURSION_LIMIT = 1000  # CPython's default: deep input fails with RecursionError, not a crash
 PEER_PORT_SLACK = 8  # connections one address may hold beyond its peers and handshakes
@@ -377,6 +381,10 @@ async def admit_gossip(
         "gossip_peer_fault": int(batch.fault is not None),
     }
     driver.counters.update({name: count for name, count in counts.items() if count})
+    if batch.over_budget_count:
+        gossip_log.warning(peer_id, "over budget", "peer=%s gossip over its check budget: "
+                           "%d transactions dropped unchecked", peer_id,
+                           batch.over_budget_count)  # fmt: skip
     if batch.fault is not None:
         network.disconnect(peer_id, f"gossiped a transaction no honest peer sends: {batch.fault}")
 
