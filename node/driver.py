@@ -516,6 +516,7 @@ class Driver:
             encode_certificate(certificate),
             verified=verified,
             block_bytes=value.payload,
+            pooled=self.mempool.verified_hashes(),
         )
         tx_hashes = tuple(tx_hash for tx_hash, _ in effects.tx_results)
         admitted_ms = self.mempool.admitted_ms(tx_hashes)  # before the pool forgets them

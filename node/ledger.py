@@ -1084,6 +1084,7 @@ class Ledger:
         *,
         verified: bool = True,
         block_bytes: bytes | None = None,
+        pooled: Mapping[bytes, Tx] | None = None,
     ) -> BlockEffects:
         """Settle a decided block and return what the store must write.
 
@@ -1095,6 +1096,9 @@ class Ledger:
                 False for blocks from sync, which are checked in full here, including
                 the certificate's signatures.
             block_bytes: the block's encoding, when the caller has it (saves re-encoding).
+            pooled: transactions this node already decoded, by tx hash (its mempool):
+                one with the very same wire bytes is reused rather than decoded again
+                (a proposer settling its own block decoded every one of them already).
         Raises:
             BlockError: the block or certificate does not fit; the ledger is unchanged.
         """
@@ -1112,15 +1116,26 @@ class Ledger:
         else:
             # The caller vouches for the signatures; everything else is checked here.
             self._check_header(block)
-            txs = self._decode_txs(block.txs)
+            txs = self._decode_txs(block.txs, pooled)
             self._check_consumable(txs, block.header.height)
         effects = self._settle(block, txs, block_hash, certificate_bytes, block_bytes)
         self._decoded = None
         return effects
 
-    def _decode_txs(self, txs: Sequence[bytes]) -> tuple[Tx, ...]:
+    def _decode_txs(
+        self, txs: Sequence[bytes], pooled: Mapping[bytes, Tx] | None = None
+    ) -> tuple[Tx, ...]:
+        """Decoding is a pure function of (bytes, chain id), so a pooled transaction with
+        the same wire bytes is what decoding them again would give."""
         decoded: list[Tx] = []
+        known = pooled.get if pooled else None
+        sha256 = hashlib.sha256
         for index, tx_bytes in enumerate(txs):
+            if known is not None:
+                tx = known(sha256(tx_bytes[SIGNATURE_SIZE:]).digest())
+                if tx is not None and tx.raw == tx_bytes:
+                    decoded.append(tx)
+                    continue
             try:
                 decoded.append(decode_tx(tx_bytes, self.chain_id))
             except TxRefused as exc:

@@ -18,7 +18,7 @@ from node.ledger import (
     TxResult,
     decode_tx_result,
 )
-from node.tx import AMOUNT_MAX, decode_tx
+from node.tx import AMOUNT_MAX, Transfer, decode_tx
 from tests.unit.ledger_support import (
     CHAIN_ID,
     VALIDATORS,
@@ -450,3 +450,28 @@ def certified(chain: Chain, txs: list[bytes]) -> tuple[Block, bytes]:
     certificate = certify(block)
     chain.certificate = certificate
     return block, encode_certificate(certificate)
+
+
+def test_apply_block_reuses_a_pooled_transaction_of_the_very_same_wire_bytes(
+    chain: Chain,
+) -> None:
+    """A proposer settling its own block reuses what its pool decoded (an altered amount
+    makes the reuse observable here); other wire bytes with that tx hash are decoded."""
+    tx = transfer("bank-e", "bank-e", "bank-f", 1)
+    pooled_tx = decode_tx(tx, CHAIN_ID)
+    assert isinstance(pooled_tx, Transfer)
+    marked = {pooled_tx.tx_hash: pooled_tx._replace(amount=2)}
+    block = chain.next_block([tx])
+    chain.ledger.apply_block(block, encode_certificate(certify(block)), pooled=marked)
+    assert chain.ledger.balances["bank-f"] == 2
+
+
+def test_apply_block_decodes_other_wire_bytes_than_the_pooled_ones(chain: Chain) -> None:
+    tx = transfer("bank-e", "bank-e", "bank-f", 1)
+    pooled_tx = decode_tx(tx, CHAIN_ID)
+    assert isinstance(pooled_tx, Transfer)
+    marked = {pooled_tx.tx_hash: pooled_tx._replace(amount=2)}
+    other_signature = bytes(64) + tx[64:]  # same content and tx hash
+    block = chain.next_block([other_signature])
+    chain.ledger.apply_block(block, encode_certificate(certify(block)), pooled=marked)
+    assert chain.ledger.balances["bank-f"] == 1
