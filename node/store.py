@@ -347,8 +347,16 @@ def _read_marker(path: Path) -> dict[str, Any]:
         record = json.loads(text)
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise StoreCorrupted(f"store marker {marker} is unreadable: {exc}") from exc
-    if not isinstance(record, dict) or record.get("format") != FORMAT_VERSION:
+    if not isinstance(record, dict) or type(record.get("format")) is not int:
         raise StoreCorrupted(f"store marker {marker} is not a format {FORMAT_VERSION} marker")
+    if record["format"] != FORMAT_VERSION:
+        # Formats change with the chain's own encodings (format 7: headers name the next
+        # validator set), so an older store is another chain's: there is no migration.
+        raise StoreCorrupted(
+            f"store marker {marker}: a format {record['format']} store; this version keeps"
+            f" format {FORMAT_VERSION} and reads no other (no migration: a new chain needs"
+            " a new store)"
+        )
     return record
 
 

@@ -7,6 +7,7 @@ effects are hand-written so that each test controls exactly what is stored.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from consensus.messages import (
 from consensus.wire import decode_durable_state, encode_certificate, encode_durable_state
 from node.block import ZERO_HASH, Block, Header, certificate_hash, encode_block
 from node.effects import AccountEntry, BlockEffects
-from node.store import MARKER_NAME, Store, StoreCorrupted, StoreError, StoreFull
+from node.store import FORMAT_VERSION, MARKER_NAME, Store, StoreCorrupted, StoreError, StoreFull
 
 CHAIN_ID = "som-test"
 SIGNER = Signer(CHAIN_ID, ValidatorId("nbkr"), bytes(range(32)))
@@ -331,4 +332,14 @@ def test_wrong_chain_and_orphaned_data_are_refused(tmp_path: Path) -> None:
         Store.open(path, chain_id="som-other", map_size_bytes=1 << 24)
     (path / MARKER_NAME).unlink()
     with pytest.raises(StoreCorrupted, match="marker"):
+        Store.open(path, chain_id=CHAIN_ID, map_size_bytes=1 << 24)
+
+
+def test_a_store_of_an_older_format_is_refused_by_name(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    Store.open(path, chain_id=CHAIN_ID, map_size_bytes=1 << 24).close()
+    marker = path / MARKER_NAME
+    record = json.loads(marker.read_text())
+    marker.write_text(json.dumps(record | {"format": FORMAT_VERSION - 1}))
+    with pytest.raises(StoreCorrupted, match=f"a format {FORMAT_VERSION - 1} store"):
         Store.open(path, chain_id=CHAIN_ID, map_size_bytes=1 << 24)
