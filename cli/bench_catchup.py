@@ -13,9 +13,10 @@ settled the height the validators had reached when it started. Reported:
 - the catching-up node's CPU seconds (from /proc: user + system), in all and per
   transfer, and its peak RSS;
 - where the time goes: the node's own stage timers (`somnet_block_stage_seconds` on its
-  metrics listener: decoding and validating synced blocks, applying them, storing them),
-  the rest of its CPU (transport, framing, the API, the event loop) and the wall time it
-  was not running (waiting for answers, or for the CPU the machine's other processes took).
+  metrics listener, wall seconds: decoding and validating synced blocks, applying them,
+  storing them, the store's fsync included), and the rest of the sync time (waiting for
+  peers' answers, the transport, framing, the API, or the CPU the machine's other
+  processes took).
 
 Progress lines go to stderr; the summary to stdout, and with --json stdout ends with one
 JSON line. Exit 0 when every transfer became final and the node caught up, 1 otherwise,
@@ -179,9 +180,8 @@ def catchup_figures(
             node_cpu_us_per_transfer=round(1e6 * end.cpu_s / transfers, 1) if transfers else None,
             node_peak_rss_mb=round(end.peak_rss_bytes / 2**20, 1),
             stage_seconds=stages,
-            # The node's CPU beside the timed stages, and the wall time it did not run.
-            other_cpu_s=round(max(0.0, end.cpu_s - sum(stages.values())), 2),
-            not_running_s=round(max(0.0, total_s - end.cpu_s), 2),
+            # The sync time beside the timed stages.
+            sync_rest_s=round(max(0.0, sync_s - sum(stages.values())), 2),
         )
     return figures
 
@@ -206,9 +206,9 @@ def print_summary(f: dict[str, Any]) -> None:
             ("node CPU", f"{f['node_cpu_s']} s ({f['node_cpu_s_start']} s to API up),"
              f" {f['node_cpu_us_per_transfer']} us per transfer, peak RSS"
              f" {f['node_peak_rss_mb']} MB"),
-            ("  timed stages", stages),
-            ("  other CPU", f"{f['other_cpu_s']} s (transport, framing, API, start-up)"),
-            ("  not running", f"{f['not_running_s']} s (waiting for blocks, or the CPU)"),
+            ("  timed stages (wall)", stages),
+            ("  rest of the sync", f"{f['sync_rest_s']} s (waiting for peers, transport,"
+             " framing, API; or the CPU, taken by others)"),
         ]  # fmt: skip
     rows.append(("machine", f"{f['machine']} (shared: wall figures are disturbed)"))
     for label, value in rows:
