@@ -79,6 +79,7 @@ from node.block import (
 )
 from node.budget import Budgets
 from node.clock import Clock
+from node.effects import BlockEffects
 from node.errors import BlockError, TxRefused
 from node.histogram import FixedHistogram
 from node.inbox import FairInbox
@@ -189,6 +190,16 @@ class TxsVerified:
     block: Block
     txs: tuple[Tx, ...] | None
     error: BlockError | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Applied:
+    """A block applied to the ledger and written, whose watchers are still to hear."""
+
+    effects: BlockEffects
+    certificate: CommitCertificate
+    tx_hashes: tuple[bytes, ...]
+    admitted_ms: list[int]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -536,6 +547,11 @@ class Driver:
 
         A decided block that does not decode or apply means more than f validators
         are faulty: the exception stops the node rather than settle something wrong."""
+        self._after_stored([self._apply_decided(value, certificate)])
+
+    def _apply_decided(self, value: Value, certificate: CommitCertificate) -> Applied:
+        """Apply a decided block and write it: on disk when this returns, or, inside a
+        store batch (`_settle_synced_batch`), when the batch commits."""
         assert certificate.value_id == value.value_id
         block = self._checked.get(value.value_id)
         verified = block is not None
@@ -555,24 +571,33 @@ class Driver:
         stored = time.perf_counter()
         self.stage_seconds["apply"] += applied - started
         self.stage_seconds["store"] += stored - applied
+        return Applied(
+            effects=effects, certificate=certificate, tx_hashes=tx_hashes, admitted_ms=admitted_ms
+        )
+
+    def _after_stored(self, applied: list[Applied]) -> None:
+        """Once the store holds these blocks: tell the watchers, in height order, and
+        make way for the next height."""
         now_ms = self._clock.now_ms()
-        self.finality_latency_ms.observe_all(now_ms - ms for ms in admitted_ms)
-        self.decision_rounds.observe(certificate.round)
-        self.last_certificate = certificate
+        for one in applied:
+            effects = one.effects
+            self.finality_latency_ms.observe_all(now_ms - ms for ms in one.admitted_ms)
+            self.decision_rounds.observe(one.certificate.round)
+            self.last_certificate = one.certificate
+            log.info("h=%d settled txs=%d hash=%s", effects.height, len(one.tx_hashes),
+                     effects.block_hash.hex()[:16])  # fmt: skip
+            settled = Settled(
+                height=effects.height,
+                block_hash=effects.block_hash,
+                tx_hashes=one.tx_hashes,
+                settled_unix_ms=self._clock.unix_ms(),
+            )
+            for callback in self.on_settled:
+                callback(settled)
         self._checked.clear()
         self._height_running = False
-        self._wanted_since_ms = self._clock.now_ms()
+        self._wanted_since_ms = now_ms
         self._loop.call_later(self.limits.empty_block_interval_ms / 1000, self.wake)
-        log.info("h=%d settled txs=%d hash=%s", effects.height, len(tx_hashes),
-                 effects.block_hash.hex()[:16])  # fmt: skip
-        settled = Settled(
-            height=effects.height,
-            block_hash=effects.block_hash,
-            tx_hashes=tx_hashes,
-            settled_unix_ms=self._clock.unix_ms(),
-        )
-        for callback in self.on_settled:
-            callback(settled)
         self._announce()
         # Through the inbox, not inline: _settle runs inside a replica step, and the next
         # height's actions must not interleave with what is left of this one.
@@ -812,9 +837,12 @@ class Driver:
             self.counters["sync_stale"] += 1
             self._maybe_sync()
             return
-        for block_bytes, certificate_bytes in item.blocks[settled:]:
-            if not self._settle_synced(peer_id, block_bytes, certificate_bytes):
-                break
+        if self.replica is None:
+            self._settle_synced_batch(peer_id, item.blocks[settled:])
+        else:
+            for block_bytes, certificate_bytes in item.blocks[settled:]:
+                if not self._settle_synced(peer_id, block_bytes, certificate_bytes):
+                    break
         if self.ledger.height == height_before:
             # It claimed to be ahead and served nothing we could settle: forget the claim
             # and ask others.
@@ -822,15 +850,49 @@ class Driver:
             self.peer_heights.pop(peer_id, None)
         self._maybe_sync()
 
+    def _settle_synced_batch(self, peer_id: str, blocks: tuple[tuple[bytes, bytes], ...]) -> None:
+        """A node without a replica settles a sync answer's blocks, up to the first that
+        fails, in one store write transaction (one fsync, not one per block); the
+        watchers hear of them once it is committed."""
+        applied: list[Applied] = []
+        with self.store.batch(f"synced blocks from height {self.ledger.height + 1}"):
+            for block_bytes, certificate_bytes in blocks:
+                checked = self._check_synced(peer_id, block_bytes, certificate_bytes)
+                if checked is None:
+                    break
+                applied.append(self._apply_decided(*checked))
+            committing = time.perf_counter()
+        self.stage_seconds["store"] += time.perf_counter() - committing
+        if applied:
+            self._after_stored(applied)
+
     def _settle_synced(self, peer_id: str, block_bytes: bytes, certificate_bytes: bytes) -> bool:
-        """Settle one block from a peer if it is the next one, certified and valid."""
+        """Settle one block from a peer if it is the next one, certified and valid: a
+        validator routes it through its replica."""
+        checked = self._check_synced(peer_id, block_bytes, certificate_bytes)
+        if checked is None:
+            return False
+        value, certificate = checked
+        height_before = self.ledger.height
+        if not self._height_running:
+            self._height_running = True
+            self._start_height(Height(height_before + 1))
+        if self.ledger.height == height_before:  # the replica may have decided it already
+            self._step(CommitReceived(value=value, certificate=certificate))
+        return self.ledger.height > height_before
+
+    def _check_synced(
+        self, peer_id: str, block_bytes: bytes, certificate_bytes: bytes
+    ) -> tuple[Value, CommitCertificate] | None:
+        """A block from a peer as a decided value, if it is the next one, certified and
+        valid; None (counted, logged) otherwise."""
         started = time.perf_counter()
         try:
             block = decode_block(block_bytes)
             certificate = decode_certificate(certificate_bytes)
             value_id = block.header.hash()
             if block.header.height != self.ledger.height + 1:
-                return False  # stale or out of order; the next request starts from ours
+                return None  # stale or out of order; the next request starts from ours
             decoded = time.perf_counter()
             self.stage_seconds["sync_decode"] += decoded - started
             # The certificate first (the ledger checks it before the rest): it is cheap,
@@ -843,16 +905,6 @@ class Driver:
         except (BlockError, WireError) as exc:
             self.counters["sync_refused"] += 1
             log.warning("peer=%s sent a block that is refused in sync: %s", peer_id, exc)
-            return False
-        value = Value(value_id=value_id, payload=block_bytes)
+            return None
         self._checked[value_id] = block
-        height_before = self.ledger.height
-        if self.replica is None:
-            self._settle(value, certificate)
-            return True
-        if not self._height_running:
-            self._height_running = True
-            self._start_height(Height(height_before + 1))
-        if self.ledger.height == height_before:  # the replica may have decided it already
-            self._step(CommitReceived(value=value, certificate=certificate))
-        return self.ledger.height > height_before
+        return Value(value_id=value_id, payload=block_bytes), certificate

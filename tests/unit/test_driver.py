@@ -582,8 +582,10 @@ async def test_the_next_range_is_asked_for_before_this_one_settles(bank: Node) -
     [(second_peer, request)] = bank.network.take(SyncRequest)
     assert request == SyncRequest(first_height=3, count=3)
     assert bank.driver.ledger.height == 0  # not settled yet: the next turn of the loop
+    writes = bank.store.write_count
     bank.driver.handle(bank.driver.inbox.get_nowait())
     assert bank.driver.ledger.height == 2
+    assert bank.store.write_count == writes + 1  # the answer's blocks in one write
     hear(bank, second_peer, SyncBlocks(blocks=tuple(blocks[2:])))
     assert bank.driver.ledger.height == 5
     assert bank.driver.ledger.balances["bank-f"] == 10_005
