@@ -1135,9 +1135,10 @@ class Ledger:
             block: the decided block; it must follow the last settled block.
             certificate_bytes: its commit certificate (consensus.wire encoding).
             verified: True when this node already ran `validate_block` on it (consensus
-                CheckValue): its decoded transactions and checked Merkle root are reused.
-                False for blocks from sync, which are checked in full here, including
-                the certificate's signatures.
+                CheckValue, or a synced block through `validate_block(certificate=)`):
+                its decoded transactions and checked Merkle root are reused. False for a
+                block checked in full here, every transaction's signature and the
+                certificate's (`somnet check` re-verifies a chain this way).
             block_bytes: the block's encoding, when the caller has it (saves re-encoding).
         Raises:
             BlockError: the block or certificate does not fit; the ledger is unchanged.
