@@ -4,6 +4,8 @@ Theory of operation.
 - One LMDB environment, sync and metasync on: a write transaction is on disk when
   `commit` returns. `commit_block` writes everything one decided block changes in ONE
   write transaction, so after a crash the store holds the previous block or the new one.
+  Inside `batch`, several blocks share one write transaction (a node catching up): a
+  crash then leaves the tip from before the batch or its last block.
 - Every value but the tx_index entries (below) is sealed with a 4-byte CRC-32 over
   (database, key, value) (node/checksum.py says why a CRC) and checked on every read.
   A mismatch raises `StoreCorrupted`, which names the database and key: the node stops
@@ -425,6 +427,7 @@ class Store:
         self.chain_id = chain_id
         self.map_size_bytes = map_size_bytes
         self.write_count = 0  # committed write transactions since opening; for tests, metrics
+        self._batch: lmdb.Transaction | None = None  # the open `batch`, if any
         self._env = env
         try:
             self._dbs = {name: env.open_db(name, create=False) for name in DB_NAMES}
@@ -542,8 +545,33 @@ class Store:
     # -- transactions ---------------------------------------------------------------------
 
     @contextmanager
+    def batch(self, what: str) -> Iterator[None]:
+        """Writes made inside (several `commit_block`s) share one synced write
+        transaction: a node catching up stores a sync answer's blocks with one fsync
+        instead of one per block. Reads inside see the batch's writes (the ledger looks
+        up the references that the batch's earlier blocks consumed). All or nothing, as a
+        single write is: after a crash or an error the store holds the tip from before
+        the batch or the batch's last block, never part of one."""
+        assert self._batch is None, "batches do not nest"
+        tip = self._tip
+        try:
+            with self._write(what) as txn:
+                self._batch = txn
+                try:
+                    yield
+                finally:
+                    self._batch = None
+        except BaseException:
+            self._tip = tip
+            raise
+
+    @contextmanager
     def _write(self, what: str) -> Iterator[lmdb.Transaction]:
-        """One write transaction: committed (and synced) on success, aborted otherwise."""
+        """One write transaction: committed (and synced) on success, aborted otherwise.
+        Inside a `batch`, the batch's transaction, which the batch commits."""
+        if self._batch is not None:
+            yield self._batch
+            return
         txn = self._env.begin(write=True)
         try:
             yield txn
@@ -565,6 +593,9 @@ class Store:
     @contextmanager
     def _read(self) -> Iterator[lmdb.Transaction]:
         try:
+            if self._batch is not None:
+                yield self._batch  # sees the batch's writes
+                return
             with self._env.begin(write=False, buffers=False) as txn:
                 yield txn
         except (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.InvalidError) as exc:
