@@ -1,5 +1,6 @@
 """`somnet bench ledger`: settle and store pre-signed transfers on one core, and report.
-(`somnet bench network` and `somnet bench payout` are in cli/bench_network.py.)
+(`somnet bench network` and `somnet bench payout` are in cli/bench_network.py, `somnet
+bench catchup` in cli/bench_catchup.py.)
 
 Human-readable progress goes to stderr; the figures go to stdout. With --json the last
 line of stdout is one JSON object. Exit 0 on success, 2 on bad arguments.
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from cli.bench_catchup import add_catchup_arguments
 from cli.bench_network import add_network_arguments, add_payout_arguments
 from node.bench import run_ledger_bench
 
@@ -50,6 +52,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     ledger.set_defaults(handler=run_ledger)
     add_network_arguments(benches)
     add_payout_arguments(benches)
+    add_catchup_arguments(benches)
 
 
 def _usage_error(args: argparse.Namespace) -> str | None:

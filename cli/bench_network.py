@@ -44,9 +44,20 @@ from typing import Any
 from nacl.signing import SigningKey
 
 from cli.api_client import ApiClient, ApiError, Credentials
+from cli.command import number_in
 from cli.devnet import init_network, load_network, start_nodes, stop_nodes, wait_ready
 from cli.entry import NodeEntry
-from cli.traffic import Bank, LoadOptions, LoadResult, Progress, banks_of, run_load
+from cli.traffic import (
+    CLIENTS_MAX,
+    RATE_MAX,
+    SECONDS_MAX,
+    Bank,
+    LoadOptions,
+    LoadResult,
+    Progress,
+    banks_of,
+    run_load,
+)
 from node.bench import raw_verifies_per_second
 from node.genesis import load_genesis
 from node.tx import PAYOUT_LEGS_MAX
@@ -55,9 +66,11 @@ __all__ = ["add_network_arguments", "add_payout_arguments", "resources_of"]
 
 EXIT_OK = 0
 EXIT_UNCLEAN = 1
-EXIT_USAGE = 2
 ACCOUNTS_DEFAULT = 1_000
 ACCOUNTS_MAX = 2_000_000  # node.genesis.ACCOUNTS_MAX
+VALIDATORS_MAX = 100  # consensus.config.VALIDATORS_MAX
+BANKS_MAX = 100
+LEGS_MAX = 10_000_000
 RAW_VERIFY_SAMPLES = 3_000
 P99_MS_MAX = 1_000.0  # --max: the highest rate whose p99 stays under this
 MAX_START_RATE = 250.0
@@ -452,27 +465,7 @@ def _progress(message: str) -> None:
     print(f"bench: {message}", file=sys.stderr, flush=True)
 
 
-def _usage_error(args: argparse.Namespace) -> str | None:
-    if not args.home and args.banks < 1:
-        return "--banks must be at least 1"
-    if not args.home and args.validators < 1:
-        return "--validators must be at least 1"
-    if args.accounts is not None and not 0 <= args.accounts <= ACCOUNTS_MAX:
-        return f"--accounts must be in 0..{ACCOUNTS_MAX}"
-    if getattr(args, "clients", 1) < 1:
-        return "--clients must be at least 1"
-    if getattr(args, "rate", None) is not None and args.rate <= 0:
-        return "--rate must be positive"
-    if getattr(args, "duration", 1) <= 0 or getattr(args, "warmup", 0) < 0:
-        return "--duration must be positive and --warmup not negative"
-    return None
-
-
 def cmd_bench_network(args: argparse.Namespace) -> int:
-    error = _usage_error(args)
-    if error is not None:
-        print(f"somnet bench network: {error}", file=sys.stderr)
-        return EXIT_USAGE
     with network_for(args, _progress) as network:
         ceiling = measure_ceiling(len(network.entries))
         _progress(
@@ -519,14 +512,6 @@ def cmd_bench_network(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_payout(args: argparse.Namespace) -> int:
-    error = _usage_error(args)
-    if error is None and not 1 <= args.legs_per_tx <= PAYOUT_LEGS_MAX:
-        error = f"--legs-per-tx must be in 1..{PAYOUT_LEGS_MAX}"
-    if error is None and args.legs < 1:
-        error = "--legs must be at least 1"
-    if error is not None:
-        print(f"somnet bench payout: {error}", file=sys.stderr)
-        return EXIT_USAGE
     legs_per_tx = min(args.legs_per_tx, args.legs)
     payouts = math.ceil(args.legs / legs_per_tx)
     if args.accounts is None:
@@ -591,17 +576,25 @@ def cmd_bench_payout(args: argparse.Namespace) -> int:
 
 
 def _add_network_options(parser: argparse.ArgumentParser, accounts_default: int | None) -> None:
-    parser.add_argument("--validators", type=int, default=4, help="validators (4)")
-    parser.add_argument("--banks", type=int, default=1, help="bank nodes (1)")
+    parser.add_argument(
+        "--validators", type=number_in(1, VALIDATORS_MAX, integer=True), default=4,
+        help="validators (4)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--banks", type=number_in(1, BANKS_MAX, integer=True), default=1, help="bank nodes (1)"
+    )
     parser.add_argument(
         "--accounts",
-        type=int,
+        type=number_in(0, ACCOUNTS_MAX, integer=True),
         default=accounts_default,
         help="customer accounts in genesis, credited at random",
     )
     parser.add_argument("--home", help="drive the running network in this directory instead")
     parser.add_argument(
-        "--base-port", type=int, default=0, help="first port of a fresh network (a free block)"
+        "--base-port",
+        type=number_in(0, 65_000, integer=True),
+        default=0,
+        help="first port of a fresh network (0: a free block)",
     )
     parser.add_argument("--json", action="store_true", help="end with one JSON result line")
 
@@ -620,16 +613,27 @@ def add_network_arguments(benches: argparse._SubParsersAction[argparse.ArgumentP
     )
     _add_network_options(parser, ACCOUNTS_DEFAULT)
     rate = parser.add_mutually_exclusive_group()
-    rate.add_argument("--rate", type=float, default=500.0, help="transfers per second (500)")
+    rate.add_argument(
+        "--rate", type=number_in(0.1, RATE_MAX), default=500.0, help="transfers per second (500)"
+    )
     rate.add_argument(
         "--max",
         action="store_true",
         help="find the highest rate with p99 under 1 s and nothing unfinalized, then run it",
     )
-    parser.add_argument("--duration", type=float, default=10.0, help="measured seconds (10)")
-    parser.add_argument("--warmup", type=float, default=2.0, help="seconds before them (2)")
-    parser.add_argument("--drain", type=float, default=30.0, help="seconds to wait after (30)")
-    parser.add_argument("--clients", type=int, default=1, help="load processes per bank (1)")
+    parser.add_argument(
+        "--duration", type=number_in(0.1, SECONDS_MAX), default=10.0, help="measured seconds (10)"
+    )
+    parser.add_argument(
+        "--warmup", type=number_in(0, SECONDS_MAX), default=2.0, help="seconds before them (2)"
+    )
+    parser.add_argument(
+        "--drain", type=number_in(0, SECONDS_MAX), default=30.0, help="seconds to wait after (30)"
+    )
+    parser.add_argument(
+        "--clients", type=number_in(1, CLIENTS_MAX, integer=True), default=1,
+        help="load processes per bank (1)",
+    )  # fmt: skip
     parser.add_argument("--plot", metavar="FILE", help="write throughput and latency (PNG)")
     parser.set_defaults(handler=cmd_bench_network)
 
@@ -644,9 +648,15 @@ def add_payout_arguments(benches: argparse._SubParsersAction[argparse.ArgumentPa
         " time from the submission until the last leg is final.",
     )
     _add_network_options(parser, None)
-    parser.add_argument("--legs", type=int, default=100_000, help="legs in all (100000)")
     parser.add_argument(
-        "--legs-per-tx", type=int, default=PAYOUT_LEGS_MAX, help="legs per payout (1000)"
+        "--legs", type=number_in(1, LEGS_MAX, integer=True), default=100_000,
+        help="legs in all (100000)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--legs-per-tx", type=number_in(1, PAYOUT_LEGS_MAX, integer=True),
+        default=PAYOUT_LEGS_MAX, help="legs per payout (1000)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--drain", type=number_in(0, SECONDS_MAX), default=300.0, help="seconds to wait (300)"
     )
-    parser.add_argument("--drain", type=float, default=300.0, help="seconds to wait (300)")
     parser.set_defaults(handler=cmd_bench_payout)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import functools
+import math
 import sys
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
@@ -82,6 +83,22 @@ def reports_failures(command: str) -> Callable[[Handler], Handler]:
 def _report(command: str, code: str, message: str, exit_code: int) -> int:
     print(f"somnet {command}: {code}: {message}", file=sys.stderr)
     return exit_code
+
+
+def number_in(lo: float, hi: float, *, integer: bool = False) -> Callable[[str], float]:
+    """An argparse `type`: a finite number in [lo, hi] (an integer if `integer`), so NaN,
+    inf and out-of-range values are refused before anything runs (exit 2, naming them)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = int(text) if integer else float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not (math.isfinite(value) and lo <= value <= hi):
+            raise argparse.ArgumentTypeError(f"{text} is not in [{lo:g}, {hi:g}]")
+        return value
+
+    return parse
 
 
 def add_api_options(parser: argparse.ArgumentParser, *, json_help: str | None = None) -> None:

@@ -15,8 +15,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from cli.command import number_in
 from cli.devnet import load_network
-from cli.traffic import LoadOptions, LoadResult, Progress, banks_of, run_load
+from cli.traffic import (
+    CLIENTS_MAX,
+    RATE_MAX,
+    SECONDS_MAX,
+    LoadOptions,
+    LoadResult,
+    Progress,
+    banks_of,
+    run_load,
+)
 from node.genesis import load_genesis
 
 __all__ = ["print_second", "register", "summary"]
@@ -32,9 +42,6 @@ def summary(result: LoadResult, rate: float) -> dict[str, Any]:
 
 
 def cmd_load(args: argparse.Namespace) -> int:
-    if args.rate <= 0 or args.duration <= 0 or args.warmup < 0:
-        print("somnet load: --rate and --duration must be positive", file=sys.stderr)
-        return 2
     directory = Path(args.home)
     entries = load_network(directory)
     banks = banks_of(entries)
@@ -73,10 +80,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description=__doc__.split("\n\n")[1],
     )
     load.add_argument("--home", default="devnet", help="the network directory")
-    load.add_argument("--rate", type=float, default=100.0, help="transfers per second")
-    load.add_argument("--duration", type=float, default=30.0, help="measured seconds")
-    load.add_argument("--warmup", type=float, default=0.0, help="seconds before them")
-    load.add_argument("--drain", type=float, default=30.0, help="seconds to wait after")
-    load.add_argument("--clients", type=int, default=1, help="load processes per bank")
+    load.add_argument(
+        "--rate", type=number_in(0.1, RATE_MAX), default=100.0, help="transfers per second"
+    )
+    load.add_argument(
+        "--duration", type=number_in(0.1, SECONDS_MAX), default=30.0, help="measured seconds"
+    )
+    load.add_argument(
+        "--warmup", type=number_in(0, SECONDS_MAX), default=0.0, help="seconds before them"
+    )
+    load.add_argument(
+        "--drain", type=number_in(0, SECONDS_MAX), default=30.0, help="seconds to wait after"
+    )
+    load.add_argument(
+        "--clients", type=number_in(1, CLIENTS_MAX, integer=True), default=1,
+        help="load processes per bank",
+    )  # fmt: skip
     load.add_argument("--json", action="store_true")
     load.set_defaults(handler=cmd_load)

@@ -78,8 +78,18 @@ class Signer:
 async def participant_keys(api: ApiClient) -> dict[str, bytes]:
     """Every participant's key in force now, by id, as the bank's own node's ledger holds
     them (after admissions and rotations), for sealing remittances."""
-    participants = (await api.governance())["participants"]
-    return {p["id"]: bytes.fromhex(p["public_key"]) for p in participants}
+    keys = {}
+    for p in (await api.governance()).get("participants", []):
+        try:
+            key = bytes.fromhex(p["public_key"])
+            participant_id = p["id"]
+        except (KeyError, TypeError, ValueError):
+            key, participant_id = b"", None
+        if not isinstance(participant_id, str) or len(key) != 32:
+            message = f"the node's participant list holds a malformed entry: {p!r:.200}"
+            raise CommandFailed("BAD_ANSWER", message, exit_code=EXIT_REFUSED)
+        keys[participant_id] = key
+    return keys
 
 
 def remittance_keys(

@@ -55,6 +55,9 @@ __all__ = [
     "run_load",
 ]
 
+RATE_MAX = 1_000_000.0  # transfers per second a load run may be asked for
+SECONDS_MAX = 86_400.0  # of a warm-up, window or drain
+CLIENTS_MAX = 64  # load processes per bank
 BATCH_INTERVAL_S = 0.02
 DRAIN_S_DEFAULT = 30.0
 START_LEAD_S = 0.5  # time for every worker to see the start before the first batch is due
@@ -137,7 +140,8 @@ class Tally:
     def on_final(self, tx_hash: str, at: float, refusal: str | None) -> None:
         claimed = self.due_by_hash.pop(tx_hash, None)
         if claimed is None:
-            self.final_unclaimed[tx_hash] = (at, refusal)
+            # Every bank's stream reports each block: the first sighting is when it was final.
+            self.final_unclaimed.setdefault(tx_hash, (at, refusal))
         else:
             self._final(claimed[0], (at, refusal), claimed[1])
 

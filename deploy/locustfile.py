@@ -86,6 +86,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import math
 import time
 import uuid
 from collections.abc import Iterator
@@ -179,6 +180,10 @@ class Settings:
         to_accounts = tuple(a for a in (options.somnet_to or "").split(",") if a)
         if not to_accounts:
             raise ValueError("--somnet-to: at least one account to credit")
+        if from_account in to_accounts:
+            raise ValueError(f"--somnet-to: {from_account!r} is the debited account itself")
+        if not math.isfinite(options.somnet_final_timeout):
+            raise ValueError("--somnet-final-timeout: a finite number of seconds")
         for account in (credentials.participant_id, from_account, *to_accounts):
             if not is_id(account):
                 raise ValueError(f"{account!r}: expected an id of {ID_RULE}")

@@ -33,11 +33,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
-from eth_account import Account
-from eth_account.signers.local import LocalAccount
 
 from node.block import decode_block_header
 from node.config import NodeConfig
@@ -46,6 +44,11 @@ from node.errors import NodeError
 from node.evm_rpc import EvmRpc, Receipt, RpcCallError, RpcError, hex_int
 from node.keys import KeyFileError, read_key_document, write_key_document
 from node.store import Store
+
+if TYPE_CHECKING:  # eth_account is imported where a key is made or read: importing it
+    # costs about a second of CPU (py_ecc builds curve tables), which every `somnet`
+    # command and every node start paid, anchoring or not (issue 12, catch-up).
+    from eth_account.signers.local import LocalAccount
 
 __all__ = [
     "ANCHOR_TAG",
@@ -343,6 +346,8 @@ def next_due_height(
 
 def write_anchor_key(path: Path, private_key: bytes | None = None) -> str:
     """Create a secp256k1 key file (0600, never overwritten); its EVM address."""
+    from eth_account import Account
+
     account = Account.create() if private_key is None else Account.from_key(private_key)
     document = {"type": "secp256k1", "private_key_hex": account.key.hex().removeprefix("0x"),
                 "address": account.address}  # fmt: skip
@@ -361,6 +366,8 @@ def load_anchor_key(path: Path) -> LocalAccount:
         raise AnchorError(str(exc)) from exc
     if document.get("type") != "secp256k1":
         raise AnchorError(f"{path}: expected a secp256k1 key file")
+    from eth_account import Account
+
     try:
         account: LocalAccount = Account.from_key(bytes.fromhex(document["private_key_hex"]))
     except (ValueError, KeyError, TypeError, AttributeError) as exc:

@@ -27,6 +27,7 @@ import hashlib
 import itertools
 import logging
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -78,6 +79,7 @@ from node.block import (
 )
 from node.budget import Budgets
 from node.clock import Clock
+from node.effects import BlockEffects
 from node.errors import BlockError, TxRefused
 from node.histogram import FixedHistogram
 from node.inbox import FairInbox
@@ -96,7 +98,15 @@ from node.protocol import (
 from node.store import Store
 from node.tx import UETR_SIZE, Tx, sign_evidence
 
-__all__ = ["Driver", "DriverLimits", "PeerPayload", "SendTo", "Settled", "log_replica_position"]
+__all__ = [
+    "BLOCK_STAGES",
+    "Driver",
+    "DriverLimits",
+    "PeerPayload",
+    "SendTo",
+    "Settled",
+    "log_replica_position",
+]
 
 log = logging.getLogger(__name__)
 # The consensus core does no I/O; the node logs its progress under the core's name.
@@ -133,6 +143,10 @@ FOLLOW_STALE_MS = 2_000
 # Finality latency (admission into this node's mempool to settlement), in ms: a healthy
 # network settles in under a second; a minute means rounds failed one after another.
 FINALITY_BUCKET_BOUNDS_MS = (50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000, 60_000)
+# Where settling a block takes time: a synced block's decoding and validation (its
+# certificate, header and transactions), then for every block the ledger's apply and
+# the store's write.
+BLOCK_STAGES = ("sync_decode", "sync_validate", "apply", "store")
 # The round in which each height was decided: round 0 is the healthy case.
 DECISION_ROUND_BUCKET_BOUNDS = (0, 1, 2, 3, 5, 10)
 
@@ -185,7 +199,26 @@ class TxsVerified:
     error: BlockError | None
 
 
-Input = Event | PeerPayload | Wake | TxsVerified
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Applied:
+    """A block applied to the ledger and written, whose watchers are still to hear."""
+
+    effects: BlockEffects
+    certificate: CommitCertificate
+    tx_hashes: tuple[bytes, ...]
+    admitted_ms: list[int]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SyncedBlocks:
+    """A peer's answer to the sync request that asked from `first_height`, to settle."""
+
+    peer_id: str
+    first_height: int
+    blocks: tuple[tuple[bytes, bytes], ...]
+
+
+Input = Event | PeerPayload | Wake | TxsVerified | SyncedBlocks
 SendTo = Callable[[str, bytes], None]
 Disconnect = Callable[[str, str], None]  # (peer id, reason)
 
@@ -248,6 +281,9 @@ class Driver:
         # Updated once per settled block, read when metrics are scraped (node/metrics.py).
         self.finality_latency_ms = FixedHistogram(FINALITY_BUCKET_BOUNDS_MS)
         self.decision_rounds = FixedHistogram(DECISION_ROUND_BUCKET_BOUNDS)
+        # Seconds spent settling blocks, by stage (BLOCK_STAGES): where a catching-up
+        # node's time goes (`somnet bench catchup`); a clock read per block, not per tx.
+        self.stage_seconds: dict[str, float] = dict.fromkeys(BLOCK_STAGES, 0.0)
         # Heights peers claimed; a claim above what this node knows is certified is
         # believed only with the certificate that proves it (`_on_status`).
         self.peer_heights: dict[str, int] = {}
@@ -263,7 +299,8 @@ class Driver:
         self._height_running = False  # the replica runs the height after the ledger's
         self._wanted_since_ms = clock.now_ms()  # when the next height became startable by time
         self._checked: dict[bytes, Block] = {}  # value id -> block found valid
-        self._sync_asked: tuple[str, int] | None = None  # (peer, when in ms) of the request
+        # The sync request in flight: (peer, when in ms, first height asked).
+        self._sync_asked: tuple[str, int, int] | None = None
         self._sync_backoff: dict[str, int] = {}  # peer -> not asked again before (ms)
         self._loop = asyncio.get_running_loop()
 
@@ -286,6 +323,8 @@ class Driver:
             self._maybe_start_height(force=True)
             for handled in itertools.count(1):
                 item = await self.inbox.get()
+                if type(item) is SyncedBlocks:
+                    await asyncio.sleep(0)  # the pipelined sync request leaves first
                 self.handle(item)
                 if handled % YIELD_EVERY == 0:
                     await asyncio.sleep(0)  # a full inbox must not starve the API and links
@@ -354,6 +393,8 @@ class Driver:
                 self._maybe_sync()
             case TxsVerified():
                 self._on_txs_verified(item)
+            case SyncedBlocks():
+                self._on_synced_blocks(item)
             case _:
                 self._step(item)
 
@@ -518,9 +559,15 @@ class Driver:
 
         A decided block that does not decode or apply means more than f validators
         are faulty: the exception stops the node rather than settle something wrong."""
+        self._after_stored([self._apply_decided(value, certificate)])
+
+    def _apply_decided(self, value: Value, certificate: CommitCertificate) -> Applied:
+        """Apply a decided block and write it: on disk when this returns, or, inside a
+        store batch (`_settle_synced_batch`), when the batch commits."""
         assert certificate.value_id == value.value_id
         block = self._checked.get(value.value_id)
         verified = block is not None
+        started = time.perf_counter()
         if block is None:
             block = decode_block(value.payload)
         effects = self.ledger.apply_block(
@@ -528,29 +575,43 @@ class Driver:
             encode_certificate(certificate),
             verified=verified,
             block_bytes=value.payload,
+            pooled=self.mempool.verified_hashes(),
         )
+        applied = time.perf_counter()
         tx_hashes = tuple(tx_hash for tx_hash, _ in effects.tx_results)
         admitted_ms = self.mempool.admitted_ms(tx_hashes)  # before the pool forgets them
         self.store.commit_block(effects, self.mempool.remove_settled(effects.references_added))
+        stored = time.perf_counter()
+        self.stage_seconds["apply"] += applied - started
+        self.stage_seconds["store"] += stored - applied
+        return Applied(
+            effects=effects, certificate=certificate, tx_hashes=tx_hashes, admitted_ms=admitted_ms
+        )
+
+    def _after_stored(self, applied: list[Applied]) -> None:
+        """Once the store holds these blocks: tell the watchers, in height order, and
+        make way for the next height."""
         now_ms = self._clock.now_ms()
-        self.finality_latency_ms.observe_all(now_ms - ms for ms in admitted_ms)
-        self.decision_rounds.observe(certificate.round)
-        self.last_certificate = certificate
+        for one in applied:
+            effects = one.effects
+            self.finality_latency_ms.observe_all(now_ms - ms for ms in one.admitted_ms)
+            self.decision_rounds.observe(one.certificate.round)
+            self.last_certificate = one.certificate
+            log.info("h=%d settled txs=%d hash=%s", effects.height, len(one.tx_hashes),
+                     effects.block_hash.hex()[:16])  # fmt: skip
+            settled = Settled(
+                height=effects.height,
+                block_hash=effects.block_hash,
+                tx_hashes=one.tx_hashes,
+                settled_unix_ms=self._clock.unix_ms(),
+            )
+            for callback in self.on_settled:
+                callback(settled)
         self._note_position()
         self._checked.clear()
         self._height_running = False
-        self._wanted_since_ms = self._clock.now_ms()
+        self._wanted_since_ms = now_ms
         self._loop.call_later(self.limits.empty_block_interval_ms / 1000, self.wake)
-        log.info("h=%d settled txs=%d hash=%s", effects.height, len(tx_hashes),
-                 effects.block_hash.hex()[:16])  # fmt: skip
-        settled = Settled(
-            height=effects.height,
-            block_hash=effects.block_hash,
-            tx_hashes=tx_hashes,
-            settled_unix_ms=self._clock.unix_ms(),
-        )
-        for callback in self.on_settled:
-            callback(settled)
         self._announce()
         # Through the inbox, not inline: _settle runs inside a replica step, and the next
         # height's actions must not interleave with what is left of this one.
@@ -756,7 +817,7 @@ class Driver:
         if not ahead:
             return
         if self._sync_asked is not None:
-            peer, when = self._sync_asked
+            peer, when, _ = self._sync_asked
             if now - when < SYNC_TIMEOUT_MS:
                 return
             self.counters["sync_timeout"] += 1
@@ -766,12 +827,17 @@ class Driver:
             ahead = [p for p in ahead if p != peer]
             if not ahead:
                 return
-        # Any peer that is ahead will do; a random one, so a peer that claims a height it
-        # cannot serve is not asked again and again.
+        self._ask_blocks(ahead, height + 1, now)
+
+    def _ask_blocks(self, ahead: list[str], first_height: int, now: int) -> None:
+        """Ask one of the peers `ahead` (those that claimed a height of at least
+        `first_height`) for the blocks from `first_height`. Any will do; a random one, so
+        a peer that claims a height it cannot serve is not asked again and again, and
+        successive requests spread the serving over the peers' sync budgets."""
         peer = self._rng.choice(sorted(ahead))
-        count = min(SYNC_BLOCKS_MAX, self.peer_heights[peer] - height)
-        self._send(peer, encode_payload(SyncRequest(first_height=height + 1, count=count)))
-        self._sync_asked = (peer, now)
+        count = min(SYNC_BLOCKS_MAX, self.peer_heights[peer] - first_height + 1)
+        self._send(peer, encode_payload(SyncRequest(first_height=first_height, count=count)))
+        self._sync_asked = (peer, now, first_height)
 
     def _serve_sync(self, peer_id: str, request: SyncRequest) -> None:
         """Answer with the blocks asked for, up to a frame and to what the peer's sync
@@ -797,14 +863,46 @@ class Driver:
         self._send(peer_id, encode_payload(SyncBlocks(blocks=tuple(blocks))))
 
     def _on_sync_blocks(self, peer_id: str, payload: SyncBlocks) -> None:
+        """Pipelined: the next range is asked for before this one is settled, and
+        settling waits for the next turn of the event loop (`SyncedBlocks`), so the
+        request leaves first and a peer prepares the next answer while this node applies
+        this one. (`run` yields to the loop before it handles a `SyncedBlocks`.)"""
         if self._sync_asked is None or self._sync_asked[0] != peer_id:
             self.counters["sync_unsolicited"] += 1
             return
+        first_height = self._sync_asked[2]
         self._sync_asked = None
+        after = first_height + len(payload.blocks)
+        ahead = [
+            p
+            for p, h in self.peer_heights.items()
+            if h >= after and self._sync_backoff.get(p, 0) <= self._clock.now_ms()
+        ]
+        if payload.blocks and ahead and first_height == self.ledger.height + 1:
+            self._ask_blocks(ahead, after, self._clock.now_ms())
+        self.inbox.put_own(
+            SyncedBlocks(peer_id=peer_id, first_height=first_height, blocks=payload.blocks)
+        )
+
+    def _on_synced_blocks(self, item: SyncedBlocks) -> None:
+        """Settle a sync answer's blocks in order, up to the first that fails."""
+        peer_id = item.peer_id
         height_before = self.ledger.height
-        for block_bytes, certificate_bytes in payload.blocks:
-            if not self._settle_synced(peer_id, block_bytes, certificate_bytes):
-                break
+        # Blocks settled meanwhile (from an earlier answer, or the replica's own
+        # decision) are skipped.
+        settled = height_before + 1 - item.first_height
+        if settled < 0 or (settled > 0 and settled >= len(item.blocks)):
+            # Asked for before an earlier answer failed part-way, or all settled already:
+            # not this peer's fault.
+            self.counters["sync_stale"] += 1
+            self._maybe_sync()
+            return
+        if self.replica is None:
+            self._settle_synced_batch(peer_id, item.blocks[settled:])
+        else:
+            for block_bytes, certificate_bytes in item.blocks[settled:]:
+                if not self._settle_synced(peer_id, block_bytes, certificate_bytes):
+                    break
         if self.ledger.height == height_before:
             # It claimed to be ahead and served nothing we could settle: forget the claim
             # and ask others.
@@ -812,40 +910,61 @@ class Driver:
             self.peer_heights.pop(peer_id, None)
         self._maybe_sync()
 
+    def _settle_synced_batch(self, peer_id: str, blocks: tuple[tuple[bytes, bytes], ...]) -> None:
+        """A node without a replica settles a sync answer's blocks, up to the first that
+        fails, in one store write transaction (one fsync, not one per block); the
+        watchers hear of them once it is committed."""
+        applied: list[Applied] = []
+        with self.store.batch(f"synced blocks from height {self.ledger.height + 1}"):
+            for block_bytes, certificate_bytes in blocks:
+                checked = self._check_synced(peer_id, block_bytes, certificate_bytes)
+                if checked is None:
+                    break
+                applied.append(self._apply_decided(*checked))
+            committing = time.perf_counter()
+        self.stage_seconds["store"] += time.perf_counter() - committing
+        if applied:
+            self._after_stored(applied)
+
     def _settle_synced(self, peer_id: str, block_bytes: bytes, certificate_bytes: bytes) -> bool:
-        """Settle one block from a peer if it is the next one, certified and valid."""
-        try:
-            block = decode_block(block_bytes)
-            certificate = decode_certificate(certificate_bytes)
-            value_id = block.header.hash()
-            if block.header.height != self.ledger.height + 1:
-                return False  # stale or out of order; the next request starts from ours
-            # The certificate first: it is cheap, and it makes the rest worth checking.
-            certified = (
-                certificate.height == block.header.height
-                and certificate.value_id == value_id
-                and crypto.verify_certificate(
-                    self.ledger.chain_id, certificate, self.ledger.validators_at(certificate.height)
-                )
-            )
-            if not certified:
-                raise BlockError("the certificate does not commit this block")
-            # Then the block itself: a certificate copied onto altered transactions must
-            # be refused as a peer fault, not crash the node.
-            self.ledger.validate_block(block, signatures_checked=self.mempool.verified_hashes())
-        except (BlockError, WireError) as exc:
-            self.counters["sync_refused"] += 1
-            log.warning("peer=%s sent a block that is refused in sync: %s", peer_id, exc)
+        """Settle one block from a peer if it is the next one, certified and valid: a
+        validator routes it through its replica."""
+        checked = self._check_synced(peer_id, block_bytes, certificate_bytes)
+        if checked is None:
             return False
-        value = Value(value_id=value_id, payload=block_bytes)
-        self._checked[value_id] = block
+        value, certificate = checked
         height_before = self.ledger.height
-        if self.replica is None:
-            self._settle(value, certificate)
-            return True
         if not self._height_running:
             self._height_running = True
             self._start_height(Height(height_before + 1))
         if self.ledger.height == height_before:  # the replica may have decided it already
             self._step(CommitReceived(value=value, certificate=certificate))
         return self.ledger.height > height_before
+
+    def _check_synced(
+        self, peer_id: str, block_bytes: bytes, certificate_bytes: bytes
+    ) -> tuple[Value, CommitCertificate] | None:
+        """A block from a peer as a decided value, if it is the next one, certified and
+        valid; None (counted, logged) otherwise."""
+        started = time.perf_counter()
+        try:
+            block = decode_block(block_bytes)
+            certificate = decode_certificate(certificate_bytes)
+            value_id = block.header.hash()
+            if block.header.height != self.ledger.height + 1:
+                return None  # stale or out of order; the next request starts from ours
+            decoded = time.perf_counter()
+            self.stage_seconds["sync_decode"] += decoded - started
+            # The certificate first (the ledger checks it before the rest): it is cheap,
+            # and it makes the rest worth checking. A certificate copied onto altered
+            # transactions is refused as a peer fault (the tx root), not a crash. A
+            # certified block's signatures are not checked again: the validators that
+            # certified it did (node/ledger.py, "Certified blocks in sync").
+            self.ledger.validate_block(block, certificate=certificate)
+            self.stage_seconds["sync_validate"] += time.perf_counter() - decoded
+        except (BlockError, WireError) as exc:
+            self.counters["sync_refused"] += 1
+            log.warning("peer=%s sent a block that is refused in sync: %s", peer_id, exc)
+            return None
+        self._checked[value_id] = block
+        return Value(value_id=value_id, payload=block_bytes), certificate

@@ -26,14 +26,24 @@ The proof document is JSON, bytes in lowercase hex, version 2:
                             "header": "<hex of header 6>", "certificate": "<hex>"}, ...]}
 
 A network whose set never changed has an empty `validator_changes`. A proof holds at most
-VALIDATOR_CHANGES_MAX changes (about 4 KiB each with 7 validators); a chain with more needs
-a newer genesis (a checkpoint), which this version does not have.
+VALIDATOR_CHANGES_MAX changes and PROOF_SIZE_MAX bytes (a change is about 4 KiB with 7
+validators, about 56 KiB with 100); past either the node answers 409 PROOF_TOO_LONG rather
+than serve a proof no verifier accepts. A chain with more changes needs a newer genesis (a
+checkpoint), which this version does not have.
 
 What a valid proof shows: the transaction was in a block that more than 2/3 of the voting
 power of the validators in force at its height committed (genesis's, or those the chain
-of changes leads to), so it is final and never reverted. What it
-does not show: that the ledger applied it. A refused transaction sits in its block too
-(its refusal is recorded in the ledger state, node/ledger.py). The API serves proofs of
+of changes leads to), so it is final and never reverted, provided that no set it passes
+through ever had more than a third of its power faulty: that includes sets since retired.
+Validators who left the set (or a key since rotated away) that together held more than
+2/3 of an old set's power could certify a fork from their old height on, and a verifier
+holding genesis alone cannot tell it from the chain (the long-range attack; CometBFT's
+light client bounds it with a trusting period). Retired keys must stay destroyed; an
+auditor who wants more checks the block hash against the network's anchors on BNB Smart
+Chain (`somnet anchor verify`), which a fork does not have.
+
+What it does not show: that the ledger applied it. A refused transaction sits in its block
+too (its refusal is recorded in the ledger state, node/ledger.py). The API serves proofs of
 applied transactions only, but a third party cannot tell that from the proof itself; the
 effect on a balance is shown by the account proof (GET /v1/accounts/{id}/proof).
 
@@ -42,7 +52,7 @@ sizes are bounded before anything is decoded, every part goes through the node's
 bounded decoders (which accept only canonical encodings), and every failure is a
 `ProofRejected` with a stable `ProofCode`, never another exception:
 
-    PROOF_MALFORMED             not a version 1 proof document, or a part does not decode
+    PROOF_MALFORMED             not a version 2 proof document, or a part does not decode
     WRONG_CHAIN                 the proof, its header or its transaction is of another chain
                                 id, or the header names another validator set than the one
                                 genesis and the proof's changes lead to
@@ -74,6 +84,8 @@ The API (`GET /v1/transactions/{tx_hash}/proof`, `proof_answer`) answers:
     409 REFUSED         the ledger refused it (the message names the refusal code), or
                         another transaction consumed its UETR: it never gets a proof
     409 EXPIRED         it expired unsettled: it never gets a proof
+    409 PROOF_TOO_LONG  its proof would carry more changes of validator set, or more bytes,
+                        than a verifier accepts (see above)
     503 CATCHING_UP     unknown here while the node is catching up with the network
 
 409 rather than 404 for a known transaction without a proof: the transaction exists, and
@@ -361,6 +373,13 @@ def proof_answer(
             return _error(409, "REFUSED", message)
         proof = build_proof(store, chain_id, tx_hash)
         assert proof is not None  # applied: a block and its certificate hold it
+        changes = len(proof.validator_changes)
+        if changes > VALIDATOR_CHANGES_MAX or len(proof.encode()) > PROOF_SIZE_MAX:
+            message = (
+                f"its proof carries {changes} changes of validator set: more than a "
+                f"verifier accepts ({VALIDATOR_CHANGES_MAX} changes, {PROOF_SIZE_MAX} bytes)"
+            )
+            return _error(409, "PROOF_TOO_LONG", message)
         return ProofAnswer(status=200, body=proof.to_document())
     if in_mempool(tx_hash):
         return _error(409, "NOT_FINAL", "pending: not in a block yet; ask again later")
@@ -604,13 +623,13 @@ def _verify(proof: TransactionProof, genesis: Genesis) -> ProofVerified:
     if proof.chain_id != chain_id:
         raise _Invalid(ProofCode.WRONG_CHAIN, f"a proof of {proof.chain_id!r}, not {chain_id!r}")
     tx, header, certificate = _decode_parts(proof, chain_id)
+    if header.height != proof.height:
+        message = f"the header is at height {header.height}, the proof at {proof.height}"
+        raise _Invalid(ProofCode.HEIGHT_MISMATCH, message)
     validators = _validators_at(proof, genesis)
     if header.validator_set_hash != validators.hash():
         message = "the header names another validator set than genesis and the changes lead to"
         raise _Invalid(ProofCode.WRONG_CHAIN, message)
-    if header.height != proof.height:
-        message = f"the header is at height {header.height}, the proof at {proof.height}"
-        raise _Invalid(ProofCode.HEIGHT_MISMATCH, message)
     if tx.tx_hash != proof.tx_hash:
         message = f"the transaction hashes to {tx.tx_hash.hex()}, not {proof.tx_hash.hex()}"
         raise _Invalid(ProofCode.TX_HASH_MISMATCH, message)

@@ -63,6 +63,24 @@ Theory of operation.
   BAD_SIGNATURE in the block (the block stays valid, as honest proposers may hold one).
   Outside the window, and for every other signer, a signature that does not verify with
   the current key makes the block invalid.
+- Certified blocks in sync (issue 12): a block that comes with its commit certificate,
+  verified here against the set in force at its height (`validate_block(certificate=)`),
+  is checked in full except for its transactions' Ed25519 signatures. Why that is safe:
+  the certificate carries precommits of more than 2/3 of the voting power for this
+  block's hash; the hash covers the header, whose tx_root commits to the exact wire bytes
+  of every transaction, signatures included. An honest validator precommits only a block
+  its own CheckValue found valid, and that checks every signature with the keys in force
+  at that height, which are the keys this node holds after the same previous blocks. So
+  a certified block with a bad signature exists only if every signer of the certificate
+  is faulty: more than 2/3 of the power, far past the < 1/3 that finality (and so every
+  node's ledger) already rests on. What a node gives up is detecting, at apply time, that
+  such a coalition forged a participant's signature; the bytes are stored as received,
+  and `somnet check` (node/check.py) still verifies every signature of the chain. The
+  rest is checked as always: header chain, app hash, previous certificate, tx root,
+  decoding, expiry and replay rules, and every business rule when applying (including a
+  retired key's BAD_SIGNATURE refusal in the rotation window, which changes results).
+  Only blocks with a certificate qualify: a proposal being voted on has none, and is
+  checked in full (`decode_and_verify`).
 """
 
 from __future__ import annotations
@@ -932,8 +950,10 @@ class Ledger:
         now_ms: int | None = None,
         signatures_checked: Mapping[bytes, Tx] = _NOTHING_CHECKED,
         decoded: tuple[Tx, ...] | None = None,
+        certificate: CommitCertificate | None = None,
     ) -> None:
-        """Check that `block` can follow the last settled block (consensus CheckValue).
+        """Check that `block` can follow the last settled block (consensus CheckValue, or
+        a block received in sync).
 
         Args:
             now_ms: this node's clock; when given, a block time more than
@@ -947,21 +967,45 @@ class Ledger:
                 it in their pool would disagree on the block.
             decoded: the block's transactions, already decoded and verified by
                 `decode_and_verify` (off the event loop); nothing of them is redone.
+            certificate: the block's commit certificate, for a decided block received in
+                sync. It is verified here (height, block hash, more than 2/3 of the power
+                of the set in force at the block's height); then the transactions are
+                decoded but their signatures not checked again ("Certified blocks in
+                sync" in the module doc says why that is safe). Never for a proposal.
         Raises:
-            BlockError: naming the first field or transaction that is wrong.
+            BlockError: naming the first field or transaction that is wrong, or the
+                certificate does not commit this block.
         """
+        block_hash = block.header.hash()
+        if certificate is not None:
+            # First: it is cheap, and only a block it commits may skip the signatures.
+            self._check_commits(block, block_hash, certificate)
         self._check_header(block)
         if now_ms is not None and block.header.time_ms > now_ms + TIME_DRIFT_MS_MAX:
             raise BlockError("header time_ms: too far ahead of this node's clock")
         self._check_prev_certificate(block)
-        block_hash = block.header.hash()
         cached = self._decoded
         if cached is None or cached[0] != block_hash:
-            if decoded is None:
+            if certificate is not None:
+                decoded = self._decode_txs(block.txs)
+            elif decoded is None:
                 decoded = self.decode_and_verify(block.txs, signatures_checked)
             assert len(decoded) == len(block.txs)
             self._check_consumable(decoded, block.header.height)
             self._decoded = (block_hash, decoded)
+
+    def _check_commits(
+        self, block: Block, block_hash: bytes, certificate: CommitCertificate
+    ) -> None:
+        """Raises BlockError unless `certificate` decides `block` (its height and hash)
+        with more than 2/3 of the power of the validator set in force at its height."""
+        height = block.header.height
+        if certificate.height != height or certificate.value_id != block_hash:
+            raise BlockError("certificate: does not commit this block")
+        if height != self.height + 1:
+            raise BlockError(f"header height: does not follow height {self.height}")
+        if not verify_certificate(self.chain_id, certificate, self.validators_at(height)):
+            raise BlockError("certificate: signatures or voting power do not verify")
 
     def _check_consumable(self, txs: Sequence[Tx], height: int) -> None:
         """Raises BlockError unless every transaction may be settled at `height`: not
@@ -1084,6 +1128,7 @@ class Ledger:
         *,
         verified: bool = True,
         block_bytes: bytes | None = None,
+        pooled: Mapping[bytes, Tx] | None = None,
     ) -> BlockEffects:
         """Settle a decided block and return what the store must write.
 
@@ -1091,10 +1136,14 @@ class Ledger:
             block: the decided block; it must follow the last settled block.
             certificate_bytes: its commit certificate (consensus.wire encoding).
             verified: True when this node already ran `validate_block` on it (consensus
-                CheckValue): its decoded transactions and checked Merkle root are reused.
-                False for blocks from sync, which are checked in full here, including
-                the certificate's signatures.
+                CheckValue, or a synced block through `validate_block(certificate=)`):
+                its decoded transactions and checked Merkle root are reused. False for a
+                block checked in full here, every transaction's signature and the
+                certificate's (`somnet check` re-verifies a chain this way).
             block_bytes: the block's encoding, when the caller has it (saves re-encoding).
+            pooled: transactions this node already decoded, by tx hash (its mempool):
+                one with the very same wire bytes is reused rather than decoded again
+                (a proposer settling its own block decoded every one of them already).
         Raises:
             BlockError: the block or certificate does not fit; the ledger is unchanged.
         """
@@ -1112,15 +1161,26 @@ class Ledger:
         else:
             # The caller vouches for the signatures; everything else is checked here.
             self._check_header(block)
-            txs = self._decode_txs(block.txs)
+            txs = self._decode_txs(block.txs, pooled)
             self._check_consumable(txs, block.header.height)
         effects = self._settle(block, txs, block_hash, certificate_bytes, block_bytes)
         self._decoded = None
         return effects
 
-    def _decode_txs(self, txs: Sequence[bytes]) -> tuple[Tx, ...]:
+    def _decode_txs(
+        self, txs: Sequence[bytes], pooled: Mapping[bytes, Tx] | None = None
+    ) -> tuple[Tx, ...]:
+        """Decoding is a pure function of (bytes, chain id), so a pooled transaction with
+        the same wire bytes is what decoding them again would give."""
         decoded: list[Tx] = []
+        known = pooled.get if pooled else None
+        sha256 = hashlib.sha256
         for index, tx_bytes in enumerate(txs):
+            if known is not None:
+                tx = known(sha256(tx_bytes[SIGNATURE_SIZE:]).digest())
+                if tx is not None and tx.raw == tx_bytes:
+                    decoded.append(tx)
+                    continue
             try:
                 decoded.append(decode_tx(tx_bytes, self.chain_id))
             except TxRefused as exc:

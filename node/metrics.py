@@ -105,6 +105,14 @@ class NodeCollector(Collector):
             "event",
             driver.counters,
         )
+        stages = CounterMetricFamily(
+            "somnet_block_stage_seconds",
+            "Seconds spent settling blocks, by stage (sync decode and validate, apply, store).",
+            labels=["stage"],
+        )
+        for stage, seconds in driver.stage_seconds.items():
+            stages.add_metric([stage], seconds)
+        yield stages
         if driver.replica is not None:
             yield _counters(
                 "somnet_consensus_dropped",

@@ -3,7 +3,9 @@
 Theory of operation:
 - Each node dials every configured peer and uses that outbound link only to send; what
   a peer sends arrives on the link the peer dialed (inbound). Two one-way links per pair
-  avoid the race of deciding which of two simultaneous connections to keep.
+  avoid the race of deciding which of two simultaneous connections to keep. A failed
+  dial is retried after a backoff that doubles up to `backoff_ms_max`, cut short when
+  that peer dials us: a restarted node then hears its peers at once, not seconds later.
 - A link starts with the handshake of node/channel.py: ephemeral X25519 keys in both
   directions (Noise NN), whose transcript (chain id, both ids, both ephemeral keys) each
   side signs with its Ed25519 key. Keys come from the ledger, looked up at each handshake
@@ -41,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import ipaddress
 import logging
 import os
@@ -194,6 +197,9 @@ class PeerNetwork:
         }
         self._queued_bytes: dict[str, int] = dict.fromkeys(self._peers, 0)
         self._wakeups: dict[str, asyncio.Event] = {p: asyncio.Event() for p in self._peers}
+        # Set when a peer whose outbound link is down dials us: it is up again, and
+        # waiting out the backoff would keep a restarted node deaf for seconds.
+        self._redials: dict[str, asyncio.Event] = {p: asyncio.Event() for p in self._peers}
         self._outbound: set[str] = set()
         self._outbound_links: dict[str, aiohttp.ClientWebSocketResponse] = {}
         self._held_off_until_ms: dict[str, int] = {}  # peer -> refused until (clock ms)
@@ -244,6 +250,7 @@ class PeerNetwork:
         self._queues[peer.peer_id] = collections.deque()
         self._queued_bytes[peer.peer_id] = 0
         self._wakeups[peer.peer_id] = asyncio.Event()
+        self._redials[peer.peer_id] = asyncio.Event()
         if self._allowed_hosts is not None and host and host not in self._allowed_hosts:
             self._allowed_hosts |= {host}
             self._resolved_at_ms = None  # resolved again at the next unknown address
@@ -338,11 +345,13 @@ class PeerNetwork:
 
     async def _dial_forever(self, peer_id: str) -> None:
         backoff_ms = self.limits.backoff_ms_min
+        redial = self._redials[peer_id]
         while True:
             holdoff_ms = self.held_off_ms(peer_id)
             if holdoff_ms > 0:
                 await asyncio.sleep(holdoff_ms / 1000)
                 continue
+            redial.clear()
             try:
                 if await self._dial_once(peer_id):
                     backoff_ms = self.limits.backoff_ms_min  # only after a real link
@@ -356,7 +365,9 @@ class PeerNetwork:
             finally:
                 self._outbound.discard(peer_id)
             jitter = random.uniform(0.5, 1.0)  # desynchronise reconnect storms
-            await asyncio.sleep(backoff_ms * jitter / 1000)
+            with contextlib.suppress(TimeoutError):
+                # Cut short when the peer dials us (it is up): once per link it opens.
+                await asyncio.wait_for(redial.wait(), backoff_ms * jitter / 1000)
             backoff_ms = min(backoff_ms * 2, self.limits.backoff_ms_max)
 
     async def _dial_once(self, peer_id: str) -> bool:
@@ -465,6 +476,9 @@ class PeerNetwork:
         peer_id, channel = linked
         previous = self._inbound.get(peer_id)
         self._inbound[peer_id] = ws
+        redial = self._redials.get(peer_id)
+        if redial is not None and peer_id not in self._outbound:
+            redial.set()
         if previous is not None:
             self._on_peer_down(peer_id)  # before the new link delivers anything
             await previous.close()

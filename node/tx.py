@@ -621,8 +621,13 @@ def decode_tx(data: bytes, chain_id: str) -> Tx:
     signed = body[: len(body) - len(rest)] if rest else body
     if _PACKER.pack(f) != signed:
         raise _malformed("not the canonical encoding")
-    if not rest and len(f) == COMMON_FIELDS + 4 and f[0] == TAG_TRANSFER and f[1] == chain_id:
-        transfer = _valid_transfer(f, data, signed)
+    if len(f) == COMMON_FIELDS + 4 and f[1] == chain_id:
+        if not rest and f[0] == TAG_TRANSFER:
+            transfer = _valid_transfer(f, data, signed)
+        elif rest and f[0] == TAG_TRANSFER_V2:
+            transfer = _valid_transfer_v2(f, data, body, rest)
+        else:
+            transfer = None
         if transfer is not None:
             return transfer
     return _decode_checked(f, data, rest, chain_id)  # names the refusal, or another kind
@@ -649,6 +654,32 @@ def _valid_transfer(f: list[Any], data: bytes, signed: bytes) -> Transfer | None
     ):
         tx_hash = _sha256(signed).digest()
         return Transfer(data, tx_hash, signer, uetr, expiry, from_, to, amount, None)
+    return None
+
+
+def _valid_transfer_v2(f: list[Any], data: bytes, body: bytes, rest: bytes) -> Transfer | None:
+    """The same for a v2 transfer (a bank's usual one: it carries a sealed remittance),
+    whose signed fields are all valid; the envelope `rest` is then checked as
+    `_decode_checked` checks it, and raises what that would raise. None: some field
+    breaks a rule, and `_decode_checked` names the first."""
+    _, _, signer, uetr, expiry, from_, to, amount, remittance_hash = f
+    if (
+        is_id(signer)
+        and type(uetr) is bytes
+        and len(uetr) == UETR_SIZE
+        and type(expiry) is int
+        and 1 <= expiry <= HEIGHT_MAX
+        and is_id(from_)
+        and is_id(to)
+        and type(amount) is int
+        and 1 <= amount <= AMOUNT_MAX
+        and type(remittance_hash) is bytes
+        and len(remittance_hash) == HASH_SIZE
+        and from_ != to
+    ):
+        envelope = _decode_envelope(rest, remittance_hash)
+        tx_hash = _sha256(body).digest()
+        return Transfer(data, tx_hash, signer, uetr, expiry, from_, to, amount, envelope)
     return None
 
 

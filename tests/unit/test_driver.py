@@ -581,3 +581,84 @@ async def test_a_validator_puts_the_evidence_it_saw_on_chain(tmp_path: Path) -> 
     chain = Chain(Ledger(make_genesis(START)))
     effects = chain.settle([tx_bytes])
     assert [decode_tx_result(result).code for _, result in effects.tx_results] == [None]
+
+
+# -- sync of certified blocks, pipelined (issue 12) -----------------------------------------
+
+
+def forged_chain(voters: tuple[str, ...]) -> list[tuple[bytes, bytes]]:
+    """Block 1 with a transfer whose signature is bad, certified by `voters`: validators
+    that precommitted it without checking, so a faulty set when they hold a quorum."""
+    tx = transfer("bank-e", "bank-e", "bank-f", 7)
+    forged = tx[:10] + bytes([tx[10] ^ 1]) + tx[11:]
+    chain = Chain(Ledger(make_genesis(START)))
+    block = chain.next_block([forged])
+    certificate = encode_certificate(certify(block, voters))
+    return [(encode_block(block), certificate)]
+
+
+async def test_a_synced_certified_block_settles_without_its_signatures_checked(
+    bank: Node,
+) -> None:
+    """The certificate stands for the signature checks of the validators that signed it
+    (node/ledger.py, "Certified blocks in sync"): a block whose transaction has a bad
+    signature settles, which it could not if any signature were checked. Such a block
+    exists only if more than 2/3 of the power is faulty, as here (all four signed). A
+    proposal with the same bad signature is still refused:
+    test_a_proposal_with_a_badly_signed_transaction_is_refused_off_the_loop."""
+    blocks = forged_chain(VALIDATORS)
+    hear(bank, "val-c", status_at(blocks, 1))
+    bank.network.take(SyncRequest)
+    hear(bank, "val-c", SyncBlocks(blocks=tuple(blocks)))
+    assert bank.driver.ledger.height == 1
+    assert bank.driver.ledger.balances["bank-f"] == 10_007
+    assert bank.driver.stage_seconds["sync_validate"] > 0
+
+
+async def test_a_synced_block_without_a_quorum_is_refused(bank: Node) -> None:
+    blocks = forged_chain(VALIDATORS[:3])
+    weak = forged_chain(VALIDATORS[:2])  # the same block, 2 of 4 precommits
+    hear(bank, "val-c", status_at(blocks, 1))
+    bank.network.take(SyncRequest)
+    hear(bank, "val-c", SyncBlocks(blocks=tuple(weak)))
+    assert bank.driver.ledger.height == 0
+    assert bank.driver.counters["sync_refused"] == 1
+
+
+async def test_the_next_range_is_asked_for_before_this_one_settles(bank: Node) -> None:
+    blocks = certified_chain(5, {2: [transfer("bank-e", "bank-e", "bank-f", 5)]})
+    hear(bank, "val-c", status_at(blocks, 5))
+    hear(bank, "val-b", status_at(blocks, 5))
+    [(first_peer, _)] = bank.network.take(SyncRequest)
+    answer = SyncBlocks(blocks=tuple(blocks[:2]))
+    size = len(encode_payload(answer))
+    bank.driver.submit_from_peer(PeerPayload(peer_id=first_peer, payload=answer, size_bytes=size))
+    bank.driver.handle(bank.driver.inbox.get_nowait())  # the answer: the next ask leaves
+    [(second_peer, request)] = bank.network.take(SyncRequest)
+    assert request == SyncRequest(first_height=3, count=3)
+    assert bank.driver.ledger.height == 0  # not settled yet: the next turn of the loop
+    writes = bank.store.write_count
+    bank.driver.handle(bank.driver.inbox.get_nowait())
+    assert bank.driver.ledger.height == 2
+    assert bank.store.write_count == writes + 1  # the answer's blocks in one write
+    hear(bank, second_peer, SyncBlocks(blocks=tuple(blocks[2:])))
+    assert bank.driver.ledger.height == 5
+    assert bank.driver.ledger.balances["bank-f"] == 10_005
+
+
+async def test_an_answer_asked_for_before_an_earlier_one_failed_is_no_fault(bank: Node) -> None:
+    blocks = certified_chain(4, {})
+    bad = (blocks[1][0], blocks[0][1])  # block 2 with block 1's certificate
+    hear(bank, "val-c", status_at(blocks, 4))
+    hear(bank, "val-b", status_at(blocks, 4))
+    [(first_peer, _)] = bank.network.take(SyncRequest)
+    hear(bank, first_peer, SyncBlocks(blocks=(blocks[0], bad)))
+    assert bank.driver.ledger.height == 1
+    assert bank.driver.counters["sync_refused"] == 1
+    [(second_peer, request)] = bank.network.take(SyncRequest)
+    assert request.first_height == 3  # asked before block 2 failed
+    hear(bank, second_peer, SyncBlocks(blocks=tuple(blocks[2:])))
+    assert bank.driver.counters["sync_stale"] == 1
+    assert second_peer in bank.driver.peer_heights  # not forgotten: it served what it was asked
+    [(_, again)] = bank.network.take(SyncRequest)
+    assert again.first_height == 2

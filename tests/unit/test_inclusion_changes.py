@@ -19,7 +19,15 @@ from consensus.wire import encode_certificate
 from node.check import check_store
 from node.checksum import seal
 from node.governance import SetValidators
-from node.inclusion import ProofCode, ProofRejected, ProofVerified, build_proof, verify
+from node.inclusion import (
+    VALIDATOR_CHANGES_MAX,
+    ProofCode,
+    ProofRejected,
+    ProofVerified,
+    build_proof,
+    proof_answer,
+    verify,
+)
 from node.ledger import Ledger
 from node.store import DB_NAMES, DB_VALIDATOR_SETS, Store, height_key
 from node.tx import decode_tx
@@ -195,3 +203,31 @@ def test_somnet_check_finds_a_forged_change_of_set(tmp_path: Path) -> None:
     with Store.open_readonly(path, chain_id=CHAIN_ID) as store:
         report = check_store(store, GENESIS)
     assert [p.subject for p in report.problems] == ["validator set from 7"]
+
+
+def test_a_proof_past_what_a_verifier_accepts_is_refused_by_the_node(tmp_path: Path) -> None:
+    """A set that flips between four and five at every height: past VALIDATOR_CHANGES_MAX
+    changes the node answers 409 PROOF_TOO_LONG instead of a proof `verify` refuses."""
+    chain = Chain(Ledger(GENESIS))
+    with Store.open(tmp_path / "data", chain_id=CHAIN_ID, map_size_bytes=1 << 26) as store:
+        store.commit_block(chain.settle([govern(admit_action("val-g", "validator")), BEFORE]))
+        for flip in range(VALIDATOR_CHANGES_MAX + 3):  # flip 0 keeps the genesis set
+            action = set_of(FIVE if flip % 2 else VALIDATORS)
+            expiry = chain.ledger.height + 10
+            store.commit_block(chain.settle([govern(action, expiry_height=expiry)]))
+        for _ in range(3):
+            store.commit_block(chain.settle([]))
+        late = transfer("bank-e", "bank-e", "bank-f", 3, expiry_height=chain.ledger.height + 10)
+        store.commit_block(chain.settle([late]))
+        answers = {
+            tx: proof_answer(
+                store,
+                CHAIN_ID,
+                decode_tx(tx, CHAIN_ID).tx_hash.hex(),
+                in_mempool=lambda _: False,
+                caught_up=lambda: True,
+            )
+            for tx in (BEFORE, late)
+        }
+    assert answers[BEFORE].status == 200
+    assert (answers[late].status, answers[late].body["code"]) == (409, "PROOF_TOO_LONG")

@@ -18,7 +18,7 @@ from node.ledger import (
     TxResult,
     decode_tx_result,
 )
-from node.tx import AMOUNT_MAX, decode_tx
+from node.tx import AMOUNT_MAX, Transfer, decode_tx
 from tests.unit.ledger_support import (
     CHAIN_ID,
     VALIDATORS,
@@ -450,3 +450,86 @@ def certified(chain: Chain, txs: list[bytes]) -> tuple[Block, bytes]:
     certificate = certify(block)
     chain.certificate = certificate
     return block, encode_certificate(certificate)
+
+
+def test_apply_block_reuses_a_pooled_transaction_of_the_very_same_wire_bytes(
+    chain: Chain,
+) -> None:
+    """A proposer settling its own block reuses what its pool decoded (an altered amount
+    makes the reuse observable here); other wire bytes with that tx hash are decoded."""
+    tx = transfer("bank-e", "bank-e", "bank-f", 1)
+    pooled_tx = decode_tx(tx, CHAIN_ID)
+    assert isinstance(pooled_tx, Transfer)
+    marked = {pooled_tx.tx_hash: pooled_tx._replace(amount=2)}
+    block = chain.next_block([tx])
+    chain.ledger.apply_block(block, encode_certificate(certify(block)), pooled=marked)
+    assert chain.ledger.balances["bank-f"] == 2
+
+
+def test_apply_block_decodes_other_wire_bytes_than_the_pooled_ones(chain: Chain) -> None:
+    tx = transfer("bank-e", "bank-e", "bank-f", 1)
+    pooled_tx = decode_tx(tx, CHAIN_ID)
+    assert isinstance(pooled_tx, Transfer)
+    marked = {pooled_tx.tx_hash: pooled_tx._replace(amount=2)}
+    other_signature = bytes(64) + tx[64:]  # same content and tx hash
+    block = chain.next_block([other_signature])
+    chain.ledger.apply_block(block, encode_certificate(certify(block)), pooled=marked)
+    assert chain.ledger.balances["bank-f"] == 1
+
+
+# -- certified blocks in sync (issue 12) ------------------------------------------------
+
+
+def forged_transfer(amount: int) -> bytes:
+    """A transfer whose content is intact and whose signature is not."""
+    tx = transfer("bank-e", "bank-e", "bank-f", amount)
+    return tx[:10] + bytes([tx[10] ^ 1]) + tx[11:]
+
+
+def test_a_certified_block_skips_the_signature_checks_and_nothing_else(chain: Chain) -> None:
+    """Only validators that did not check it can certify a block with a bad signature:
+    every signer here (all four) stands for a set more than 2/3 faulty. That such a
+    block passes shows the signatures are not checked again; an uncertified one (a
+    proposal) is still refused."""
+    block = chain.next_block([forged_transfer(5)])
+    certificate = certify(block, VALIDATORS)
+    with pytest.raises(BlockError, match="BAD_SIGNATURE"):
+        chain.ledger.validate_block(block)
+    chain.ledger.validate_block(block, certificate=certificate)
+    effects = chain.ledger.apply_block(block, encode_certificate(certificate))
+    assert codes_of(effects) == [None]  # applied
+    assert chain.ledger.balances["bank-f"] == 5
+
+
+def test_only_a_certificate_that_commits_the_block_gives_the_skip(chain: Chain) -> None:
+    block = chain.next_block([forged_transfer(5)])
+    other = chain.next_block([], time_ms=2_000)
+    weak = certify(block, voters=VALIDATORS[:2])  # 2 of 4: no quorum
+    for certificate, error in (
+        (weak, "voting power"),
+        (certify(other), "does not commit"),
+        (dataclasses.replace(certify(block), height=2), "does not commit"),
+    ):
+        with pytest.raises(BlockError, match=error):
+            chain.ledger.validate_block(block, certificate=certificate)
+    assert chain.ledger.height == 0
+
+
+def test_a_certified_block_is_checked_for_every_other_rule(chain: Chain) -> None:
+    """A certificate vouches for the signatures only: altered transactions, a header that
+    does not follow, expired or replayed transactions are refused as without it."""
+    tx, other = (transfer("bank-e", "bank-e", "bank-f", amount) for amount in (1, 2))
+    chain.settle([tx])
+    rules = {
+        "tx_root": dataclasses.replace(chain.next_block([forged_transfer(1)]), txs=(other,)),
+        "app_hash": dataclasses.replace(
+            chain.next_block([]),
+            header=dataclasses.replace(chain.next_block([]).header, app_hash=bytes(32)),
+        ),
+        "expired": chain.next_block([transfer("bank-e", "bank-e", "bank-f", 1, expiry_height=1)]),
+        "consumed": chain.next_block([tx]),
+    }
+    for error, block in rules.items():
+        with pytest.raises(BlockError, match=error):
+            chain.ledger.validate_block(block, certificate=certify(block, VALIDATORS))
+    assert chain.ledger.height == 1

@@ -7,6 +7,7 @@ effects are hand-written so that each test controls exactly what is stored.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from consensus.messages import (
 from consensus.wire import decode_durable_state, encode_certificate, encode_durable_state
 from node.block import ZERO_HASH, Block, Header, certificate_hash, encode_block
 from node.effects import AccountEntry, BlockEffects
-from node.store import MARKER_NAME, Store, StoreCorrupted, StoreError, StoreFull
+from node.store import FORMAT_VERSION, MARKER_NAME, Store, StoreCorrupted, StoreError, StoreFull
 
 CHAIN_ID = "som-test"
 SIGNER = Signer(CHAIN_ID, ValidatorId("nbkr"), bytes(range(32)))
@@ -332,3 +333,41 @@ def test_wrong_chain_and_orphaned_data_are_refused(tmp_path: Path) -> None:
     (path / MARKER_NAME).unlink()
     with pytest.raises(StoreCorrupted, match="marker"):
         Store.open(path, chain_id=CHAIN_ID, map_size_bytes=1 << 24)
+
+
+def test_a_store_of_an_older_format_is_refused_by_name(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    Store.open(path, chain_id=CHAIN_ID, map_size_bytes=1 << 24).close()
+    marker = path / MARKER_NAME
+    record = json.loads(marker.read_text())
+    marker.write_text(json.dumps(record | {"format": FORMAT_VERSION - 1}))
+    with pytest.raises(StoreCorrupted, match=f"a format {FORMAT_VERSION - 1} store"):
+        Store.open(path, chain_id=CHAIN_ID, map_size_bytes=1 << 24)
+
+
+def test_a_batch_writes_several_blocks_in_one_transaction_all_or_nothing(
+    tmp_path: Path,
+) -> None:
+    """A node catching up stores a sync answer's blocks in one synced write (issue 12);
+    inside, reads see the batch's own writes (the ledger's reference look-ups)."""
+    chain = ChainBuilder()
+    ref = b"r" * 20
+    path = tmp_path / "s"
+    with Store.open(path, chain_id=CHAIN_ID, map_size_bytes=1 << 24) as store:
+        writes = store.write_count
+        with store.batch("two blocks"):
+            commit(store, chain, references_added=((ref, digest("tx1")),))
+            assert store.load_references([ref]) == [digest("tx1")]  # not committed yet
+            commit(store, chain)
+        assert store.write_count == writes + 1
+        assert store.tip.height == 2
+        tip = store.tip
+        with pytest.raises(RuntimeError), store.batch("failing"):
+            store.commit_block(chain.next())
+            raise RuntimeError("the node fails before the batch commits")
+        assert store.tip == tip
+        assert store.load_block(3) is None
+    with Store.open(path, chain_id=CHAIN_ID, map_size_bytes=1 << 24) as store:
+        store.verify(full=True)
+        assert store.tip.height == 2
+        assert store.load_references([ref]) == [digest("tx1")]

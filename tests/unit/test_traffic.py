@@ -46,6 +46,17 @@ def test_only_transfers_final_inside_the_window_count() -> None:
     assert figures["latency_ms_p50"] == 500.0
 
 
+def test_the_first_bank_stream_to_show_a_transfer_final_times_it() -> None:
+    tally = Tally()
+    tally.on_final("both", 102.5, None)  # bank-1's stream
+    tally.on_final("both", 103.5, None)  # bank-2's, after the window: not when it was final
+    tally.on_accepted("both", 102.0, 1)
+    tally.on_final("both", 104.0, None)  # a third sighting after the claim changes nothing
+    figures = result_of(tally).window_figures()
+    assert (figures["final"], figures["final_in_window"]) == (1, 1)
+    assert figures["latency_ms_max"] == 500.0
+
+
 def test_refusals_and_the_unfinalized_are_counted() -> None:
     tally = Tally()
     tally.on_refused("MALFORMED", 2)

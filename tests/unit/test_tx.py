@@ -23,6 +23,7 @@ from node.tx import (
     Transfer,
     _decode_checked,
     _valid_transfer,
+    _valid_transfer_v2,
     decode_tx,
     open_remittance,
     reference_key,
@@ -285,4 +286,52 @@ def test_transfer_shortcut_is_taken_and_builds_the_same_transaction() -> None:
     fast = _valid_transfer(fields, data, data[64:])
     assert fast is not None
     assert fast == decode_tx(data, CHAIN_ID) == checked_outcome(data)
+    assert fast.tx_hash == hashlib.sha256(data[64:]).digest()
+
+
+def v2_parts(data: bytes) -> tuple[list[object], bytes]:
+    """The signed fields and the envelope of a v2 transfer's wire bytes."""
+    unpacker = msgpack.Unpacker()
+    unpacker.feed(data[64:])
+    fields = unpacker.unpack()
+    return fields, data[64 + unpacker.tell() :]
+
+
+def checked_outcome_v2(data: bytes, envelope: bytes) -> object:
+    """The field-by-field path alone for wire bytes that end with `envelope`."""
+    signed_bytes = data[64 : len(data) - len(envelope)]
+    try:
+        return _decode_checked(msgpack.unpackb(signed_bytes), data, envelope, CHAIN_ID)
+    except TxRefused as exc:
+        return exc.code
+
+
+@settings(max_examples=400)
+@given(
+    index=st.integers(min_value=0, max_value=8),  # tag, chain, signer, ..., remittance hash
+    value=st.one_of(FIELD_VALUES, st.sampled_from([bytes(32), b"\x01" * 32])),
+    envelope_damage=st.sampled_from(["none", "cut", "flip", "append"]),
+)
+def test_v2_transfer_shortcut_agrees_with_the_field_checks(
+    index: int, value: object, envelope_damage: str
+) -> None:
+    fields, envelope = v2_parts(transfer("bank-e", "bank-e", "bank-f", 5, remittance="inv 42"))
+    fields[index] = value
+    if envelope_damage == "cut":
+        envelope = envelope[:-1]
+    elif envelope_damage == "flip":
+        envelope = envelope[:-1] + bytes([envelope[-1] ^ 1])
+    elif envelope_damage == "append":
+        envelope += b"\x00"
+    data = signed(fields) + envelope
+    assert transfer_outcome(data) == checked_outcome_v2(data, envelope)
+
+
+def test_v2_transfer_shortcut_is_taken_and_builds_the_same_transaction() -> None:
+    data = transfer("bank-e", "bank-e", "bank-f", 5, remittance="inv 42")
+    fields, envelope = v2_parts(data)
+    fast = _valid_transfer_v2(fields, data, data[64:], envelope)
+    assert fast is not None
+    assert fast.envelope is not None
+    assert fast == decode_tx(data, CHAIN_ID) == checked_outcome_v2(data, envelope)
     assert fast.tx_hash == hashlib.sha256(data[64:]).digest()
