@@ -133,6 +133,13 @@ SYNC_TIMEOUT_MS = 3_000
 # bank node learns of each block from a STATUS and then fetches it, so it is routinely
 # one or two behind. Further behind, it refuses to judge new transactions.
 CATCH_UP_LAG_BLOCKS_MAX = 2
+# ...unless it is following live blocks: it was current, lags at most FOLLOW_LAG_BLOCKS_MAX,
+# and the oldest block it lacks was first announced less than FOLLOW_STALE_MS ago. Under
+# load blocks come every 60-80 ms and a bank node is often 3 to 6 behind, yet all it does
+# not know yet is that recent. A node that fetches blocks announced long ago (after a
+# restart, a pause or a partition) is catching up, however few they are.
+FOLLOW_LAG_BLOCKS_MAX = 16
+FOLLOW_STALE_MS = 2_000
 # Finality latency (admission into this node's mempool to settlement), in ms: a healthy
 # network settles in under a second; a minute means rounds failed one after another.
 FINALITY_BUCKET_BOUNDS_MS = (50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000, 60_000)
@@ -282,6 +289,11 @@ class Driver:
         self.peer_heights: dict[str, int] = {}
         self.certified_height = ledger.height  # the highest height proven to this node
         self._heard_validator = False  # a validator peer told us its height since start
+        # Following live blocks (`caught_up`): since it was last within
+        # CATCH_UP_LAG_BLOCKS_MAX, the heights above its own that peers announced, each
+        # with when it was first heard (ms), ascending; at most FOLLOW_LAG_BLOCKS_MAX + 1.
+        self._following = False
+        self._announced: collections.deque[tuple[int, int]] = collections.deque()
         self.last_certificate: CommitCertificate | None = self._load_last_certificate()
         self.on_settled: list[Callable[[Settled], None]] = []
         self._height_running = False  # the replica runs the height after the ledger's
@@ -595,6 +607,7 @@ class Driver:
             )
             for callback in self.on_settled:
                 callback(settled)
+        self._note_position()
         self._checked.clear()
         self._height_running = False
         self._wanted_since_ms = now_ms
@@ -632,13 +645,58 @@ class Driver:
     def caught_up(self) -> bool:
         """Whether this node may judge new transactions: it has heard a validator's height
         since it started (unless it has no peers at all), and no peer announced a height
-        more than CATCH_UP_LAG_BLOCKS_MAX beyond its own."""
+        more than CATCH_UP_LAG_BLOCKS_MAX beyond its own, or it is following live blocks
+        (FOLLOW_LAG_BLOCKS_MAX): what it does not know yet is at most FOLLOW_STALE_MS old.
+
+        Why not guess further behind: a node that has not settled a block answers from an
+        old state, so a transaction whose UETR that block consumed would be answered
+        pending (then DUPLICATE), and a lookup of a settled transaction NOT_FOUND, and a
+        bank might pay again. A few blocks announced within the last moment are no worse
+        than the answer racing the next block, as it always may."""
         if not self._all_peers:
             return True
         if not self._heard_validator and self.validator_peers:
             return False
+        lag = max(self.peer_heights.values(), default=0) - self.ledger.height
+        if lag <= CATCH_UP_LAG_BLOCKS_MAX:
+            return True
+        return self._following and lag <= FOLLOW_LAG_BLOCKS_MAX and not self._stale()
+
+    def _stale(self) -> bool:
+        """Whether the oldest block this node lacks was first announced FOLLOW_STALE_MS
+        ago or more (recorded only while it follows)."""
+        height = self.ledger.height
+        for announced_height, heard_ms in self._announced:
+            if announced_height > height:
+                return self._clock.now_ms() - heard_ms >= FOLLOW_STALE_MS
+        return False
+
+    def _note_position(self, announced_height: int | None = None) -> None:
+        """After a peer's height or a settled block: whether this node follows live blocks
+        (it becomes current within CATCH_UP_LAG_BLOCKS_MAX, and stops following once too
+        far or too long behind), and when each height above its own was first heard."""
+        height = self.ledger.height
+        announced = self._announced
+        while announced and announced[0][0] <= height:
+            announced.popleft()
         highest = max(self.peer_heights.values(), default=0)
-        return highest <= self.ledger.height + CATCH_UP_LAG_BLOCKS_MAX
+        now_ms = self._clock.now_ms()
+        if highest - height <= CATCH_UP_LAG_BLOCKS_MAX:
+            if not self._following and (self._heard_validator or not self.validator_peers):
+                self._following = True
+                if highest > height:  # lacking these since now at the latest
+                    announced.append((highest, now_ms))
+        if not self._following:
+            return
+        if announced_height is not None and announced_height > max(
+            height, announced[-1][0] if announced else 0
+        ):
+            announced.append((announced_height, now_ms))
+        lag = highest - height
+        if lag > FOLLOW_LAG_BLOCKS_MAX or (lag > CATCH_UP_LAG_BLOCKS_MAX and self._stale()):
+            self._following = False  # catching up: current again only within the strict lag
+            announced.clear()
+        assert len(announced) <= FOLLOW_LAG_BLOCKS_MAX + 1
 
     def note_transactions(self) -> None:
         """Called when the mempool gains work: the next height may start now."""
@@ -672,6 +730,7 @@ class Driver:
             self.certified_height = status.height
         self.peer_heights[peer_id] = status.height
         self._heard_validator |= peer_id in self.validator_peers
+        self._note_position(status.height)
         self._maybe_sync()
 
     def _certifies(self, status: Status) -> bool:

@@ -70,12 +70,16 @@ from node.metrics import MetricsSources, build_metrics_app
 from node.protocol import ProtocolError, Txs, decode_payload
 from node.runtime import long_lived_state
 from node.store import Store, StoreCorrupted, StoreError, StoreFull
+from node.throttled_log import ThrottledLog
 from node.transport import PeerAddress, PeerNetwork, TransportLimits
 from node.verifier import TxVerifier, VerifierLimits
 
 __all__ = ["run_node"]
 
 log = logging.getLogger(__name__)
+# Gossip a validator drops unchecked (the peer spent its check budget): the sender's
+# resend covers it, and one line per peer per interval says it happens.
+gossip_log = ThrottledLog(log, clock=SystemClock())
 
 RECURSION_LIMIT = 1000  # CPython's default: deep input fails with RecursionError, not a crash
 PEER_PORT_SLACK = 8  # connections one address may hold beyond its peers and handshakes
@@ -377,6 +381,10 @@ async def admit_gossip(
         "gossip_peer_fault": int(batch.fault is not None),
     }
     driver.counters.update({name: count for name, count in counts.items() if count})
+    if batch.over_budget_count:
+        gossip_log.warning(peer_id, "over budget", "peer=%s gossip over its check budget: "
+                           "%d transactions dropped unchecked", peer_id,
+                           batch.over_budget_count)  # fmt: skip
     if batch.fault is not None:
         network.disconnect(peer_id, f"gossiped a transaction no honest peer sends: {batch.fault}")
 
@@ -505,7 +513,9 @@ async def serve(loaded: Loaded, stop: asyncio.Event) -> None:
         wake=driver.note_transactions,
         caught_up=driver.caught_up,
         proposes=replica is not None,
+        gossip_bytes_max=loaded.config.block_bytes_max,  # half a frame
     )
+    driver.on_settled.append(lambda settled: intake.note_settled(settled.tx_hashes))
     restored = intake.restore()
     store_failures: list[StoreError] = []
 
@@ -547,14 +557,16 @@ async def serve(loaded: Loaded, stop: asyncio.Event) -> None:
              loaded.ledger.height, loaded.ledger.role_of(driver.node_id),
              loaded.ledger.validates(driver.node_id), restored)  # fmt: skip
     driver_task = asyncio.create_task(driver.run())
+    relay_task = asyncio.create_task(intake.relay_again_forever())
     # Beside the driver, never in it: the EVM endpoint can only delay anchoring.
     anchor_task = None if anchorer is None else asyncio.create_task(anchorer.run())
     stopped = asyncio.create_task(stop.wait())
     # The anchoring task is watched too: if it ever ends, that is our bug, and the node
     # stops on it rather than run on without anchoring.
-    watched = {driver_task, stopped} | ({anchor_task} if anchor_task is not None else set())
+    watched = {driver_task, relay_task, stopped}
+    watched |= {anchor_task} if anchor_task is not None else set()
     done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
-    for task in (driver_task, anchor_task):
+    for task in (driver_task, relay_task, anchor_task):
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -564,7 +576,7 @@ async def serve(loaded: Loaded, stop: asyncio.Event) -> None:
     block_verifier.shutdown(wait=True, cancel_futures=True)
     for runner in runners:
         await runner.cleanup()
-    for task in (driver_task, anchor_task):
+    for task in (driver_task, relay_task, anchor_task):
         if task is not None and task in done and task.exception() is not None:
             raise task.exception()  # type: ignore[misc]
     if store_failures:

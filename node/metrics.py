@@ -92,6 +92,11 @@ class NodeCollector(Collector):
             "Encoded size of the transactions waiting for a block.",
             driver.mempool.size_bytes,
         )
+        yield CounterMetricFamily(
+            "somnet_tx_relayed_again",
+            "Kept transactions gossiped to the validators again while still waiting.",
+            value=sources.intake.relayed_again_count,
+        )
         yield from self._peers()
         yield self._refusals()
         yield _counters(

@@ -290,6 +290,8 @@ class PeerNetwork:
         ):
             self._queued_bytes[peer_id] -= len(queue.popleft())
             self.counters["send_dropped_queue_full"] += 1
+            self._log.warning(peer_id, "queue full", "peer=%s send queue full: its oldest "
+                              "payload was dropped", peer_id)  # fmt: skip
         self._wakeups[peer_id].set()
 
     def broadcast(self, payload: bytes) -> None:
@@ -331,8 +333,12 @@ class PeerNetwork:
             size += len(payload) + 8
         if not batch and queue:
             # A payload that cannot fit any frame would block the queue forever.
-            self._queued_bytes[peer_id] -= len(queue.popleft())
+            dropped = queue.popleft()
+            self._queued_bytes[peer_id] -= len(dropped)
             self.counters["send_dropped_oversized"] += 1
+            self._log.warning(peer_id, "oversized", "peer=%s a payload of %d bytes fits no "
+                              "frame (%d bytes): dropped", peer_id, len(dropped),
+                              self.limits.frame_bytes_max)  # fmt: skip
         self._queued_bytes[peer_id] -= sum(len(p) for p in batch)
         assert self._queued_bytes[peer_id] >= 0
         return _pack(batch) if batch else b""
