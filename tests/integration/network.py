@@ -274,6 +274,17 @@ class Network:
             seen=lambda: self.heights(node_ids),
         )
 
+    def wait_ready(self, timeout_s: float = 60) -> None:
+        """Every node at height 1 or above, and every bank node caught up: before that a
+        bank node may not listen yet (a slow start on a busy machine) or answers
+        CATCHING_UP until it heard a validator's certified height."""
+        self.wait_height(list(self.entries), 1, timeout_s)
+        self.wait_for(
+            lambda: all(self.status(b)["caught_up"] for b in self.banks),
+            timeout_s,
+            "every bank node caught up",
+        )
+
     def assert_same_chain(self, node_ids: list[str], height: int) -> None:
         """Blocks 1..height are the same on every node: same hash, same app hash.
 

@@ -62,7 +62,7 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
     network.start()
     scene = Scene(network)
     try:
-        network.wait_height(network.validators, 1)
+        network.wait_ready()
         for bank in (scene.bank_a, scene.bank_b):
             tx_hash = network.submit(bank, network.sign_transfer(bank, network.issuer, 5))
             final = network.wait_final(scene.validator, tx_hash)

@@ -59,13 +59,7 @@ def whole_statement(network: Network, node: str, account: str, limit: int) -> li
 def test_a_banks_statement_shows_its_running_balance(network: Network) -> None:
     bank_1, bank_2 = network.banks
     network.start()
-    network.wait_height(list(network.entries), 1)
-    # A bank node answers CATCHING_UP until it heard the validator's certified height.
-    network.wait_for(
-        lambda: all(network.status(b)["caught_up"] for b in network.banks),
-        60,
-        "both banks caught up",
-    )
+    network.wait_ready()
     opening = network.balance(bank_1, bank_1)
     sent = [pay(network, bank_1, bank_2, 100), pay(network, bank_2, bank_1, 30)]
     sent.append(pay(network, bank_1, bank_2, 5))
