@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import ipaddress
 import logging
 import os
@@ -346,7 +345,9 @@ class PeerNetwork:
     async def _dial_forever(self, peer_id: str) -> None:
         backoff_ms = self.limits.backoff_ms_min
         redial = self._redials[peer_id]
-        while True:
+        # Until stop(), not merely until cancelled: a cancellation that a library call
+        # swallows inside a dial must not keep this loop, and stop() awaiting it, alive.
+        while self._started:
             holdoff_ms = self.held_off_ms(peer_id)
             if holdoff_ms > 0:
                 await asyncio.sleep(holdoff_ms / 1000)
@@ -365,9 +366,14 @@ class PeerNetwork:
             finally:
                 self._outbound.discard(peer_id)
             jitter = random.uniform(0.5, 1.0)  # desynchronise reconnect storms
-            with contextlib.suppress(TimeoutError):
-                # Cut short when the peer dials us (it is up): once per link it opens.
-                await asyncio.wait_for(redial.wait(), backoff_ms * jitter / 1000)
+            # Cut short when the peer dials us (it is up): once per link it opens. Not
+            # asyncio.wait_for: on 3.11 it returns the result instead of raising when the
+            # task is cancelled as the event is set, and this loop then outlives stop().
+            redialled = asyncio.ensure_future(redial.wait())
+            try:
+                await asyncio.wait((redialled,), timeout=backoff_ms * jitter / 1000)
+            finally:
+                redialled.cancel()
             backoff_ms = min(backoff_ms * 2, self.limits.backoff_ms_max)
 
     async def _dial_once(self, peer_id: str) -> bool:
