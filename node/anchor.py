@@ -41,6 +41,7 @@ from node.block import decode_block_header
 from node.config import NodeConfig
 from node.driver import Settled
 from node.errors import NodeError
+from node.events_wait import wait_event
 from node.evm_rpc import EvmRpc, Receipt, RpcCallError, RpcError, hex_int
 from node.keys import KeyFileError, read_key_document, write_key_document
 from node.store import Store
@@ -443,12 +444,7 @@ class Anchorer:
                 except RpcError as exc:
                     self._report(f"EVM endpoint: {exc}", logging.WARNING)
                 self._wake.clear()
-                try:
-                    await asyncio.wait_for(
-                        self._wake.wait(), self.config.anchor_poll_interval_ms / 1000
-                    )
-                except TimeoutError:
-                    pass
+                await wait_event(self._wake, self.config.anchor_poll_interval_ms / 1000)
 
     def _report(self, message: str, level: int) -> None:
         if message != self.error:  # once per new reason, not once per poll

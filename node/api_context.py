@@ -11,6 +11,7 @@ from nacl.signing import SigningKey
 from node.anchor import Anchorer
 from node.api_auth import Caller
 from node.driver import Driver, Settled
+from node.events_wait import wait_event
 from node.intake import Intake
 from node.store import StoreError
 from node.tx import Issue, Payout, Redeem, Transfer, Tx
@@ -58,10 +59,7 @@ class ApiContext:
 
     async def settled_once(self, timeout_s: float) -> None:
         """Return when a block settles, the node stops (`closing`), or after timeout_s."""
-        try:
-            await asyncio.wait_for(self._settled.wait(), timeout_s)
-        except TimeoutError:
-            pass
+        await wait_event(self._settled, timeout_s)
 
 
 def reads_account(context: ApiContext, caller: Caller, account: str) -> bool:

@@ -67,6 +67,7 @@ from node.channel import (
     decode_hello,
 )
 from node.clock import Clock, SystemClock
+from node.events_wait import wait_event
 from node.throttled_log import ThrottledLog
 
 __all__ = [
@@ -366,14 +367,8 @@ class PeerNetwork:
             finally:
                 self._outbound.discard(peer_id)
             jitter = random.uniform(0.5, 1.0)  # desynchronise reconnect storms
-            # Cut short when the peer dials us (it is up): once per link it opens. Not
-            # asyncio.wait_for: on 3.11 it returns the result instead of raising when the
-            # task is cancelled as the event is set, and this loop then outlives stop().
-            redialled = asyncio.ensure_future(redial.wait())
-            try:
-                await asyncio.wait((redialled,), timeout=backoff_ms * jitter / 1000)
-            finally:
-                redialled.cancel()
+            # Cut short when the peer dials us (it is up): once per link it opens.
+            await wait_event(redial, backoff_ms * jitter / 1000)
             backoff_ms = min(backoff_ms * 2, self.limits.backoff_ms_max)
 
     async def _dial_once(self, peer_id: str) -> bool:
