@@ -502,6 +502,8 @@ class Driver:
         )
 
         def verified(done: asyncio.Future[tuple[Tx, ...]]) -> None:
+            if done.cancelled():
+                return  # the node stops: its executor cancelled the checks not yet begun
             error = done.exception()
             if error is not None and not isinstance(error, BlockError):
                 raise error  # our own bug: let it surface

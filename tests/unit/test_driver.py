@@ -8,6 +8,7 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import random
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -430,6 +431,37 @@ async def test_a_proposal_with_a_badly_signed_transaction_is_refused_off_the_loo
         )
         value = Value(value_id=block.header.hash(), payload=encode_block(block))
         assert await checked(node, value) is valid
+
+
+async def test_a_check_cancelled_as_the_node_stops_leaves_no_error(tmp_path: Path) -> None:
+    """At stop the executor cancels the checks not yet begun; their callback then read
+    the cancelled future's exception and logged a CancelledError traceback (fresh-clone
+    run 14: a hostile-peer test found 'Traceback' in a validator's log)."""
+    node = make_node(tmp_path, "nbkr")
+    executor = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    node.driver._verify_executor = executor
+    release = threading.Event()
+    executor.submit(release.wait)  # the one worker is busy: the check waits in the queue
+    block = node.driver.ledger.make_block(
+        [transfer("bank-e", "bank-e", "bank-f", 1)],
+        time_ms=node.clock.unix,
+        proposer="val-b",
+        prev_certificate=None,
+    )
+    value = Value(value_id=block.header.hash(), payload=encode_block(block))
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _, context: errors.append(context))
+    try:
+        assert node.driver._check_value(Height(1), value) is None
+        executor.shutdown(wait=False, cancel_futures=True)
+        release.set()
+        for _ in range(10):
+            await asyncio.sleep(0)  # the cancelled check's callbacks run
+    finally:
+        loop.set_exception_handler(None)
+    assert errors == []
+    assert node.driver.inbox.get_nowait() is None
 
 
 async def test_an_uncertified_height_claim_changes_nothing_and_disconnects(tmp_path: Path) -> None:
