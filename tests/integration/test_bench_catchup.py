@@ -31,7 +31,10 @@ def test_bench_catchup_reports_consistent_figures(tmp_path: Path) -> None:
     assert figures["load_passes"] >= 1
     assert figures["height_reached"] >= figures["blocks"] >= 1
     total, sync = figures["seconds_total"], figures["seconds_sync"]
-    assert 0 < sync <= total
+    # 600 transfers may be synced before the node's API first answers: then no sync time
+    # is left to measure (fresh-clone run 15), and no sync-only rate is given.
+    assert 0 <= sync <= total
+    assert (figures["transfers_per_s_sync"] is None) == (sync == 0)
     assert figures["seconds_start"] == pytest.approx(total - sync, abs=0.002)
     assert figures["transfers_per_s"] == pytest.approx(600 / total, rel=0.01)
     assert figures["blocks_per_s"] == pytest.approx(figures["blocks"] / total, rel=0.05)
