@@ -62,10 +62,42 @@ def test_bench_network_reports_consistent_figures(tmp_path: Path) -> None:
     # No more final in the window than was submitted at all.
     assert figures["final_in_window"] <= figures["final"] <= figures["submitted"]
     assert figures["blocks_in_window"] > 0
+    assert figures["blocks_per_s"] == pytest.approx(
+        figures["blocks_in_window"] / figures["window_s"], abs=0.01
+    )
+    assert figures["raw_verify_per_cpu_second"] > 0
+    assert figures["raw_verify_per_cpu_second_one_core"] > 0
     assert figures["rounds_per_height"] >= 1
     assert set(figures["nodes"]) == {"nbkr", "val-1", "val-2", "val-3", "bank-1"}
     assert all(n["cpu_s_window"] > 0 and n["peak_rss_mb"] > 0 for n in figures["nodes"].values())
     assert (tmp_path / "run.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_bench_network_with_a_validator_down(tmp_path: Path) -> None:
+    """`--down 1` kills one validator once the network is ready: three carry the load,
+    the dead one is neither measured nor counted among the signature checks."""
+    done = somnet(
+        "bench", "network", "--validators", "4", "--down", "1", "--duration", "2",
+        "--warmup", "2", "--rate", "50", "--accounts", "50", "--json",
+        "--base-port", str(free_port_range(10)),
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    assert "val-3 stopped (SIGKILL)" in done.stderr
+    figures = last_json(done.stdout)
+    assert set(figures["nodes"]) == {"nbkr", "val-1", "val-2", "bank-1"}
+    assert figures["signature_checks_per_transfer"] == 4
+    assert figures["refused"] == 0
+    assert figures["not_final"] == 0
+    assert figures["final_in_window"] > 0
+
+
+@pytest.mark.parametrize("extra", [["--down", "2"], ["--down", "1", "--home", "x"]])
+def test_bench_network_refuses_more_down_than_tolerated(tmp_path: Path, extra: list[str]) -> None:
+    done = somnet("bench", "network", "--validators", "4", *extra, cwd=tmp_path)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "tolerates 1 down" in done.stderr
+    assert not list(tmp_path.iterdir())  # nothing started, nothing written
 
 
 def test_bench_payout_settles_every_leg(tmp_path: Path) -> None:
