@@ -31,8 +31,6 @@ import contextlib
 import json
 import math
 import os
-import random
-import socket
 import sys
 import tempfile
 import time
@@ -47,6 +45,7 @@ from cli.api_client import ApiClient, ApiError, Credentials
 from cli.command import number_in
 from cli.devnet import init_network, load_network, start_nodes, stop_nodes, wait_ready
 from cli.entry import NodeEntry
+from cli.ports import free_port_range
 from cli.traffic import (
     CLIENTS_MAX,
     RATE_MAX,
@@ -78,7 +77,6 @@ MAX_TRIAL_WARMUP_S = 1.0
 MAX_TRIAL_DURATION_S = 4.0
 MAX_BISECTIONS = 4
 TRIAL_DRAIN_S = 10.0
-PORT_MIN, PORT_MAX = 20_000, 32_000  # below Linux's ephemeral range
 CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 BLOCK_FETCH_CONCURRENCY = 16
 # The node settings of a benchmark network: a block as soon as there are transfers;
@@ -132,26 +130,6 @@ def node_pids(entries: list[NodeEntry]) -> dict[str, int]:
     return found
 
 
-def free_base_port(count: int) -> int:
-    """A block of `count` consecutive loopback ports that bind now."""
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(PORT_MIN, PORT_MAX - count)
-        sockets = []
-        try:
-            for port in range(base, base + count):
-                s = socket.socket()
-                sockets.append(s)
-                s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in sockets:
-                s.close()
-    raise RuntimeError("no free block of ports")
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Network:
     directory: Path
@@ -176,7 +154,7 @@ def network_for(args: argparse.Namespace, progress: Any) -> Iterator[Network]:
             banks=args.banks,
             chain_id="som-bench",
             host="127.0.0.1",
-            base_port=args.base_port or free_base_port(2 * (args.validators + args.banks)),
+            base_port=args.base_port or free_port_range(2 * (args.validators + args.banks)),
             accounts=args.accounts,
         )
         progress(
