@@ -47,13 +47,13 @@ from cli.devnet import init_network, load_network, start_nodes, stop_nodes, wait
 from cli.entry import NodeEntry
 from cli.ports import free_port_range
 from cli.traffic import (
-    CLIENTS_MAX,
-    RATE_MAX,
     SECONDS_MAX,
     Bank,
     LoadOptions,
     LoadResult,
     Progress,
+    add_rate_option,
+    add_window_options,
     banks_of,
     run_load,
 )
@@ -591,27 +591,13 @@ def add_network_arguments(benches: argparse._SubParsersAction[argparse.ArgumentP
     )
     _add_network_options(parser, ACCOUNTS_DEFAULT)
     rate = parser.add_mutually_exclusive_group()
-    rate.add_argument(
-        "--rate", type=number_in(0.1, RATE_MAX), default=500.0, help="transfers per second (500)"
-    )
+    add_rate_option(rate, rate_per_s=500.0)
     rate.add_argument(
         "--max",
         action="store_true",
         help="find the highest rate with p99 under 1 s and nothing unfinalized, then run it",
     )
-    parser.add_argument(
-        "--duration", type=number_in(0.1, SECONDS_MAX), default=10.0, help="measured seconds (10)"
-    )
-    parser.add_argument(
-        "--warmup", type=number_in(0, SECONDS_MAX), default=2.0, help="seconds before them (2)"
-    )
-    parser.add_argument(
-        "--drain", type=number_in(0, SECONDS_MAX), default=30.0, help="seconds to wait after (30)"
-    )
-    parser.add_argument(
-        "--clients", type=number_in(1, CLIENTS_MAX, integer=True), default=1,
-        help="load processes per bank (1)",
-    )  # fmt: skip
+    add_window_options(parser, duration_s=10.0, warmup_s=2.0)
     parser.add_argument("--plot", metavar="FILE", help="write throughput and latency (PNG)")
     parser.set_defaults(handler=cmd_bench_network)
 
