@@ -47,11 +47,11 @@ from cli.bench_network import (
     Resources,
     _targets,
     _wait_banks_caught_up,
-    free_base_port,
     resources_of,
 )
 from cli.devnet import init_network, start_nodes, status_of, stop_nodes, wait_ready
 from cli.entry import NodeEntry
+from cli.ports import free_port_range
 from cli.traffic import LoadOptions, banks_of, run_load
 from node.keys import load_key_file
 
@@ -246,13 +246,13 @@ def cmd_bench_catchup(args: argparse.Namespace) -> int:
             banks=2,
             chain_id="som-bench",
             host="127.0.0.1",
-            base_port=args.base_port or free_base_port(2 * (args.validators + 2)),
+            base_port=args.base_port or free_port_range(2 * (args.validators + 2)),
             accounts=args.accounts,
         )
         catcher = [e for e in entries if e.role == "bank"][-1]
         others = [e for e in entries if e is not catcher]
         env = {e.node_id: BENCH_NODE_ENV for e in entries}
-        metrics_port = free_base_port(1)
+        metrics_port = free_port_range(1)
         env[catcher.node_id] = {
             **BENCH_NODE_ENV,
             "SOMNET_METRICS_LISTEN": f"127.0.0.1:{metrics_port}",

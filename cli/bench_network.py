@@ -33,8 +33,6 @@ import math
 import multiprocessing
 import multiprocessing.synchronize
 import os
-import random
-import socket
 import sys
 import tempfile
 import time
@@ -49,14 +47,15 @@ from cli.api_client import ApiClient, ApiError, Credentials
 from cli.command import number_in
 from cli.devnet import init_network, load_network, start_nodes, stop_nodes, wait_ready
 from cli.entry import NodeEntry
+from cli.ports import free_port_range
 from cli.traffic import (
-    CLIENTS_MAX,
-    RATE_MAX,
     SECONDS_MAX,
     Bank,
     LoadOptions,
     LoadResult,
     Progress,
+    add_rate_option,
+    add_window_options,
     banks_of,
     run_load,
 )
@@ -81,7 +80,6 @@ MAX_TRIAL_WARMUP_S = 1.0
 MAX_TRIAL_DURATION_S = 4.0
 MAX_BISECTIONS = 4
 TRIAL_DRAIN_S = 10.0
-PORT_MIN, PORT_MAX = 20_000, 32_000  # below Linux's ephemeral range
 CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 BLOCK_FETCH_CONCURRENCY = 16
 # The node settings of a benchmark network: a block as soon as there are transfers;
@@ -135,26 +133,6 @@ def node_pids(entries: list[NodeEntry]) -> dict[str, int]:
     return found
 
 
-def free_base_port(count: int) -> int:
-    """A block of `count` consecutive loopback ports that bind now."""
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(PORT_MIN, PORT_MAX - count)
-        sockets = []
-        try:
-            for port in range(base, base + count):
-                s = socket.socket()
-                sockets.append(s)
-                s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in sockets:
-                s.close()
-    raise RuntimeError("no free block of ports")
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Network:
     directory: Path
@@ -179,7 +157,7 @@ def network_for(args: argparse.Namespace, progress: Any) -> Iterator[Network]:
             banks=args.banks,
             chain_id="som-bench",
             host="127.0.0.1",
-            base_port=args.base_port or free_base_port(2 * (args.validators + args.banks)),
+            base_port=args.base_port or free_port_range(2 * (args.validators + args.banks)),
             accounts=args.accounts,
         )
         progress(
@@ -674,27 +652,13 @@ def add_network_arguments(benches: argparse._SubParsersAction[argparse.ArgumentP
     )
     _add_network_options(parser, ACCOUNTS_DEFAULT)
     rate = parser.add_mutually_exclusive_group()
-    rate.add_argument(
-        "--rate", type=number_in(0.1, RATE_MAX), default=500.0, help="transfers per second (500)"
-    )
+    add_rate_option(rate, rate_per_s=500.0)
     rate.add_argument(
         "--max",
         action="store_true",
         help="find the highest rate with p99 under 1 s and nothing unfinalized, then run it",
     )
-    parser.add_argument(
-        "--duration", type=number_in(0.1, SECONDS_MAX), default=10.0, help="measured seconds (10)"
-    )
-    parser.add_argument(
-        "--warmup", type=number_in(0, SECONDS_MAX), default=2.0, help="seconds before them (2)"
-    )
-    parser.add_argument(
-        "--drain", type=number_in(0, SECONDS_MAX), default=30.0, help="seconds to wait after (30)"
-    )
-    parser.add_argument(
-        "--clients", type=number_in(1, CLIENTS_MAX, integer=True), default=1,
-        help="load processes per bank (1)",
-    )  # fmt: skip
+    add_window_options(parser, duration_s=10.0, warmup_s=2.0)
     parser.add_argument("--plot", metavar="FILE", help="write throughput and latency (PNG)")
     parser.add_argument(
         "--down", type=number_in(0, VALIDATORS_MAX, integer=True), default=0,

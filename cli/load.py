@@ -15,15 +15,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cli.command import number_in
 from cli.devnet import load_network
 from cli.traffic import (
-    CLIENTS_MAX,
-    RATE_MAX,
-    SECONDS_MAX,
     LoadOptions,
     LoadResult,
     Progress,
+    add_rate_option,
+    add_window_options,
     banks_of,
     run_load,
 )
@@ -80,21 +78,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description=__doc__.split("\n\n")[1],
     )
     load.add_argument("--home", default="devnet", help="the network directory")
-    load.add_argument(
-        "--rate", type=number_in(0.1, RATE_MAX), default=100.0, help="transfers per second"
-    )
-    load.add_argument(
-        "--duration", type=number_in(0.1, SECONDS_MAX), default=30.0, help="measured seconds"
-    )
-    load.add_argument(
-        "--warmup", type=number_in(0, SECONDS_MAX), default=0.0, help="seconds before them"
-    )
-    load.add_argument(
-        "--drain", type=number_in(0, SECONDS_MAX), default=30.0, help="seconds to wait after"
-    )
-    load.add_argument(
-        "--clients", type=number_in(1, CLIENTS_MAX, integer=True), default=1,
-        help="load processes per bank",
-    )  # fmt: skip
+    add_rate_option(load, rate_per_s=100.0)
+    add_window_options(load, duration_s=30.0, warmup_s=0.0)
     load.add_argument("--json", action="store_true")
     load.set_defaults(handler=cmd_load)

@@ -29,7 +29,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from nacl.signing import SigningKey
 
@@ -76,6 +76,14 @@ class WorkerSpec:
         assert self.batch_interval_s > 0
 
 
+class _Sender(TypedDict):
+    """The fields every transaction of one worker shares, whatever its kind."""
+
+    signer: str
+    expiry_height: int
+    from_account: str
+
+
 class _Signer:
     """Signs this worker's transactions: from the bank's main account to random targets."""
 
@@ -86,39 +94,25 @@ class _Signer:
         self.rng = random.Random(spec.seed)
         self.targets = [t for t in spec.targets if t != spec.bank_id]
         assert self.targets, "no account to credit but the sender's own"
+        self.sender = _Sender(
+            signer=spec.bank_id, expiry_height=spec.expiry_height, from_account=spec.bank_id
+        )
 
     def one(self) -> bytes:
-        spec, rng = self.spec, self.rng
+        spec, rng, chain_id = self.spec, self.rng, self.genesis.chain_id
         uetr = secrets.token_bytes(16)  # never reused across runs: a reused UETR is DUPLICATE
         if spec.payout_legs:
             legs = [
                 (rng.choice(self.targets), rng.randint(1, 100)) for _ in range(spec.payout_legs)
             ]
-            return sign_payout(
-                self.key,
-                self.genesis.chain_id,
-                signer=spec.bank_id,
-                uetr=uetr,
-                expiry_height=spec.expiry_height,
-                from_account=spec.bank_id,
-                legs=legs,
-            )
+            return sign_payout(self.key, chain_id, uetr=uetr, legs=legs, **self.sender)
         to = rng.choice(self.targets)
-        recipients = None
-        if spec.remittance:
-            recipients = self.genesis.remittance_keys(spec.bank_id, [to])
+        recipients = self.genesis.remittance_keys(spec.bank_id, [to]) if spec.remittance else None
+        amount = rng.randint(1, AMOUNT_MAX_TYIYN)
         return sign_transfer(
-            self.key,
-            self.genesis.chain_id,
-            signer=spec.bank_id,
-            uetr=uetr,
-            expiry_height=spec.expiry_height,
-            from_account=spec.bank_id,
-            to_account=to,
-            amount=rng.randint(1, AMOUNT_MAX_TYIYN),
-            remittance=spec.remittance,
-            recipients=recipients,
-        )
+            self.key, chain_id, uetr=uetr, to_account=to, amount=amount,
+            remittance=spec.remittance, recipients=recipients, **self.sender,
+        )  # fmt: skip
 
 
 def _batch_sizes(spec: WorkerSpec) -> Iterator[int]:

@@ -24,6 +24,7 @@ and `somnet demo`. Why it is shaped this way (issue 12, "What is wrong with the 
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import multiprocessing
@@ -40,6 +41,7 @@ from typing import Any
 from nacl.signing import SigningKey
 
 from cli.api_client import ApiClient, ApiError, Credentials
+from cli.command import number_in
 from cli.entry import NodeEntry
 from cli.load_worker import WorkerSpec, run_worker
 from node.keys import load_key_file
@@ -50,6 +52,8 @@ __all__ = [
     "LoadResult",
     "Progress",
     "Tally",
+    "add_rate_option",
+    "add_window_options",
     "banks_of",
     "percentile",
     "run_load",
@@ -77,6 +81,38 @@ def banks_of(entries: list[NodeEntry]) -> list[Bank]:
         for e in entries
         if e.role == "bank"
     ]
+
+
+def add_rate_option(options: argparse._ActionsContainer, *, rate_per_s: float) -> None:
+    """--rate, for `somnet load` and `somnet bench network` (where --max may replace it, so
+    `options` may be a group of alternatives)."""
+    options.add_argument(
+        "--rate", type=number_in(0.1, RATE_MAX), default=rate_per_s,
+        help=f"transfers per second ({rate_per_s:g})",
+    )  # fmt: skip
+
+
+def add_window_options(
+    parser: argparse.ArgumentParser, *, duration_s: float, warmup_s: float
+) -> None:
+    """--duration, --warmup, --drain and --clients: the open-loop run that `somnet load`
+    and `somnet bench network` share, each with its own window."""
+    parser.add_argument(
+        "--duration", type=number_in(0.1, SECONDS_MAX), default=duration_s,
+        help=f"measured seconds ({duration_s:g})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--warmup", type=number_in(0, SECONDS_MAX), default=warmup_s,
+        help=f"seconds before them ({warmup_s:g})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--drain", type=number_in(0, SECONDS_MAX), default=DRAIN_S_DEFAULT,
+        help=f"seconds to wait after ({DRAIN_S_DEFAULT:g})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--clients", type=number_in(1, CLIENTS_MAX, integer=True), default=1,
+        help="load processes per bank (1)",
+    )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -19,8 +19,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from cli.ports import free_port_range
 from node.anchor import ANCHOR_TAG, decode_calldata
-from tests.integration.network import free_port_range
 from tests.integration.waiting import stop_process, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]

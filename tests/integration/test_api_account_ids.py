@@ -17,7 +17,7 @@ import pytest
 
 from cli.api_client import ApiError, blocking, client_for_home
 from cli.devnet import init_network
-from tests.integration.network import free_port_range
+from cli.ports import free_port_range
 from tests.integration.waiting import wait_for
 
 pytestmark = pytest.mark.network

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.network import free_port_range, somnet
+from cli.ports import free_port_range
+from tests.integration.network import somnet
 
 pytestmark = pytest.mark.network
 

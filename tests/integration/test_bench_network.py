@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.integration.network import Network, free_port_range, somnet
+from cli.ports import free_port_range
+from tests.integration.network import Network, somnet
 
 pytestmark = pytest.mark.network
 

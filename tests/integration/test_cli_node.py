@@ -15,8 +15,8 @@ import pytest
 from cli.api_client import ApiError, blocking, client_for_home
 from cli.devnet import load_network, status_of
 from cli.entry import NodeEntry
+from cli.ports import free_port_range
 from tests.integration.network import (
-    free_port_range,
     node_processes_reaped,
     node_processes_under,
 )

@@ -20,9 +20,10 @@ import pytest
 from cli.api_client import ApiError
 from cli.compose import API_PORT, CONTAINER_UID, ComposeOptions
 from cli.devnet import init_network
+from cli.ports import free_port_range
 from tests.integration import containers
 from tests.integration.containers import ComposeProject, ContainerSetupError, run
-from tests.integration.network import FAST, Network, free_port_range
+from tests.integration.network import FAST, Network
 from tests.integration.waiting import wait_for
 
 # The first run on a machine makes the base image (debootstrap, about a minute) inside

@@ -11,8 +11,8 @@ import pytest
 
 from cli.api_client import ApiError
 from cli.devnet import load_network, status_of
+from cli.ports import free_port_range
 from tests.integration.network import (
-    free_port_range,
     node_processes_reaped,
     node_processes_under,
 )

@@ -21,9 +21,10 @@ from nacl.signing import SigningKey
 from cli.api_client import ApiClient, ApiError
 from cli.devnet import node_toml
 from cli.entry import NodeEntry
+from cli.ports import free_port_range
 from node.keys import load_key_file, write_key_file
 from node.tx import sign_transfer
-from tests.integration.network import Network, free_port_range, ok, running_network, somnet
+from tests.integration.network import Network, ok, running_network, somnet
 from tests.integration.test_gov_cli import approved, governance, settles, submitted, transfer
 
 pytestmark = pytest.mark.network

@@ -14,7 +14,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from cli.api_client import ApiError
-from tests.integration.network import Network, dump_logs, free_port_range
+from cli.ports import free_port_range
+from tests.integration.network import Network, dump_logs
 
 pytestmark = pytest.mark.network
 

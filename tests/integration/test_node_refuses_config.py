@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from cli.devnet import init_network
+from cli.ports import free_port_range
 from node.fatal import FatalReason
-from tests.integration.network import free_port_range
 
 pytestmark = pytest.mark.network
 
