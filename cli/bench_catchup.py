@@ -43,23 +43,25 @@ import aiohttp
 
 from cli.api_client import ApiClient, ApiError, Credentials
 from cli.bench_network import (
+    ACCOUNTS_MAX,
     BENCH_NODE_ENV,
+    VALIDATORS_MAX,
     Resources,
     _targets,
     _wait_banks_caught_up,
     resources_of,
 )
+from cli.command import number_in
 from cli.devnet import init_network, start_nodes, status_of, stop_nodes, wait_ready
 from cli.entry import NodeEntry
 from cli.ports import free_port_range
-from cli.traffic import LoadOptions, banks_of, run_load
+from cli.traffic import RATE_MAX, SECONDS_MAX, LoadOptions, banks_of, run_load
 from node.keys import load_key_file
 
 __all__ = ["add_catchup_arguments"]
 
 EXIT_OK = 0
 EXIT_UNCLEAN = 1
-EXIT_USAGE = 2
 TRANSFERS_DEFAULT = 100_000
 TRANSFERS_MAX = 10_000_000
 RATE_DEFAULT = 2_000.0
@@ -219,25 +221,7 @@ def print_summary(f: dict[str, Any]) -> None:
         print(f"{label:<22}{value}")
 
 
-def _usage_error(args: argparse.Namespace) -> str | None:
-    if not 1 <= args.transfers <= TRANSFERS_MAX:
-        return f"--transfers must be in 1..{TRANSFERS_MAX}"
-    if args.validators < 1:
-        return "--validators must be at least 1"
-    if args.rate <= 0:
-        return "--rate must be positive"
-    if not 1 <= args.accounts <= 2_000_000:
-        return "--accounts must be in 1..2000000"
-    if args.timeout <= 0 or args.drain <= 0:
-        return "--timeout and --drain must be positive"
-    return None
-
-
 def cmd_bench_catchup(args: argparse.Namespace) -> int:
-    error = _usage_error(args)
-    if error is not None:
-        print(f"somnet bench catchup: {error}", file=sys.stderr)
-        return EXIT_USAGE
     with tempfile.TemporaryDirectory(prefix="somnet-bench-catchup-") as temporary:
         directory = Path(temporary) / "net"
         entries = init_network(
@@ -353,21 +337,31 @@ def add_catchup_arguments(benches: argparse._SubParsersAction[argparse.ArgumentP
         " apply, store; the rest of its CPU; the time it did not run).",
     )
     parser.add_argument(
-        "--transfers", type=int, default=TRANSFERS_DEFAULT, help="transfers behind (100000)"
-    )
-    parser.add_argument("--validators", type=int, default=4, help="validators (4)")
+        "--transfers", type=number_in(1, TRANSFERS_MAX, integer=True), default=TRANSFERS_DEFAULT,
+        help="transfers behind (100000)",
+    )  # fmt: skip
     parser.add_argument(
-        "--rate", type=float, default=RATE_DEFAULT, help="transfers per second sent (2000)"
+        "--validators", type=number_in(1, VALIDATORS_MAX, integer=True), default=4,
+        help="validators (4)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--rate", type=number_in(0.1, RATE_MAX), default=RATE_DEFAULT,
+        help="transfers per second sent (2000)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--accounts", type=number_in(1, ACCOUNTS_MAX, integer=True), default=ACCOUNTS_DEFAULT,
+        help="customer accounts (1000)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--drain", type=number_in(1, SECONDS_MAX), default=60.0, help="seconds to wait final (60)"
     )
     parser.add_argument(
-        "--accounts", type=int, default=ACCOUNTS_DEFAULT, help="customer accounts (1000)"
-    )
-    parser.add_argument("--drain", type=float, default=60.0, help="seconds to wait final (60)")
+        "--timeout", type=number_in(1, SECONDS_MAX), default=600.0,
+        help="seconds to wait the catch-up (600)",
+    )  # fmt: skip
     parser.add_argument(
-        "--timeout", type=float, default=600.0, help="seconds to wait the catch-up (600)"
-    )
-    parser.add_argument(
-        "--base-port", type=int, default=0, help="first port of the network (a free block)"
-    )
+        "--base-port", type=number_in(0, 65_000, integer=True), default=0,
+        help="first port of the network (a free block)",
+    )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="end with one JSON result line")
     parser.set_defaults(handler=cmd_bench_catchup)

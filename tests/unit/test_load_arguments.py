@@ -26,6 +26,12 @@ from cli.main import main
         ["bench", "payout", "--legs-per-tx", "1001"],
         ["bench", "payout", "--legs", "0"],
         ["bench", "payout", "--legs", "1.5"],
+        ["bench", "catchup", "--transfers", "0"],
+        ["bench", "catchup", "--rate", "nan"],
+        ["bench", "catchup", "--rate", "-1"],
+        ["bench", "catchup", "--validators", "0"],
+        ["bench", "catchup", "--timeout", "inf"],
+        ["bench", "network", "--down", "-1"],
     ],
 )
 def test_a_number_out_of_range_is_a_usage_error(
