@@ -261,6 +261,21 @@ async def test_a_node_behind_asks_a_peer_ahead_and_settles_certified_blocks(bank
     assert bank.driver.ledger.balances["bank-f"] == 10_005
 
 
+async def test_only_validators_announce_each_height_they_settle(tmp_path: Path) -> None:
+    """Bank nodes learn each height from the validators; a bank's own height waits for its
+    periodic announcement (with 20 banks, announcing every block was most of the traffic)."""
+    blocks = certified_chain(3, {})
+    for node_id in ("bank-e", "val-b"):
+        node = make_node(tmp_path, node_id)
+        hear(node, "val-c", status_at(blocks, 3))
+        [(peer, _)] = node.network.take(SyncRequest)
+        hear(node, peer, SyncBlocks(blocks=tuple(blocks)))
+        assert node.driver.ledger.height == 3
+        announced = {peer for peer, status in node.network.take(Status) if status.height == 3}
+        everyone = {p for p in (*VALIDATORS, *BANKS) if p != node_id}
+        assert announced == (everyone if node_id == "val-b" else set()), node_id
+
+
 async def test_an_unanswered_sync_request_times_out_and_another_peer_is_asked(
     bank: Node,
 ) -> None:
