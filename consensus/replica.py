@@ -24,9 +24,9 @@ Rules of this implementation (the paper leaves them to the implementer):
   replica may lose track of what it signed, so it skips a step rather than risk a
   second, conflicting signature (SPEC "signing guard").
 - Own messages are counted immediately; they are re-sent on a `REBROADCAST` timer so the
-  protocol survives message loss without ever re-signing. With a validValue, the
-  prevotes that prove it (its proof of lock) are forwarded too, so a replica locked on
-  another value can still obtain the proof L28 asks for.
+  protocol survives message loss without ever re-signing. A re-proposal of validValue
+  goes out, and is re-sent, with the prevotes that prove it (its proof of lock), so a
+  replica locked on another value can still obtain the proof L28 asks for.
 - Memory is bounded: per (round, type) one vote per validator and relevant value (see
   consensus.quorum), votes only for rounds up to ROUNDS_AHEAD_MAX past the current one,
   a bounded buffer for the next height.
@@ -382,10 +382,10 @@ class Replica:
         self.validity[value.value_id] = (value.payload, True)
         self._persist_signed(Step.PROPOSE, out)
         out.append(Broadcast(message=proposal))
-        if valid_round != NIL_ROUND:
-            # L16 re-proposes validValue: send its proof of lock along, since a replica
-            # locked on another value may lack it (lost, or hidden by an equivocator).
-            out.extend(Broadcast(message=vote) for vote in self._proof_of_lock())
+        # L16 re-proposes validValue: send its proof of lock along, since a replica
+        # locked on another value may lack it (lost, or hidden by an equivocator). The
+        # rebroadcast re-sends it with the proposal (see _rebroadcast).
+        out.extend(Broadcast(message=vote) for vote in self._proof_of_lock(value, valid_round))
         assert self.round not in self.proposals  # the guard stops a second proposal
         self.proposals[self.round] = proposal
         self.votes.note_round(self.me, self.round)
@@ -777,25 +777,44 @@ class Replica:
 
     def _rebroadcast(self, now_ms: int, out: list[Action]) -> None:
         """Re-send our own signed messages of the latest rounds, unchanged (no new
-        signature, so no Persist), and the proof of lock of validValue while undecided;
-        keep exactly one rebroadcast timer armed."""
-        sent = [a.message for a in out if isinstance(a, Broadcast)]  # sent just now
+        signature, so no Persist), each re-proposal among them with its proof of lock
+        while undecided; keep exactly one rebroadcast timer armed.
+
+        Why the proof goes with our re-proposals only. L28 is the one rule that needs a
+        proof of lock, and only for the proposal of the round: a replica locked on
+        another value prevotes a re-proposal (v, vr) only with 2f+1 prevotes for v in
+        vr. The proposer of that round built it from its validValue, so it holds those
+        prevotes (L36 counted them) and sends them with the proposal (L16); re-sending
+        them here while it re-sends the proposal (the current and previous round) gets
+        them past message loss, and past an equivocator that showed the locked replica
+        another vote (sim seeds 2 and 1473): the replica counts the proof's copy once v
+        is relevant to it, at the latest when the proposal arrives. A replica with a
+        validValue that is not the proposer has no proposal for its proof to serve:
+        rotation makes every validator proposer within a bounded number of rounds (SPEC
+        §9), and then it sends its own. So the proof goes out from at most two replicas
+        a tick, n votes to n peers each, instead of from every replica: O(n^2) messages
+        a tick, not O(n^3)."""
+        sent = {a.message for a in out if isinstance(a, Broadcast)}  # sent just now
         resend: list[Message] = [self.own[key] for key in sorted(self.own)]
         if not self.decided:
-            # Without this a replica locked on another value may never see 2f+1 prevotes
-            # for validValue in validRound: own messages are re-sent for two rounds only,
-            # and an equivocator may have shown it another vote (sim seeds 2 and 1473).
-            resend += [v for v in self._proof_of_lock() if v not in resend]
-        out.extend(Broadcast(message=m) for m in resend if m not in sent)
+            proofs = [
+                vote
+                for message in resend
+                if isinstance(message, Proposal)
+                for vote in self._proof_of_lock(message.value, message.valid_round)
+            ]
+            resend += proofs
+        out.extend(Broadcast(message=m) for m in dict.fromkeys(resend) if m not in sent)
         out.append(self._timer(now_ms + self.config.rebroadcast_ms, Timer.REBROADCAST))
         assert all(m.height == self.height for m in self.own.values())
 
-    def _proof_of_lock(self) -> tuple[Vote, ...]:
-        """The prevotes we hold for validValue in validRound (the POL L28 asks for)."""
-        if self.valid_value is None or self.valid_round == NIL_ROUND:
+    def _proof_of_lock(self, value: Value, valid_round: Round) -> tuple[Vote, ...]:
+        """The prevotes we hold for `value` in `valid_round` (the POL L28 asks of a
+        re-proposal); none for a fresh proposal (`valid_round` NIL)."""
+        if valid_round == NIL_ROUND:
             return ()
-        tally = self.votes.tally(self.valid_round, VoteType.PREVOTE)
-        return tally.votes_for(self.valid_value.value_id)
+        tally = self.votes.tally(valid_round, VoteType.PREVOTE)
+        return tally.votes_for(value.value_id)
 
     # -----------------------------------------------------------------------------------
     # Block sync.
