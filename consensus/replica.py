@@ -792,14 +792,15 @@ class Replica:
         proposes within a bounded number of rounds (every validator does, SPEC §9):
         then it re-proposes its validValue with that proof, or with the proof of a
         newer polka that replaced it. So what a holder's forwarding achieved in some
-        round, its own turn achieves at the latest one rotation later; the only round
-        lost is one whose re-proposer restarted since its polka (votes are not
-        durable, so it holds no proof) or, being faulty, withholds it, while a holder
-        could have filled in. Every
-        holder used to forward on every tick, each to every peer: n x n x n messages
-        a tick (811982 in height 1 of `somnet sim --validators 100 --first-seed 3`).
-        Now the proof goes out from the proposers of the latest two rounds only, n
-        votes to n peers each: O(n^2) a tick."""
+        round, its own turn achieves at the latest one rotation later. Lost: a round
+        whose re-proposer restarted since its polka (votes are not durable, so it holds
+        no proof) or, being faulty, withholds it, which a holder could have completed;
+        and, under long delays, the holders' relay of prevotes to replicas that missed
+        some (most likely why 2000 seeds at 4 validators with delays only now take 2%
+        more virtual time). Every holder used to forward on every tick, to every peer:
+        n x n x n messages a tick (811982 in height 1 of `somnet sim --validators 100
+        --first-seed 3`). Now the proof goes out from the proposers of the latest two
+        rounds only, n votes to n peers each: O(n^2) a tick."""
         sent = {a.message for a in out if isinstance(a, Broadcast)}  # sent just now
         resend: list[Message] = [self.own[key] for key in sorted(self.own)]
         if not self.decided:
