@@ -82,8 +82,11 @@ MAX_TRIAL_WARMUP_S = 2.0
 MAX_TRIAL_DURATION_S = 10.0
 MAX_BISECTIONS = 4
 TRIAL_DRAIN_S = 10.0
+DOWN_SETTLE_S = 10.0
+DOWN_SETTLE_RATE = 100.0
 CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 BLOCK_FETCH_CONCURRENCY = 16
+RATE_LIMITED_TRIES = 30
 # The node settings of a benchmark network: a block as soon as there are transfers;
 # the rest as `somnet init` writes them (cli/devnet.py node_toml).
 BENCH_NODE_ENV = {"SOMNET_NODE_LOG_LEVEL": "WARNING"}
@@ -288,6 +291,15 @@ async def _blocks_in(bank: Bank, heights: list[int]) -> list[dict[str, Any]]:
 
         async def one(height: int) -> dict[str, Any]:
             async with limit:
+                for _ in range(RATE_LIMITED_TRIES):
+                    try:
+                        return await api.block(height)
+                    except ApiError as exc:
+                        # Thousands of blocks (a run of small blocks) pass the node's
+                        # per-participant request rate: wait as its Retry-After asks.
+                        if exc.code != "RATE_LIMITED":
+                            raise
+                        await asyncio.sleep(1.0)
                 return await api.block(height)
 
         return list(await asyncio.gather(*(one(h) for h in heights)))
@@ -335,8 +347,9 @@ def run_figures(
         "blocks_in_window": len(window),
         "blocks_per_s": round(len(window) / figures["window_s"], 2) if figures["window_s"] else 0,
         "tx_per_block": round(sum(b.tx_count for b in window) / len(window), 1) if window else 0,
-        "rounds_per_height": round(sum(rounds) / len(rounds), 3) if rounds else 0,
-        "rounds_max": max(rounds, default=0),
+        # None when the blocks could not be read: never a figure that looks measured.
+        "rounds_per_height": round(sum(rounds) / len(rounds), 3) if rounds else None,
+        "rounds_max": max(rounds, default=None),
         "node_cpu_s_window": round(cpu_in_window, 2),
         "node_cpu_ms_per_final_tx": round(1000 * cpu_in_window / final_in_window, 3)
         if final_in_window
@@ -475,7 +488,8 @@ def print_table(figures: dict[str, Any]) -> None:
          f" {f['retried_by_code'] or ''}"),
         ("not final after drain", f"{f['not_final']}"),
         ("blocks in window", f"{f['blocks_in_window']}, {f['tx_per_block']} transfers per block,"
-         f" {f['rounds_per_height']} rounds per height (max {f['rounds_max']})"),
+         + (f" {f['rounds_per_height']} rounds per height (max {f['rounds_max']})"
+            if f["rounds_per_height"] is not None else " rounds per height unread")),
         ("node CPU in window", f"{f['node_cpu_s_window']} s,"
          f" {f['node_cpu_ms_per_final_tx']} ms per finalized transfer"),
         ("load clients", f"{f['client_cpu_s']} CPU s in the load processes, {f['counter_cpu_s']}"
@@ -515,6 +529,16 @@ def cmd_bench_network(args: argparse.Namespace) -> int:
             f" = {ceiling.tx_per_s:,.0f} transfers/s"
         )
         targets = _targets(network.directory)
+        if args.down:
+            # Each turn of a stopped proposer costs a propose timeout until the order
+            # passes over it (it missed its turns in the last PROPOSER_WINDOW_HEIGHTS
+            # heights): let that happen before anything is measured.
+            _progress(f"settling: {DOWN_SETTLE_S:.0f} s at {DOWN_SETTLE_RATE:.0f}/s, not measured")
+            one_run(
+                network, ceiling, rate_per_s=DOWN_SETTLE_RATE, warmup_s=0,
+                duration_s=DOWN_SETTLE_S, accounts_targets=targets, clients=1,
+                drain_s=TRIAL_DRAIN_S, progress=lambda _: None,
+            )  # fmt: skip
         trials: list[dict[str, Any]] = []
         rate = args.rate
         if args.max:
