@@ -6,10 +6,15 @@ processes; they run one at a time (see `pytest_collection_modifyitems`).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Generator
 
 import pytest
 from hypothesis import settings
+
+# Every child process (nodes, CLI commands) dumps each thread's stack on SIGABRT, which
+# tests/integration/waiting.py stop_process sends to a child that would not stop.
+os.environ.setdefault("PYTHONFAULTHANDLER", "1")
 
 # Property tests draw the same examples on every run, so `make test` passes or fails the
 # same way each time: a property test never fails by luck. Explore new examples on demand

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import queue
+import signal
 import subprocess
 import threading
 import time
@@ -23,6 +24,7 @@ from typing import IO, TypeVar
 T = TypeVar("T")
 
 POLL_INTERVAL_S = 0.05
+STDERR_TAIL_CHARS = 6_000  # a stack dump of a few threads
 """How often a condition is re-checked: a polling period, not a synchronisation guess."""
 
 
@@ -170,16 +172,39 @@ class LineReader:
 
 
 def stop_process(process: subprocess.Popen[str] | subprocess.Popen[bytes], timeout_s: float) -> int:
-    """Wait for a child to exit; kill it if it does not within `timeout_s`.
+    """Wait for a child to exit. One that does not within `timeout_s` is made to show
+    where each of its threads is (SIGABRT: children run with PYTHONFAULTHANDLER set, see
+    tests/conftest.py), then killed, and the test fails with that.
 
     Returns:
         The exit status; a killed child fails the test afterwards, named.
     Raises:
-        AssertionError: the child had to be killed.
+        AssertionError: the child had to be stopped, with its last stderr (its stack
+            dump) when the test holds its stderr pipe; else the dump is in its log.
     """
     try:
         return process.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-        raise AssertionError(f"pid {process.pid} did not exit within {timeout_s}s") from None
+        process.send_signal(signal.SIGABRT)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        where = _last_stderr(process)
+        raise AssertionError(
+            f"pid {process.pid} did not exit within {timeout_s}s; its stderr ends:\n{where}"
+        ) from None
+
+
+def _last_stderr(process: subprocess.Popen[str] | subprocess.Popen[bytes]) -> str:
+    """The end of an exited child's stderr pipe, which is then closed (left open, it
+    would fail a later test with a ResourceWarning)."""
+    stream = process.stderr
+    if stream is None or stream.closed:
+        return "(not a pipe of the test's: see the child's log)"
+    with stream:
+        text = stream.read()
+    if isinstance(text, bytes):
+        text = text.decode(errors="replace")
+    return text[-STDERR_TAIL_CHARS:] or "(nothing)"
