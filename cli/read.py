@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import json
 import re
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -216,6 +217,9 @@ def cmd_events(args: argparse.Namespace) -> int:
         raise bad_input(f"--from-height {args.from_height}: heights start at 1")
     client = client_of(args)
     emit = _print_event_json if args.json else _print_event
+    # Explicit, because a shell may start us with SIGINT ignored (a script's background
+    # job), and then nothing would ever stop the following (as `somnet demo` does).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         asyncio.run(_events(client, args.from_height, emit))
     except KeyboardInterrupt:

@@ -248,6 +248,9 @@ def test_events_follow_new_blocks_until_ctrl_c(network: Network, tmp_path: Path)
         [sys.executable, "-m", "cli.main", "events", "--home", str(home(network, BANK)),
          "--json"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # As a non-interactive shell starts a background job: with SIGINT ignored. Ctrl-C
+        # (SIGINT) must stop it all the same (fresh-clone run 18 started the suite so).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )  # fmt: skip
     output = LineReader.of(events)
     try:
